@@ -1,0 +1,169 @@
+//! The versioned region header, byte by byte as `docs/FORMAT.md` describes it.
+//!
+//! Parsing is a pure function of bytes so it can be tested on arbitrary input: any byte string
+//! yields either a valid [`Header`] or a reason, never a panic.
+
+/// The first 8 bytes of every region: ASCII `NUMBALOC`. Written last when a region is created.
+pub const MAGIC: [u8; 8] = *b"NUMBALOC";
+/// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
+pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The header's length in bytes: one cache line, so the bitmap starts on a line of its own.
+pub const HEADER_LEN: usize = 64;
+/// The largest bitmap size in bytes a region may have (1 TiB, 2^43 numbers: every number stays
+/// exactly representable as a JavaScript number).
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// The fields of a valid header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bitmap size in bytes as requested at creation (Go's `size`).
+    pub size: u64,
+}
+
+impl Header {
+    /// A header for a bitmap of `size` bytes. `size` must be in `1..=MAX_SIZE`.
+    pub fn new(size: u64) -> Header {
+        debug_assert!((1..=MAX_SIZE).contains(&size));
+        Header { size }
+    }
+
+    /// How many numbers the region holds: 8 per byte of bitmap.
+    pub fn capacity(&self) -> u64 {
+        self.size * 8
+    }
+
+    /// Bitmap length in bytes: `size` rounded up to whole 64-bit words.
+    pub fn bitmap_len(&self) -> u64 {
+        self.size.div_ceil(8) * 8
+    }
+
+    /// How many 64-bit words the bitmap has.
+    pub fn words(&self) -> usize {
+        (self.bitmap_len() / 8) as usize
+    }
+
+    /// Total length of the region in bytes: header plus bitmap.
+    pub fn region_len(&self) -> u64 {
+        HEADER_LEN as u64 + self.bitmap_len()
+    }
+
+    /// The header's bytes, magic included.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.capacity().to_le_bytes());
+        b[32..40].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
+        b[40..48].copy_from_slice(&self.bitmap_len().to_le_bytes());
+        b[48..56].copy_from_slice(&self.region_len().to_le_bytes());
+        b
+    }
+
+    /// Parses and cross-checks a header. Every field must agree with the others; anything else is
+    /// a reason for `ERR_INCOMPATIBLE_REGION`.
+    pub fn parse(bytes: &[u8]) -> Result<Header, String> {
+        if bytes.len() < HEADER_LEN {
+            return Err(format!(
+                "{} bytes long, shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            ));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        if bytes[0..8] != MAGIC {
+            return Err("no numballoc magic number at offset 0".into());
+        }
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {version}, this build reads version {FORMAT_VERSION}"
+            ));
+        }
+        let header_len = u32_at(12);
+        if header_len as usize != HEADER_LEN {
+            return Err(format!("header length {header_len}, expected {HEADER_LEN}"));
+        }
+        let size = u64_at(16);
+        if !(1..=MAX_SIZE).contains(&size) {
+            return Err(format!("size {size} outside 1..={MAX_SIZE}"));
+        }
+        let header = Header { size };
+        let checks = [
+            ("capacity", 24, header.capacity()),
+            ("bitmap offset", 32, HEADER_LEN as u64),
+            ("bitmap length", 40, header.bitmap_len()),
+            ("region length", 48, header.region_len()),
+            ("reserved field", 56, 0),
+        ];
+        for (field, at, expected) in checks {
+            let found = u64_at(at);
+            if found != expected {
+                return Err(format!(
+                    "corrupt header: {field} is {found}, expected {expected}"
+                ));
+            }
+        }
+        Ok(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trips() {
+        for size in [1, 7, 8, 9, 256, 1 << 20, MAX_SIZE] {
+            let h = Header::new(size);
+            assert_eq!(Header::parse(&h.encode()), Ok(h));
+            assert_eq!(h.region_len() % 8, 0);
+            assert!(h.bitmap_len() >= size && h.bitmap_len() < size + 8);
+        }
+    }
+
+    #[test]
+    fn rejects_each_corrupt_field() {
+        let good = Header::new(100).encode();
+        for at in 0..HEADER_LEN {
+            let mut bad = good;
+            bad[at] ^= 0x40;
+            assert!(
+                Header::parse(&bad).is_err(),
+                "flipping byte {at} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_other_versions_and_short_input() {
+        let mut b = Header::new(8).encode();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(Header::parse(&b).unwrap_err().contains("version 2"));
+        assert!(Header::parse(&b[..63]).is_err());
+        assert!(Header::parse(&[]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Header::parse(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_after_a_valid_magic_never_panic(
+            rest in proptest::collection::vec(any::<u8>(), 56..120)
+        ) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend(rest);
+            if let Ok(h) = Header::parse(&bytes) {
+                prop_assert_eq!(&h.encode()[..], &bytes[..HEADER_LEN]);
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! numballoc's core: unique numbers across processes through a lock-free bitmap in a named
+//! shared-memory region. Pure Rust, no Node: a Rust program and a Node program that open the same
+//! region share its numbers.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use numballoc_core::{Allocator, ConcurrentBitmap, OpenOptions, Region};
+//!
+//! // 128 bytes of bitmap: numbers 0..1024, shared by every process that opens "ports".
+//! let region = Arc::new(Region::open("ports", 128, &OpenOptions::default())?);
+//! let ports = ConcurrentBitmap::new(region, 0);
+//! let n = ports.allocate()?;
+//! ports.free(n)?;
+//! numballoc_core::destroy("ports", None)?;
+//! # Ok::<(), numballoc_core::Error>(())
+//! ```
+
+mod bitmap;
+mod error;
+pub mod header;
+mod region;
+
+pub use bitmap::{Allocator, Bits, ConcurrentBitmap};
+pub use error::{Error, Result};
+pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};

@@ -1,0 +1,83 @@
+//! Real processes on one region: the test binary re-runs itself as the children.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Region};
+
+const CHILD_ENV: &str = "NUMBALLOC_CHILD_REGION";
+const SIZE: u64 = 64; // 512 numbers
+
+/// The child: open the region (racing the others to create it), take numbers until it is full,
+/// print them. Does nothing when run as an ordinary test.
+#[test]
+fn child_exhausts_region() {
+    let Ok(name) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let region = Arc::new(Region::open(&name, SIZE, &OpenOptions::default()).unwrap());
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    let mut mine = Vec::new();
+    while let Ok(n) = bitmap.allocate() {
+        mine.push(n.to_string());
+    }
+    println!("NUMBERS {}", mine.join(","));
+}
+
+#[test]
+fn processes_racing_to_create_one_region_share_every_number_exactly_once() {
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..25 {
+        let name = format!("numballoc-rs-race-{}-{round}", std::process::id());
+        let _cleanup = DestroyOnDrop(&name);
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "child_exhausts_region",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CHILD_ENV, &name)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "a child failed in round {round}: {out:?}"
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            // libtest may print its own "test ... " prefix on the same line.
+            let line = text
+                .split_once("NUMBERS ")
+                .and_then(|(_, rest)| rest.lines().next())
+                .expect("child printed its numbers");
+            for n in line.split(',').filter(|s| !s.is_empty()) {
+                let n: u64 = n.parse().unwrap();
+                assert!(
+                    seen.insert(n),
+                    "{n} handed to two processes in round {round}"
+                );
+            }
+        }
+        assert_eq!(seen, (0..SIZE * 8).collect(), "round {round}");
+        let region = Arc::new(Region::open(&name, SIZE, &OpenOptions::default()).unwrap());
+        assert_eq!(ConcurrentBitmap::new(region, 0).count(), SIZE * 8);
+    }
+}
+
+/// Destroys the region when the round ends, passed or failed.
+struct DestroyOnDrop<'a>(&'a str);
+
+impl Drop for DestroyOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = destroy(self.0, None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The region on real shared memory and real files: creation, validation, destroy, failures.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, OpenOptions, Region};
+
+/// A region name no other test or run uses, destroyed when dropped (even if the test panics).
+struct Scratch(String);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        Scratch(format!("numballoc-rs-{tag}-{}-{seq}", std::process::id()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = destroy(&self.0, None);
+    }
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(name)
+}
+
+#[test]
+fn creates_opens_and_shares_numbers() {
+    let name = Scratch::new("share");
+    let a = Arc::new(Region::open(&name.0, 16, &OpenOptions::default()).unwrap());
+    let b = Arc::new(Region::open(&name.0, 16, &OpenOptions::default()).unwrap());
+    assert_eq!((a.size(), a.capacity()), (16, 128));
+    let (x, y) = (ConcurrentBitmap::new(a, 0), ConcurrentBitmap::new(b, 0));
+    let mut all: Vec<u64> = (0..64).map(|_| x.allocate().unwrap()).collect();
+    all.extend((0..64).map(|_| y.allocate().unwrap()));
+    assert!(matches!(x.allocate(), Err(Error::NoFreeNumber)));
+    all.sort_unstable();
+    assert_eq!(all, (0..128).collect::<Vec<_>>());
+    assert_eq!(y.count(), 128);
+    x.free(5).unwrap();
+    assert!(!y.is_allocated(5).unwrap());
+    assert_eq!(y.allocate().unwrap(), 5);
+}
+
+#[test]
+fn go_max_semantics() {
+    let name = Scratch::new("max");
+    let region = Arc::new(Region::open(&name.0, 4, &OpenOptions::default()).unwrap());
+    assert_eq!(ConcurrentBitmap::new(region.clone(), 0).max(), 32);
+    assert_eq!(ConcurrentBitmap::new(region.clone(), 10).max(), 10);
+    assert_eq!(ConcurrentBitmap::new(region, 1000).max(), 32);
+}
+
+#[test]
+fn blocks_are_a_copy_in_go_layout() {
+    let name = Scratch::new("blocks");
+    let region = Arc::new(Region::open(&name.0, 12, &OpenOptions::default()).unwrap());
+    let bitmap = ConcurrentBitmap::new(region.clone(), 0);
+    while bitmap.try_allocate().is_some() {}
+    for n in (0..96).filter(|&n| n != 33 && n != 95) {
+        bitmap.free(n).unwrap();
+    }
+    // Number n is bit n % 32 of block n / 32, as in Go's Blocks().
+    assert_eq!(region.blocks(), vec![0, 1 << 1, 1 << 31]);
+}
+
+#[test]
+fn size_mismatch_names_both_sizes() {
+    let name = Scratch::new("mismatch");
+    let _a = Region::open(&name.0, 16, &OpenOptions::default()).unwrap();
+    let err = Region::open(&name.0, 32, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ERR_SIZE_MISMATCH");
+    let text = err.to_string();
+    assert!(text.contains("16") && text.contains("32"), "{text}");
+}
+
+#[test]
+fn create_false_on_a_missing_region_is_enoent() {
+    let name = Scratch::new("nocreate");
+    let options = OpenOptions {
+        create: false,
+        ..OpenOptions::default()
+    };
+    let err = Region::open(&name.0, 8, &options).unwrap_err();
+    assert_eq!(err.code(), "ENOENT");
+    assert_eq!(err.syscall(), Some("shm_open"));
+    assert!(!shm_path(&name.0).exists());
+}
+
+#[test]
+fn new_regions_have_the_requested_mode() {
+    let name = Scratch::new("mode");
+    let _r = Region::open(&name.0, 8, &OpenOptions::default()).unwrap();
+    let mode = std::fs::metadata(shm_path(&name.0))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let other = Scratch::new("mode");
+    let options = OpenOptions {
+        mode: 0o644,
+        ..OpenOptions::default()
+    };
+    let _r = Region::open(&other.0, 8, &options).unwrap();
+    let mode = std::fs::metadata(shm_path(&other.0))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+}
+
+#[test]
+fn garbage_truncated_and_foreign_files_are_incompatible() {
+    let dir = std::env::temp_dir().join(format!("numballoc-rs-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let options = OpenOptions {
+        directory: Some(dir.clone()),
+        ..OpenOptions::default()
+    };
+    // Random-looking bytes.
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+        .collect();
+    std::fs::write(dir.join("garbage"), &garbage).unwrap();
+    // A short file with non-zero bytes.
+    std::fs::write(dir.join("short"), b"hello").unwrap();
+    // A real region cut short.
+    let real = Region::open("cut", 1024, &options).unwrap();
+    drop(real);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cut"))
+        .unwrap();
+    file.set_len(100).unwrap();
+    // A real region of a future format version.
+    drop(Region::open("future", 8, &options).unwrap());
+    let mut bytes = std::fs::read(dir.join("future")).unwrap();
+    bytes[8] = 2;
+    std::fs::write(dir.join("future"), &bytes).unwrap();
+
+    for (name, size) in [("garbage", 8), ("short", 8), ("cut", 1024), ("future", 8)] {
+        let before = std::fs::read(dir.join(name)).unwrap();
+        let err = Region::open(name, size, &options).unwrap_err();
+        assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{name}: {err}");
+        assert_eq!(
+            std::fs::read(dir.join(name)).unwrap(),
+            before,
+            "{name} was modified"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_or_zeroed_object_left_by_a_dead_creator_is_completed() {
+    let name = Scratch::new("orphan");
+    // What a creator killed right after creating (empty) or mid-way (zeroed, no magic) leaves.
+    std::fs::write(shm_path(&name.0), b"").unwrap();
+    let r = Region::open(&name.0, 8, &OpenOptions::default()).unwrap();
+    assert_eq!(r.capacity(), 64);
+    drop(r);
+    destroy(&name.0, None).unwrap();
+    std::fs::write(shm_path(&name.0), vec![0u8; 200]).unwrap();
+    let r = Arc::new(Region::open(&name.0, 16, &OpenOptions::default()).unwrap());
+    assert_eq!(ConcurrentBitmap::new(r, 0).count(), 0);
+}
+
+#[test]
+fn destroy_while_open_keeps_the_mapping_and_the_next_open_is_fresh() {
+    let name = Scratch::new("destroy");
+    let old = ConcurrentBitmap::new(
+        Arc::new(Region::open(&name.0, 8, &OpenOptions::default()).unwrap()),
+        0,
+    );
+    let n = old.allocate().unwrap();
+    assert!(destroy(&name.0, None).unwrap());
+    assert!(!destroy(&name.0, None).unwrap());
+    assert!(old.is_allocated(n).unwrap());
+    old.free(n).unwrap();
+    old.allocate().unwrap();
+    let new = ConcurrentBitmap::new(
+        Arc::new(Region::open(&name.0, 8, &OpenOptions::default()).unwrap()),
+        0,
+    );
+    assert_eq!(new.count(), 0);
+    assert_eq!(old.count(), 1);
+}
+
+#[test]
+fn a_region_too_large_for_dev_shm_is_enospc_at_open() {
+    let name = Scratch::new("enospc");
+    // 512 GiB of bitmap: larger than any /dev/shm this runs on.
+    let err = Region::open(&name.0, 1 << 39, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ENOSPC", "{err}");
+    assert_eq!(err.syscall(), Some("posix_fallocate"));
+    assert!(
+        !shm_path(&name.0).exists(),
+        "a failed creation left the object behind"
+    );
+}
+
+#[test]
+fn bad_names_and_sizes_are_refused() {
+    for name in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "sp ace",
+        "nul\0",
+        &"x".repeat(256),
+        "é",
+    ] {
+        let err = Region::open(name, 8, &OpenOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_NAME", "{name:?}");
+    }
+    for size in [0, (1 << 40) + 1, u64::MAX] {
+        let err = Region::open("numballoc-rs-size", size, &OpenOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "ERR_OUT_OF_RANGE");
+    }
+}
