@@ -214,7 +214,7 @@ impl Region {
                     return Ok(region);
                 }
             }
-            flock_exclusive(&file, &location)?;
+            let _lock = ExclusiveLock::take(&file, &location)?;
             if fstat(&file, &location)?.st_nlink == 0 {
                 continue; // destroyed while we waited for the lock: open the new one
             }
@@ -329,16 +329,32 @@ fn fstat(file: &File, location: &Location) -> Result<libc::stat> {
     }
 }
 
-fn flock_exclusive(file: &File, location: &Location) -> Result<()> {
-    loop {
-        // SAFETY: a valid descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
+/// An exclusive `flock` on a region object, released on drop.
+///
+/// Released explicitly because closing the descriptor is not enough: the lock belongs to the open
+/// file description, which every mapping made from it keeps alive until it is unmapped. A process
+/// that dies releases it anyway, since its mappings and descriptors go with it.
+struct ExclusiveLock<'a>(&'a File);
+
+impl<'a> ExclusiveLock<'a> {
+    fn take(file: &'a File, location: &Location) -> Result<ExclusiveLock<'a>> {
+        loop {
+            // SAFETY: a valid descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(ExclusiveLock(file));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::os("flock", location.shown(), e));
+            }
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(Error::os("flock", location.shown(), e));
-        }
+    }
+}
+
+impl Drop for ExclusiveLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a valid descriptor; unlocking cannot fail in a way we could act on.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 

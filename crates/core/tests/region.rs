@@ -47,6 +47,18 @@ fn creates_opens_and_shares_numbers() {
 }
 
 #[test]
+fn opening_releases_the_creation_lock_while_the_region_stays_mapped() {
+    use std::os::unix::io::AsRawFd;
+    let name = Scratch::new("lock");
+    let _mapped = Region::open(&name.0, 8, &OpenOptions::default()).unwrap();
+    // A later opener that finds the object uninitialised takes this lock: it must be free.
+    let other = std::fs::File::open(shm_path(&name.0)).unwrap();
+    // SAFETY: a valid descriptor.
+    let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "the creator still holds the initialisation lock");
+}
+
+#[test]
 fn go_max_semantics() {
     let name = Scratch::new("max");
     let region = Arc::new(Region::open(&name.0, 4, &OpenOptions::default()).unwrap());

@@ -1,0 +1,147 @@
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { loadShared, destroyShared, ConcurrentBitmap, SharedMemory } = require('..')
+const { scratchName } = require('./helpers')
+
+test('the Go README example, translated', (t) => {
+  const name = scratchName(t, 'readme')
+  // shared memory can be safely used by multiple processes
+  const size = 256 // bytes, can allocate 256 * 8 numbers
+  const mem = loadShared(name, size)
+  t.after(() => mem.close())
+
+  const allocator = new ConcurrentBitmap(mem, 0)
+  const number = allocator.allocate()
+  // number is guaranteed to be unique across all processes sharing the same memory region
+  assert.ok(Number.isInteger(number) && number >= 0 && number < 2048)
+  assert.equal(allocator.max, 2048)
+  assert.ok(allocator.isAllocated(number))
+  assert.ok(fs.existsSync(`/dev/shm/${name}`), 'the region is a POSIX shared-memory object')
+})
+
+test('exhaustion: every number once, then ERR_NO_FREE_NUMBER, then reuse after free', (t) => {
+  const bitmap = ConcurrentBitmap.open(scratchName(t, 'exhaust'), { capacity: 1000 })
+  t.after(() => bitmap.close())
+  const seen = new Set()
+  for (let i = 0; i < 1000; i++) seen.add(bitmap.allocate())
+  assert.equal(seen.size, 1000)
+  assert.deepEqual([...seen].sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i))
+  assert.equal(bitmap.count(), 1000)
+  assert.throws(() => bitmap.allocate(), { code: 'ERR_NO_FREE_NUMBER', message: 'could not allocate a free number' })
+  assert.equal(bitmap.tryAllocate(), null)
+  bitmap.free(617)
+  assert.equal(bitmap.isAllocated(617), false)
+  assert.equal(bitmap.allocate(), 617)
+  assert.equal(bitmap.tryAllocate(), null)
+})
+
+test('max follows Go: 0 or absent is size*8, otherwise min(size*8, max)', (t) => {
+  const mem = loadShared(scratchName(t, 'max'), 4)
+  t.after(() => mem.close())
+  assert.equal(new ConcurrentBitmap(mem).max, 32)
+  assert.equal(new ConcurrentBitmap(mem, 0).max, 32)
+  assert.equal(new ConcurrentBitmap(mem, 5).max, 5)
+  assert.equal(new ConcurrentBitmap(mem, 1000).max, 32)
+  const five = new ConcurrentBitmap(mem, 5)
+  for (let i = 0; i < 5; i++) assert.ok(five.allocate() < 5)
+  assert.equal(five.tryAllocate(), null)
+  assert.equal(new ConcurrentBitmap(mem).count(), 5)
+})
+
+test('SharedMemory: name, size, blocks() is a snapshot copy in Go layout', (t) => {
+  const name = scratchName(t, 'blocks')
+  const mem = loadShared(name, 12)
+  t.after(() => mem.close())
+  assert.equal(mem.name, name)
+  assert.equal(mem.size, 12)
+  assert.equal(String(mem), '[object SharedMemory]')
+  const bitmap = new ConcurrentBitmap(mem)
+  while (bitmap.tryAllocate() !== null);
+  for (let n = 0; n < 96; n++) if (n !== 33 && n !== 95) bitmap.free(n)
+  const blocks = mem.blocks()
+  assert.ok(blocks instanceof Uint32Array)
+  assert.deepEqual([...blocks], [0, 1 << 1, 2 ** 31])
+  blocks[0] = 0xffffffff
+  assert.equal(bitmap.isAllocated(0), false, 'writing the copy changes nothing')
+  assert.equal(bitmap.count(), 2)
+})
+
+test('SharedMemory cannot be constructed directly', () => {
+  assert.throws(() => new SharedMemory(), { name: 'TypeError', code: 'ERR_ILLEGAL_CONSTRUCTOR' })
+})
+
+test('two handles in one process share the numbers', (t) => {
+  const name = scratchName(t, 'handles')
+  const a = ConcurrentBitmap.open(name, { capacity: 64 })
+  const b = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => (a.close(), b.close()))
+  const all = []
+  for (let i = 0; i < 32; i++) all.push(a.allocate(), b.allocate())
+  assert.equal(new Set(all).size, 64)
+  assert.equal(a.tryAllocate(), null)
+  b.free(all[0])
+  assert.equal(a.allocate(), all[0])
+})
+
+test('close: idempotent; any later use is ERR_REGION_CLOSED', (t) => {
+  const name = scratchName(t, 'closed')
+  const mem = loadShared(name, 8)
+  const viaMem = new ConcurrentBitmap(mem)
+  const n = viaMem.allocate()
+  mem.close()
+  mem.close()
+  for (const use of [() => viaMem.allocate(), () => viaMem.tryAllocate(), () => viaMem.free(n), () => viaMem.isAllocated(n), () => viaMem.count(), () => mem.blocks(), () => new ConcurrentBitmap(mem)]) {
+    assert.throws(use, { code: 'ERR_REGION_CLOSED' })
+  }
+
+  const owned = ConcurrentBitmap.open(name, { capacity: 64 })
+  owned.close()
+  owned.close()
+  assert.throws(() => owned.allocate(), { code: 'ERR_REGION_CLOSED' })
+  const other = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => other.close())
+  assert.ok(other.isAllocated(n), 'closing keeps numbers allocated')
+  assert.equal(other.count(), 1)
+})
+
+test('closing an allocator does not close a SharedMemory it did not open', (t) => {
+  const mem = loadShared(scratchName(t, 'notowned'), 8)
+  t.after(() => mem.close())
+  const a = new ConcurrentBitmap(mem)
+  a.close()
+  assert.throws(() => a.allocate(), { code: 'ERR_REGION_CLOSED' })
+  assert.equal(new ConcurrentBitmap(mem).allocate() >= 0, true)
+})
+
+test('destroyShared while open: handles keep working, the next open is fresh', (t) => {
+  const name = scratchName(t, 'destroy')
+  const old = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => old.close())
+  const n = old.allocate()
+  assert.equal(destroyShared(name), true)
+  assert.equal(destroyShared(name), false)
+  assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+  assert.ok(old.isAllocated(n))
+  old.free(n)
+  old.allocate()
+  const fresh = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => fresh.close())
+  assert.equal(fresh.count(), 0)
+  assert.equal(old.count(), 1)
+})
+
+test('a region can live in a file in a chosen directory', (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-dir-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  const bitmap = ConcurrentBitmap.open('in-a-file', { capacity: 100, directory })
+  const n = bitmap.allocate()
+  bitmap.close()
+  assert.equal(fs.statSync(`${directory}/in-a-file`).isFile(), true)
+  const again = ConcurrentBitmap.open('in-a-file', { capacity: 100, directory })
+  assert.ok(again.isAllocated(n), 'the file keeps the numbers')
+  again.close()
+  assert.equal(destroyShared('in-a-file', { directory }), true)
+  assert.equal(fs.existsSync(`${directory}/in-a-file`), false)
+})

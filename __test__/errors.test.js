@@ -1,0 +1,198 @@
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { loadShared, destroyShared, ConcurrentBitmap, MAX_SIZE } = require('..')
+const { scratchName, forkFixture, waitFor, collect } = require('./helpers')
+
+const notNumbers = ['1', null, undefined, {}, [], 1n, true, Symbol('n'), () => 1]
+const badIntegers = [1.5, NaN, Infinity, -Infinity]
+
+/** Asserts `fn` throws `Class` with `code` (and so the process is still alive afterwards). */
+function throwsCode(fn, Class, code, label) {
+  assert.throws(fn, (e) => {
+    assert.ok(e instanceof Class, `${label}: ${e} is not a ${Class.name}`)
+    assert.equal(e.code, code, `${label}: ${e.message}`)
+    return true
+  })
+}
+
+test('bad arguments to free and isAllocated: typed errors, nothing changes', (t) => {
+  const bitmap = ConcurrentBitmap.open(scratchName(t, 'badfree'), { capacity: 100 })
+  t.after(() => bitmap.close())
+  const held = bitmap.allocate()
+  for (const method of ['free', 'isAllocated']) {
+    for (const bad of notNumbers) throwsCode(() => bitmap[method](bad), TypeError, 'ERR_INVALID_ARG_TYPE', `${method}(${typeof bad})`)
+    for (const bad of [...badIntegers, -1, 100, 2 ** 53, -0.5]) throwsCode(() => bitmap[method](bad), RangeError, 'ERR_OUT_OF_RANGE', `${method}(${bad})`)
+  }
+  throwsCode(() => bitmap.free(), TypeError, 'ERR_INVALID_ARG_TYPE', 'free()')
+  assert.equal(bitmap.count(), 1)
+  assert.ok(bitmap.isAllocated(held))
+})
+
+test('double free is ERR_NOT_ALLOCATED and changes nothing', (t) => {
+  const bitmap = ConcurrentBitmap.open(scratchName(t, 'double'), { capacity: 64 })
+  t.after(() => bitmap.close())
+  const n = bitmap.allocate()
+  bitmap.free(n)
+  throwsCode(() => bitmap.free(n), Error, 'ERR_NOT_ALLOCATED', 'second free')
+  throwsCode(() => bitmap.free(63 - n), Error, 'ERR_NOT_ALLOCATED', 'never allocated')
+  assert.equal(bitmap.count(), 0)
+})
+
+test('bad names: ERR_INVALID_NAME, or a TypeError for non-strings', (t) => {
+  for (const name of ['', '.', '..', 'a/b', '/abs', 'sp ace', 'nul\0x', 'x'.repeat(256), 'é', 'tab\t']) {
+    throwsCode(() => loadShared(name, 8), Error, 'ERR_INVALID_NAME', JSON.stringify(name))
+    throwsCode(() => destroyShared(name), Error, 'ERR_INVALID_NAME', JSON.stringify(name))
+  }
+  for (const name of [1, null, undefined, {}, Symbol('x'), 1n]) {
+    throwsCode(() => loadShared(name, 8), TypeError, 'ERR_INVALID_ARG_TYPE', String(typeof name))
+    throwsCode(() => destroyShared(name), TypeError, 'ERR_INVALID_ARG_TYPE', String(typeof name))
+    throwsCode(() => ConcurrentBitmap.open(name, { capacity: 8 }), TypeError, 'ERR_INVALID_ARG_TYPE', String(typeof name))
+  }
+  // The longest allowed name works.
+  const longest = scratchName(t, 'x').padEnd(255, 'x')
+  t.after(() => destroyShared(longest))
+  loadShared(longest, 1).close()
+})
+
+test('bad sizes, capacities, max and options', (t) => {
+  const name = scratchName(t, 'badsize')
+  for (const bad of notNumbers) {
+    throwsCode(() => loadShared(name, bad), TypeError, 'ERR_INVALID_ARG_TYPE', `size ${typeof bad}`)
+    throwsCode(() => ConcurrentBitmap.open(name, { capacity: bad }), TypeError, 'ERR_INVALID_ARG_TYPE', `capacity ${typeof bad}`)
+  }
+  for (const bad of [...badIntegers, 0, -1, MAX_SIZE + 1]) {
+    throwsCode(() => loadShared(name, bad), RangeError, 'ERR_OUT_OF_RANGE', `size ${bad}`)
+  }
+  for (const bad of [...badIntegers, 0, -1, MAX_SIZE * 8 + 1]) {
+    throwsCode(() => ConcurrentBitmap.open(name, { capacity: bad }), RangeError, 'ERR_OUT_OF_RANGE', `capacity ${bad}`)
+  }
+  throwsCode(() => ConcurrentBitmap.open(name), TypeError, 'ERR_INVALID_ARG_TYPE', 'no options')
+  throwsCode(() => ConcurrentBitmap.open(name, {}), TypeError, 'ERR_INVALID_ARG_TYPE', 'no capacity')
+  for (const options of [null, 5, 'x']) throwsCode(() => loadShared(name, 8, options), TypeError, 'ERR_INVALID_ARG_TYPE', `options ${options}`)
+  throwsCode(() => loadShared(name, 8, { create: 'yes' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'create')
+  throwsCode(() => loadShared(name, 8, { mode: '600' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'mode type')
+  throwsCode(() => loadShared(name, 8, { mode: 0o10000 }), RangeError, 'ERR_OUT_OF_RANGE', 'mode range')
+  throwsCode(() => loadShared(name, 8, { directory: 5 }), TypeError, 'ERR_INVALID_ARG_TYPE', 'directory')
+  const mem = loadShared(name, 8)
+  t.after(() => mem.close())
+  for (const bad of [...notNumbers.filter((v) => v !== undefined)]) {
+    throwsCode(() => new ConcurrentBitmap(mem, bad), TypeError, 'ERR_INVALID_ARG_TYPE', `max ${typeof bad}`)
+  }
+  for (const bad of [...badIntegers, -1]) throwsCode(() => new ConcurrentBitmap(mem, bad), RangeError, 'ERR_OUT_OF_RANGE', `max ${bad}`)
+  for (const bad of [null, {}, 'mem', { size: 8 }]) throwsCode(() => new ConcurrentBitmap(bad), TypeError, 'ERR_INVALID_ARG_TYPE', `mem ${bad}`)
+  assert.equal(fs.existsSync(`/dev/shm/${name}`), true, 'only the valid call created the region')
+})
+
+test('opening with another size than another process: ERR_SIZE_MISMATCH naming both', async (t) => {
+  const name = scratchName(t, 'mismatch')
+  const child = forkFixture('exhaust.js', [name, 128]) // a region of 16 bytes
+  const done = collect(child)
+  await waitFor(child, (m) => m === 'ready')
+  assert.throws(() => loadShared(name, 32), (e) => {
+    assert.equal(e.code, 'ERR_SIZE_MISMATCH')
+    assert.match(e.message, /16 bytes/)
+    assert.match(e.message, /32 bytes/)
+    return true
+  })
+  assert.throws(() => ConcurrentBitmap.open(name, { capacity: 129 }), { code: 'ERR_SIZE_MISMATCH' })
+  child.send('go')
+  const [, { numbers }] = await done
+  assert.equal(numbers.length, 128, 'the other process was not disturbed')
+})
+
+test('garbage, foreign, truncated and future-version regions: ERR_INCOMPATIBLE_REGION, untouched', (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-bad-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  const garbage = Buffer.alloc(4096)
+  for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 2654435761) >>> 13 | 1
+  fs.writeFileSync(`${directory}/garbage`, garbage)
+  fs.writeFileSync(`${directory}/text`, 'hello, this is not a region at all, just some text in a file\n'.repeat(4))
+  fs.writeFileSync(`${directory}/short`, 'hi')
+  loadShared('truncated', 1024, { directory }).close()
+  fs.truncateSync(`${directory}/truncated`, 200)
+  loadShared('future', 8, { directory }).close()
+  const future = fs.readFileSync(`${directory}/future`)
+  future.writeUInt32LE(2, 8)
+  fs.writeFileSync(`${directory}/future`, future)
+  for (const [name, size] of [['garbage', 8], ['text', 8], ['short', 8], ['truncated', 1024], ['future', 8]]) {
+    const before = fs.readFileSync(`${directory}/${name}`)
+    assert.throws(() => loadShared(name, size, { directory }), { code: 'ERR_INCOMPATIBLE_REGION' }, name)
+    assert.deepEqual(fs.readFileSync(`${directory}/${name}`), before, `${name} was modified`)
+  }
+  // The same in /dev/shm.
+  const shmName = scratchName(t, 'garbage')
+  fs.writeFileSync(`/dev/shm/${shmName}`, garbage)
+  assert.throws(() => loadShared(shmName, 8), { code: 'ERR_INCOMPATIBLE_REGION' })
+})
+
+test('a region left empty or half-written by a dead creator is completed by the next opener', (t) => {
+  const name = scratchName(t, 'orphan')
+  fs.writeFileSync(`/dev/shm/${name}`, '') // created, then killed before sizing it
+  const a = ConcurrentBitmap.open(name, { capacity: 64 })
+  assert.equal(a.allocate() >= 0, true)
+  a.close()
+  destroyShared(name)
+  fs.writeFileSync(`/dev/shm/${name}`, Buffer.alloc(100)) // sized, then killed before the magic
+  const b = ConcurrentBitmap.open(name, { capacity: 256 })
+  t.after(() => b.close())
+  assert.equal(b.max, 256)
+  assert.equal(b.count(), 0)
+})
+
+test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {
+  const name = scratchName(t, 'nocreate')
+  assert.throws(() => loadShared(name, 8, { create: false }), (e) => {
+    assert.equal(e.code, 'ENOENT')
+    assert.equal(e.syscall, 'shm_open')
+    assert.equal(e.errno, -2)
+    assert.match(e.message, /^ENOENT: no such file or directory, shm_open/)
+    return true
+  })
+  assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+  loadShared(name, 8).close()
+  loadShared(name, 8, { create: false }).close()
+})
+
+test('new regions are 0600 unless asked otherwise, whatever the umask', (t) => {
+  const a = scratchName(t, 'mode')
+  loadShared(a, 8).close()
+  assert.equal(fs.statSync(`/dev/shm/${a}`).mode & 0o777, 0o600)
+  const b = scratchName(t, 'mode')
+  const old = process.umask(0o077)
+  try {
+    loadShared(b, 8, { mode: 0o660 }).close()
+  } finally {
+    process.umask(old)
+  }
+  assert.equal(fs.statSync(`/dev/shm/${b}`).mode & 0o777, 0o660)
+})
+
+test('permission denied is EACCES from shm_open', async (t) => {
+  const name = scratchName(t, 'perm')
+  const mem = loadShared(name, 8) // 0600, owned by this user
+  t.after(() => mem.close())
+  let child
+  if (process.getuid() === 0) {
+    child = forkFixture('open.js', [name, 8, 65534]) // root ignores modes: ask as 'nobody'
+  } else {
+    fs.chmodSync(`/dev/shm/${name}`, 0o000)
+    child = forkFixture('open.js', [name, 8])
+  }
+  const [result] = await collect(child)
+  assert.deepEqual({ code: result.code, syscall: result.syscall }, { code: 'EACCES', syscall: 'shm_open' }, result.message)
+})
+
+test('a directory that is not a directory is ENOTDIR from open', (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-notdir-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  fs.writeFileSync(`${directory}/file`, '')
+  assert.throws(() => loadShared('x', 8, { directory: `${directory}/file` }), { code: 'ENOTDIR', syscall: 'open' })
+})
+
+test('a region larger than /dev/shm is ENOSPC at open, and leaves nothing behind', (t) => {
+  const name = scratchName(t, 'enospc')
+  assert.throws(() => loadShared(name, 2 ** 39), { code: 'ENOSPC', syscall: 'posix_fallocate' })
+  assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+})

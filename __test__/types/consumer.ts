@@ -1,0 +1,35 @@
+// A typed consumer of the public API: compiles under `tsc --noEmit --strict`.
+import {
+  Allocator,
+  ConcurrentBitmap,
+  MAX_SIZE,
+  NumballocErrorCode,
+  SharedMemory,
+  destroyShared,
+  loadShared,
+} from '../..'
+
+const mem: SharedMemory = loadShared('typed-consumer', 128, { create: true, mode: 0o600 })
+const size: number = mem.size
+const name: string = mem.name
+const blocks: Uint32Array = mem.blocks()
+
+const allocator: Allocator = new ConcurrentBitmap(mem, 0)
+const n: number = allocator.allocate()
+allocator.free(n)
+const max: number = allocator.max
+
+const ids = ConcurrentBitmap.open('typed-ids', { capacity: 64, directory: '/tmp' })
+const maybe = ids.tryAllocate()
+if (maybe !== null) {
+  const id: number = maybe
+  ids.free(id)
+}
+const used: number = ids.count()
+const held: boolean = ids.isAllocated(0)
+ids.close()
+mem.close()
+const existed: boolean = destroyShared('typed-consumer')
+const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
+
+export { size, name, blocks, max, used, held, existed, code, MAX_SIZE }

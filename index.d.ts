@@ -1,0 +1,161 @@
+/**
+ * numballoc: unique numbers (ports, worker IDs, slots) across every process on a machine, from
+ * one lock-free bitmap in a named shared-memory region.
+ *
+ * Every error thrown has a stable `code`:
+ * - `ERR_NO_FREE_NUMBER`: every number is in use (`allocate`).
+ * - `ERR_NOT_ALLOCATED`: `free` of a number that is not allocated (a double free).
+ * - `ERR_OUT_OF_RANGE` (`RangeError`): a number, size or option outside its range, or not an integer.
+ * - `ERR_INVALID_ARG_TYPE` (`TypeError`): an argument of the wrong type.
+ * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`.
+ * - `ERR_SIZE_MISMATCH`: the region exists with another size.
+ * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
+ * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
+ * - System errors keep their usual code (`ENOENT`, `EACCES`, `ENOSPC`, ...) with `syscall`,
+ *   `errno` and `path`, as Node's own `fs` errors do.
+ * @packageDocumentation
+ */
+
+/** The error `code`s numballoc throws besides system error codes. */
+export type NumballocErrorCode =
+  | 'ERR_NO_FREE_NUMBER'
+  | 'ERR_NOT_ALLOCATED'
+  | 'ERR_OUT_OF_RANGE'
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_NAME'
+  | 'ERR_SIZE_MISMATCH'
+  | 'ERR_INCOMPATIBLE_REGION'
+  | 'ERR_REGION_CLOSED'
+
+/** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
+export declare const MAX_SIZE: number
+
+/** Where and how a region is opened. */
+export interface RegionOptions {
+  /** Create the region if it does not exist (default `true`). With `false` a missing region throws `ENOENT`. */
+  create?: boolean
+  /** Permission bits of a region this call creates (default `0o600`), applied exactly, regardless of the umask. */
+  mode?: number
+  /**
+   * Keep the region in a regular file named `name` in this directory instead of POSIX shared
+   * memory (`/dev/shm/<name>` on Linux): for persistence, or containers sharing a volume.
+   */
+  directory?: string
+}
+
+/** A named region of shared memory, mapped into this process (Go's `SharedMemory`). */
+export declare class SharedMemory {
+  private constructor()
+  /** The region's name: on Linux, `/dev/shm/<name>` unless a `directory` was given. */
+  readonly name: string
+  /** The bitmap size in bytes, as given to `loadShared` (Go's `Size()`); it holds `size * 8` numbers. */
+  readonly size: number
+  /**
+   * A snapshot copy of the bitmap as 32-bit blocks (Go's `Blocks()`): number `n` is allocated
+   * when bit `n % 32` of block `Math.floor(n / 32)` is set. Changing the copy changes nothing.
+   * @throws `ERR_REGION_CLOSED`
+   */
+  blocks(): Uint32Array
+  /** Unmaps the region in this process (it stays for the others). Idempotent. */
+  close(): void
+}
+
+/**
+ * Opens the region `name` with a bitmap of `size` bytes (`size * 8` numbers), creating it if it
+ * does not exist (Go's `LoadShared`). Creation is race-free: when several processes open a new
+ * region at once, exactly one initialises it and none sees it half-written. Its storage is
+ * reserved at creation, so a full `/dev/shm` throws `ENOSPC` here instead of crashing later.
+ *
+ * @param name 1–255 letters, digits, `.`, `_` or `-`; not `.` or `..`.
+ * @param size bytes of bitmap, an integer from 1 to `MAX_SIZE`.
+ * @throws `ERR_INVALID_NAME`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_SIZE_MISMATCH`,
+ *   `ERR_INCOMPATIBLE_REGION`, `ENOENT` (with `create: false`), `EACCES`, `ENOSPC`.
+ * @example
+ * const mem = loadShared('ports', 128) // numbers 0..1023
+ */
+export declare function loadShared(name: string, size: number, options?: RegionOptions): SharedMemory
+
+/**
+ * Removes the region `name` (Go's `DestroyShared`). Processes that have it open keep working on
+ * their mapping; the next `loadShared` creates a fresh, empty region.
+ * @returns whether the region existed.
+ */
+export declare function destroyShared(name: string, options?: Pick<RegionOptions, 'directory'>): boolean
+
+/** Go's `Allocator` interface: `Max()`, `Allocate()`, `Free(n)`. */
+export interface Allocator {
+  /** The allocator hands out the numbers `0` to `max - 1`. */
+  readonly max: number
+  /**
+   * Claims a number no other holder has.
+   * @throws `ERR_NO_FREE_NUMBER` when every number is in use.
+   */
+  allocate(): number
+  /**
+   * Gives a number back.
+   * @throws `ERR_NOT_ALLOCATED` if it is not allocated, `ERR_OUT_OF_RANGE` if not in `[0, max)`.
+   */
+  free(n: number): void
+}
+
+/** Options of `ConcurrentBitmap.open`. */
+export interface ConcurrentBitmapOpenOptions extends RegionOptions {
+  /**
+   * How many numbers the allocator hands out (`0` to `capacity - 1`). The region is sized to
+   * `Math.ceil(capacity / 8)` bytes, so every process should open it with the same capacity.
+   */
+  capacity: number
+}
+
+/**
+ * The lock-free allocator over a shared region (Go's `ConcurrentBitmap`). Every process that
+ * builds one over the same region shares its numbers: a number is held by at most one caller
+ * between its `allocate()` and its `free()`.
+ *
+ * @example
+ * const ids = ConcurrentBitmap.open('worker-ids', { capacity: 64 })
+ * const id = ids.allocate() // unique among all processes using 'worker-ids'
+ * ids.free(id)
+ * ids.close()
+ */
+export declare class ConcurrentBitmap implements Allocator {
+  /**
+   * An allocator over `mem` (Go's `ConcurrentBitmap(mem, max)`): `max` of `0` or absent means
+   * `mem.size * 8`; otherwise `Math.min(mem.size * 8, max)`. Closing `mem` closes the allocator.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_REGION_CLOSED`.
+   */
+  constructor(mem: SharedMemory, max?: number)
+  /**
+   * Opens (or creates) a region sized for `capacity` numbers and an allocator over it, in one
+   * step. The allocator owns the region: its `close()` closes the region too.
+   * @throws as `loadShared`, and `ERR_SIZE_MISMATCH` if the region was made for another capacity.
+   */
+  static open(name: string, options: ConcurrentBitmapOpenOptions): ConcurrentBitmap
+  /** The allocator hands out the numbers `0` to `max - 1`. */
+  readonly max: number
+  /**
+   * Claims a number no other holder has. Never fails while some number stayed free for the
+   * whole call.
+   * @throws `ERR_NO_FREE_NUMBER` ("could not allocate a free number") when every number is in use;
+   *   `ERR_REGION_CLOSED`.
+   */
+  allocate(): number
+  /** As `allocate()`, but returns `null` instead of throwing when every number is in use. */
+  tryAllocate(): number | null
+  /**
+   * Gives a number back so another holder can get it.
+   * @throws `ERR_NOT_ALLOCATED` if it is not allocated (a double free: nothing changes);
+   *   `ERR_OUT_OF_RANGE` (`RangeError`) if not an integer in `[0, max)`; `ERR_INVALID_ARG_TYPE`
+   *   (`TypeError`) if not a number; `ERR_REGION_CLOSED`.
+   */
+  free(n: number): void
+  /**
+   * Whether `n` is allocated right now, by any process.
+   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   */
+  isAllocated(n: number): boolean
+  /** How many numbers below `max` are in use, by all processes: a snapshot that reads the whole bitmap. */
+  count(): number
+  /** Stops using the allocator (and its region, if it came from `open`). Idempotent. Numbers it holds stay allocated. */
+  close(): void
+}
