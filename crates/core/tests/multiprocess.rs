@@ -7,6 +7,7 @@ use std::sync::Arc;
 use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Region};
 
 const CHILD_ENV: &str = "NUMBALLOC_CHILD_REGION";
+const DYING_CREATOR_ENV: &str = "NUMBALLOC_DYING_CREATOR";
 const SIZE: u64 = 64; // 512 numbers
 
 /// The child: open the region (racing the others to create it), take numbers until it is full,
@@ -23,6 +24,71 @@ fn child_exhausts_region() {
         mine.push(n.to_string());
     }
     println!("NUMBERS {}", mine.join(","));
+}
+
+/// The child: a creator caught mid-initialisation. It creates the object, takes the lock, sizes it
+/// and writes part of a header (no magic), says so, and waits to be killed.
+#[test]
+fn child_dying_creator() {
+    use std::io::Write;
+    use std::os::unix::io::AsRawFd;
+    let Ok(name) = std::env::var(DYING_CREATOR_ENV) else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(format!("/dev/shm/{name}"))
+        .unwrap();
+    // SAFETY: a valid descriptor.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    file.set_len(4096).unwrap();
+    let half = numballoc_core::header::Header::new(999).encode();
+    file.write_all(&[0; 8]).unwrap();
+    file.write_all(&half[8..40]).unwrap();
+    println!("LOCKED");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn a_creator_killed_mid_initialisation_is_completed_by_the_next_opener() {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().unwrap();
+    let name = format!("numballoc-rs-dying-{}", std::process::id());
+    let _cleanup = DestroyOnDrop(&name);
+    let mut creator = Command::new(&exe)
+        .args([
+            "--exact",
+            "child_dying_creator",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DYING_CREATOR_ENV, &name)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(creator.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("LOCKED")));
+    // This opener finds the region unfinished and waits for the creator's lock...
+    let opener = {
+        let name = name.clone();
+        std::thread::spawn(move || Region::open(&name, SIZE, &OpenOptions::default()))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !opener.is_finished(),
+        "the opener did not wait for the creator"
+    );
+    // ...which SIGKILL releases: the opener then initialises the region itself.
+    creator.kill().unwrap();
+    creator.wait().unwrap();
+    let region = Arc::new(opener.join().unwrap().expect("the region was completed"));
+    assert_eq!(region.size(), SIZE);
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    assert_eq!(bitmap.count(), 0);
+    assert!(bitmap.allocate().is_ok());
 }
 
 #[test]
