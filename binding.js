@@ -835,10 +835,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.bitmapAllocate = nativeBinding.bitmapAllocate
 module.exports.bitmapClose = nativeBinding.bitmapClose
 module.exports.bitmapCount = nativeBinding.bitmapCount
-module.exports.bitmapFree = nativeBinding.bitmapFree
+module.exports.bitmapHotPath = nativeBinding.bitmapHotPath
 module.exports.bitmapIsAllocated = nativeBinding.bitmapIsAllocated
 module.exports.bitmapMax = nativeBinding.bitmapMax
 module.exports.bitmapNew = nativeBinding.bitmapNew
@@ -847,3 +846,4 @@ module.exports.regionClose = nativeBinding.regionClose
 module.exports.regionCopyBlocks = nativeBinding.regionCopyBlocks
 module.exports.regionDestroy = nativeBinding.regionDestroy
 module.exports.regionOpen = nativeBinding.regionOpen
+module.exports.releaseHandle = nativeBinding.releaseHandle

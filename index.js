@@ -5,6 +5,10 @@
 
 const native = require('./binding.js')
 
+// Native handles are ids into a per-thread table; an id is released once the object holding it
+// is garbage-collected, so it can never be reused while some object could still pass it.
+const handles = new FinalizationRegistry((id) => native.releaseHandle(id))
+
 const MAX_SIZE = 2 ** 40
 const DEFAULT_MODE = 0o600
 
@@ -69,6 +73,7 @@ class SharedMemory {
       throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use loadShared(name, size) to open a SharedMemory')
     }
     this.#handle = handle
+    handles.register(this, handle)
     this.#name = name
     this.#size = size
   }
@@ -121,6 +126,8 @@ function noFreeNumber() {
 
 class ConcurrentBitmap {
   #handle
+  #allocate // () => number: the claimed number, or -1 when none is free
+  #free // (n) => void
   #max
   #ownsMemory = false
 
@@ -128,6 +135,8 @@ class ConcurrentBitmap {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
     this.#handle = native.bitmapNew(memoryHandle(mem), max)
+    handles.register(this, this.#handle)
+    ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
     this.#max = native.bitmapMax(this.#handle)
   }
 
@@ -152,19 +161,19 @@ class ConcurrentBitmap {
   }
 
   allocate() {
-    const n = native.bitmapAllocate(this.#handle)
+    const n = this.#allocate()
     if (n < 0) throw noFreeNumber()
     return n
   }
 
   tryAllocate() {
-    const n = native.bitmapAllocate(this.#handle)
+    const n = this.#allocate()
     return n < 0 ? null : n
   }
 
   free(n) {
     checkInteger('n', n, 0, this.#max - 1)
-    native.bitmapFree(this.#handle, n)
+    this.#free(n)
   }
 
   isAllocated(n) {

@@ -1,9 +1,17 @@
-//! The Node binding: plain functions over `External` handles, wrapped into the typed classes of
+//! The Node binding: functions over integer handles, wrapped into the typed classes of
 //! `index.js`. No algorithm lives here, only conversions, handle state and error mapping.
 //!
-//! Why functions and not `#[napi]` classes: a method call on a napi-rs 3 class costs several
-//! times a plain function call taking an `External` (measured for issue #3), and `allocate`/`free`
-//! are the hot path. `index.js` gives them the class shape at the cost of one JS call.
+//! # Why this shape
+//! `allocate` and `free` are the hot path, and what a call costs is mostly the binding
+//! (measured on Node 20, napi 3.16, one allocate+free pair: a napi-rs function ~300 ns, whatever
+//! its argument types; a raw N-API callback taking an `External` ~65–95 ns, ~90–120 ns with a
+//! type-tag check; a raw callback taking an integer id ~80 ns; a pure-JS `Atomics` pair ~25 ns).
+//! So each allocator gets its own two raw N-API functions for the hot calls (`hot`), and the
+//! other calls are ordinary napi-rs functions over integer handle ids into a per-thread table
+//! (`handles`): a wrong id is an error, never a wild pointer, without a type-tag check.
+
+mod handles;
+mod hot;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -16,13 +24,12 @@ use napi::sys;
 use napi_derive::napi;
 use numballoc_core::{Allocator, ConcurrentBitmap, Error as CoreError, OpenOptions, Region};
 
+use handles::{Handle, HandleId};
+
 /// An open `SharedMemory`: the mapping until `close()`, then `None`.
 pub struct RegionSlot {
     region: RefCell<Option<Arc<Region>>>,
 }
-
-/// A `SharedMemory` handle, shared with the allocators built on it so they see it closed.
-pub type MemoryHandle = Rc<RegionSlot>;
 
 impl RegionSlot {
     fn region(&self, env: &Env) -> Result<Arc<Region>> {
@@ -35,16 +42,20 @@ impl RegionSlot {
     fn is_open(&self) -> bool {
         self.region.borrow().is_some()
     }
+
+    fn close(&self) {
+        self.region.borrow_mut().take();
+    }
 }
 
-/// A `ConcurrentBitmap` handle: usable while neither it nor its `SharedMemory` is closed.
-pub struct BitmapHandle {
+/// A `ConcurrentBitmap`: usable while neither it nor its `SharedMemory` is closed.
+pub struct BitmapSlot {
     bitmap: ConcurrentBitmap,
-    memory: MemoryHandle,
+    memory: Rc<RegionSlot>,
     closed: Cell<bool>,
 }
 
-impl BitmapHandle {
+impl BitmapSlot {
     #[inline]
     fn live(&self, env: &Env) -> Result<&ConcurrentBitmap> {
         if self.closed.get() || !self.memory.is_open() {
@@ -67,6 +78,7 @@ fn region_closed(env: &Env) -> Error {
 enum ErrorClass {
     Error,
     RangeError,
+    TypeError,
 }
 
 /// Throws a JavaScript error with `code` (and, for system errors, `errno`, `syscall`, `path`)
@@ -85,6 +97,7 @@ fn throw_js(
         let create = match class {
             ErrorClass::Error => sys::napi_create_error,
             ErrorClass::RangeError => sys::napi_create_range_error,
+            ErrorClass::TypeError => sys::napi_create_type_error,
         };
         // SAFETY: env is the live environment of this call; the strings were created in it.
         let status = unsafe { create(env.raw(), code_value.raw(), message_value.raw(), &mut raw) };
@@ -122,6 +135,30 @@ fn to_js(env: &Env, error: CoreError) -> Error {
     throw_js(env, error.code(), &error.to_string(), class, os)
 }
 
+fn not_a_handle(env: &Env, kind: &str) -> Error {
+    throw_js(
+        env,
+        "ERR_INVALID_ARG_TYPE",
+        &format!("not a {kind} handle"),
+        ErrorClass::TypeError,
+        None,
+    )
+}
+
+fn memory(env: &Env, id: HandleId) -> Result<Rc<RegionSlot>> {
+    match handles::get(id) {
+        Some(Handle::Memory(slot)) => Ok(slot),
+        _ => Err(not_a_handle(env, "SharedMemory")),
+    }
+}
+
+fn bitmap(env: &Env, id: HandleId) -> Result<Rc<BitmapSlot>> {
+    match handles::get(id) {
+        Some(Handle::Bitmap(slot)) => Ok(slot),
+        _ => Err(not_a_handle(env, "ConcurrentBitmap")),
+    }
+}
+
 /// Numbers cross the boundary as doubles: every number below 2^53 is exact, and the largest
 /// region holds 2^43 numbers. `index.js` has already checked they are non-negative integers.
 #[inline]
@@ -138,33 +175,29 @@ pub fn region_open(
     create: bool,
     mode: u32,
     directory: Option<String>,
-) -> Result<External<MemoryHandle>> {
+) -> Result<HandleId> {
     let options = OpenOptions {
         create,
         mode,
         directory: directory.map(PathBuf::from),
     };
     let region = Region::open(&name, to_u64(size), &options).map_err(|e| to_js(&env, e))?;
-    Ok(External::new(Rc::new(RegionSlot {
+    Ok(handles::insert(Handle::Memory(Rc::new(RegionSlot {
         region: RefCell::new(Some(Arc::new(region))),
-    })))
+    }))))
 }
 
 /// How many 32-bit blocks `regionCopyBlocks` writes.
 #[napi]
-pub fn region_block_count(env: Env, memory: &External<MemoryHandle>) -> Result<u32> {
-    let region = memory.region(&env)?;
+pub fn region_block_count(env: Env, memory_id: HandleId) -> Result<u32> {
+    let region = memory(&env, memory_id)?.region(&env)?;
     Ok(region.block_count() as u32)
 }
 
 /// Copies the bitmap into `out` as 32-bit blocks (Go's `Blocks()`).
 #[napi]
-pub fn region_copy_blocks(
-    env: Env,
-    memory: &External<MemoryHandle>,
-    mut out: Uint32ArraySlice,
-) -> Result<()> {
-    let region = memory.region(&env)?;
+pub fn region_copy_blocks(env: Env, memory_id: HandleId, mut out: Uint32ArraySlice) -> Result<()> {
+    let region = memory(&env, memory_id)?.region(&env)?;
     // SAFETY: the typed array was allocated by index.js for this call and is not aliased.
     region.copy_blocks(unsafe { out.as_mut() });
     Ok(())
@@ -172,8 +205,9 @@ pub fn region_copy_blocks(
 
 /// Closes a region handle; idempotent. Allocators built on it see it closed.
 #[napi]
-pub fn region_close(memory: &External<MemoryHandle>) {
-    memory.region.borrow_mut().take();
+pub fn region_close(env: Env, memory_id: HandleId) -> Result<()> {
+    memory(&env, memory_id)?.close();
+    Ok(())
 }
 
 /// Removes a region; returns whether it existed.
@@ -185,58 +219,57 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
 
 /// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`).
 #[napi]
-pub fn bitmap_new(
-    env: Env,
-    memory: &External<MemoryHandle>,
-    max: f64,
-) -> Result<External<BitmapHandle>> {
+pub fn bitmap_new(env: Env, memory_id: HandleId, max: f64) -> Result<HandleId> {
+    let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;
-    Ok(External::new(BitmapHandle {
+    Ok(handles::insert(Handle::Bitmap(Rc::new(BitmapSlot {
         bitmap: ConcurrentBitmap::new(region, to_u64(max)),
-        memory: Rc::clone(memory),
+        memory,
         closed: Cell::new(false),
-    }))
+    }))))
 }
 
 /// The allocator's `max`.
 #[napi]
-pub fn bitmap_max(bitmap: &External<BitmapHandle>) -> f64 {
-    bitmap.bitmap.max() as f64
-}
-
-/// Claims a number; -1 when none is free.
-#[napi]
-pub fn bitmap_allocate(env: Env, bitmap: &External<BitmapHandle>) -> Result<f64> {
-    let live = bitmap.live(&env)?;
-    Ok(live.try_allocate().map_or(-1.0, |n| n as f64))
-}
-
-/// Frees a number.
-#[napi]
-pub fn bitmap_free(env: Env, bitmap: &External<BitmapHandle>, n: f64) -> Result<()> {
-    let live = bitmap.live(&env)?;
-    live.free(to_u64(n)).map_err(|e| to_js(&env, e))
+pub fn bitmap_max(env: Env, bitmap_id: HandleId) -> Result<f64> {
+    Ok(bitmap(&env, bitmap_id)?.bitmap.max() as f64)
 }
 
 /// Whether a number is allocated.
 #[napi]
-pub fn bitmap_is_allocated(env: Env, bitmap: &External<BitmapHandle>, n: f64) -> Result<bool> {
-    let live = bitmap.live(&env)?;
+pub fn bitmap_is_allocated(env: Env, bitmap_id: HandleId, n: f64) -> Result<bool> {
+    let slot = bitmap(&env, bitmap_id)?;
+    let live = slot.live(&env)?;
     live.is_allocated(to_u64(n)).map_err(|e| to_js(&env, e))
 }
 
 /// How many numbers are in use.
 #[napi]
-pub fn bitmap_count(env: Env, bitmap: &External<BitmapHandle>) -> Result<f64> {
-    let live = bitmap.live(&env)?;
-    Ok(live.count() as f64)
+pub fn bitmap_count(env: Env, bitmap_id: HandleId) -> Result<f64> {
+    let slot = bitmap(&env, bitmap_id)?;
+    Ok(slot.live(&env)?.count() as f64)
 }
 
 /// Closes an allocator handle; idempotent. With `closeRegion`, closes its region too.
 #[napi]
-pub fn bitmap_close(bitmap: &External<BitmapHandle>, close_region: bool) {
-    bitmap.closed.set(true);
+pub fn bitmap_close(env: Env, bitmap_id: HandleId, close_region: bool) -> Result<()> {
+    let slot = bitmap(&env, bitmap_id)?;
+    slot.closed.set(true);
     if close_region {
-        bitmap.memory.region.borrow_mut().take();
+        slot.memory.close();
     }
+    Ok(())
+}
+
+/// Forgets a handle whose JS object was garbage-collected (called by index.js's
+/// FinalizationRegistry). Its id may be reused afterwards: no JS object refers to it any more.
+#[napi]
+pub fn release_handle(id: HandleId) {
+    handles::remove(id);
+}
+
+/// The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`).
+#[napi(ts_return_type = "[allocate: () => number, free: (n: number) => void]")]
+pub fn bitmap_hot_path(env: Env, bitmap_id: HandleId) -> Result<Array<'static>> {
+    hot::functions(&env, &bitmap(&env, bitmap_id)?)
 }

@@ -1,0 +1,138 @@
+//! The hot path: each allocator's `allocate()` and `free(n)` as raw N-API functions of its own.
+//!
+//! A napi-rs `#[napi]` function costs about 150 ns a call in napi 3.16 whatever its arguments; a
+//! raw callback about 15–30 ns, most of it Node-API's own entry and exit. So `bitmapHotPath(id)`
+//! creates, for one allocator, two raw functions whose N-API `data` pointer is that allocator:
+//! a call finds it in the `napi_get_cb_info` it makes anyway, with no id to read, no table to
+//! search and no type check to pay, and no foreign pointer can ever reach it. Each function holds
+//! a reference to the allocator, dropped by a finalizer when the function is garbage-collected.
+
+use std::ffi::{c_void, CStr};
+use std::ptr::null_mut;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use numballoc_core::{Allocator, ConcurrentBitmap};
+
+use crate::{to_js, to_u64, BitmapSlot};
+
+type RawCallback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
+
+/// Creates `[allocate, free]` for one allocator: see the module documentation.
+pub fn functions(env: &Env, slot: &Rc<BitmapSlot>) -> Result<Array<'static>> {
+    let raw_env = env.raw();
+    let mut pair = env.create_array(2)?;
+    let functions: [(&CStr, RawCallback); 2] =
+        [(c"allocate", bitmap_allocate), (c"free", bitmap_free)];
+    for (index, (name, callback)) in functions.into_iter().enumerate() {
+        let data = Rc::into_raw(Rc::clone(slot)) as *mut c_void;
+        let mut function = null_mut();
+        // SAFETY: a live env; a NUL-terminated name (NAPI_AUTO_LENGTH = -1); a callback with the
+        // N-API signature. `data` is a strong reference that the finalizer gives back exactly once,
+        // when the function is collected; until then every call may borrow it.
+        unsafe {
+            let created = sys::napi_create_function(
+                raw_env,
+                name.as_ptr(),
+                -1,
+                Some(callback),
+                data,
+                &mut function,
+            );
+            if created != sys::Status::napi_ok {
+                drop(Rc::from_raw(data as *const BitmapSlot));
+                return Err(Error::from_status(Status::GenericFailure));
+            }
+            check(sys::napi_add_finalizer(
+                raw_env,
+                function,
+                data,
+                Some(release_slot),
+                null_mut(),
+                null_mut(),
+            ))?;
+            pair.set(index as u32, Unknown::from_raw_unchecked(raw_env, function))?;
+        }
+    }
+    // SAFETY: the array lives in the caller's handle scope, which napi-rs returns it from.
+    Ok(unsafe { std::mem::transmute::<Array<'_>, Array<'static>>(pair) })
+}
+
+/// Gives back the reference a hot function held.
+unsafe extern "C" fn release_slot(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    drop(Rc::from_raw(data as *const BitmapSlot));
+}
+
+fn check(status: sys::napi_status) -> Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(Error::from_status(Status::GenericFailure))
+    }
+}
+
+/// The allocator a hot function belongs to, and up to `N` arguments (missing ones `undefined`).
+///
+/// # Safety
+/// `env` and `info` must be the ones N-API passed to a function made by [`functions`], which is
+/// alive (it is running), so its `data` reference to the allocator is too.
+unsafe fn call_info<'a, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> (&'a BitmapSlot, [sys::napi_value; N]) {
+    let mut args = [null_mut(); N];
+    let mut count = N;
+    let mut data = null_mut();
+    sys::napi_get_cb_info(
+        env,
+        info,
+        &mut count,
+        args.as_mut_ptr(),
+        null_mut(),
+        &mut data,
+    );
+    (&*(data as *const BitmapSlot), args)
+}
+
+/// `allocate()`: claims a number and returns it, or -1 when every number is in use.
+unsafe extern "C" fn bitmap_allocate(
+    raw_env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let (slot, []) = call_info::<0>(raw_env, info);
+    let env = Env::from_raw(raw_env);
+    let mut value = null_mut();
+    match slot.live(&env).map(ConcurrentBitmap::try_allocate) {
+        // Numbers below 2^31 become V8 small integers, which cost no heap allocation.
+        Ok(Some(n)) => match i32::try_from(n) {
+            Ok(small) => sys::napi_create_int32(raw_env, small, &mut value),
+            Err(_) => sys::napi_create_double(raw_env, n as f64, &mut value),
+        },
+        Ok(None) => sys::napi_create_int32(raw_env, -1, &mut value),
+        Err(_) => return null_mut(), // the JS exception is pending
+    };
+    value
+}
+
+/// `free(n)`: frees a number; throws `ERR_NOT_ALLOCATED` on a double free. index.js has checked
+/// that `n` is an integer in `[0, max)`; anything else is still refused here, never misused.
+unsafe extern "C" fn bitmap_free(
+    raw_env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let (slot, [n_value]) = call_info::<1>(raw_env, info);
+    let env = Env::from_raw(raw_env);
+    let mut n = f64::NAN;
+    sys::napi_get_value_double(raw_env, n_value, &mut n);
+    let _: Result<()> = slot.live(&env).and_then(|bitmap| {
+        if !(n >= 0.0 && n.fract() == 0.0) {
+            return Err(to_js(
+                &env,
+                numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
+            ));
+        }
+        bitmap.free(to_u64(n)).map_err(|e| to_js(&env, e))
+    });
+    null_mut()
+}
