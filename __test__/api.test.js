@@ -145,3 +145,14 @@ test('a region can live in a file in a chosen directory', (t) => {
   assert.equal(destroyShared('in-a-file', { directory }), true)
   assert.equal(fs.existsSync(`${directory}/in-a-file`), false)
 })
+
+test('handles that are never closed are released when garbage-collected', async (t) => {
+  const { fork } = require('node:child_process')
+  const path = require('node:path')
+  const { collect } = require('./helpers')
+  const name = scratchName(t, 'gc')
+  const child = fork(path.join(__dirname, 'fixtures', 'collect.js'), [name], { execArgv: ['--expose-gc'] })
+  const [report] = await collect(child)
+  assert.equal(report.before, 200, 'every open handle maps the region')
+  assert.equal(report.after, 0, 'collected handles unmapped it')
+})

@@ -155,11 +155,20 @@ impl<'a> Bits<'a> {
 /// allocators do not all begin on the same cache line.
 fn initial_hint(word_count: usize) -> usize {
     static HANDLES: AtomicUsize = AtomicUsize::new(0);
+    spread(
+        std::process::id(),
+        HANDLES.fetch_add(1, Ordering::Relaxed),
+        word_count,
+    )
+}
+
+/// Maps (pid, handle number) to a word: a multiplicative hash spreads nearby pids, which is what
+/// processes started together get, across the whole bitmap.
+fn spread(pid: u32, handle: usize, word_count: usize) -> usize {
     if word_count == 0 {
         return 0;
     }
-    let seed = (std::process::id() as u64) << 20 | HANDLES.fetch_add(1, Ordering::Relaxed) as u64;
-    // A multiplicative hash spreads nearby pids across the whole bitmap.
+    let seed = (pid as u64) << 20 | (handle as u64 & 0xF_FFFF);
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((mixed >> 32) % word_count as u64) as usize
 }
@@ -265,6 +274,18 @@ mod tests {
             bits.free(max / 2).unwrap();
             assert_eq!(bits.allocate_from(0).map(|(n, _)| n), Some(max / 2));
         }
+    }
+
+    #[test]
+    fn hint_starts_of_consecutive_pids_spread_over_the_bitmap() {
+        // 64 processes started together (consecutive pids) on 1024 words.
+        let starts: BTreeSet<usize> = (4000..4064).map(|pid| spread(pid, 0, 1024)).collect();
+        assert!(starts.len() >= 60, "only {} distinct starts", starts.len());
+        let (lo, hi) = (starts.first().unwrap(), starts.last().unwrap());
+        assert!(*lo < 128 && *hi > 896, "starts bunched in {lo}..={hi}");
+        // Two handles of one process differ too.
+        assert_ne!(spread(4000, 0, 1024), spread(4000, 1, 1024));
+        assert_eq!(spread(4000, 0, 0), 0);
     }
 
     #[test]
