@@ -8,9 +8,11 @@ pub const MAGIC: [u8; 8] = *b"NUMBALOC";
 /// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
 pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
-/// The header's length in bytes: one cache line, so the bitmap starts on a line of its own.
-pub const HEADER_LEN: usize = 64;
+pub const FORMAT_VERSION: u32 = 2;
+/// The header's length in bytes: two cache lines, so the bitmap starts on a line of its own.
+pub const HEADER_LEN: usize = 128;
+/// Alignment of each section: a cache line, so no two sections share one.
+const SECTION_ALIGN: u64 = 64;
 /// The largest bitmap size in bytes a region may have (1 TiB, 2^43 numbers: every number stays
 /// exactly representable as a JavaScript number).
 pub const MAX_SIZE: u64 = 1 << 40;
@@ -44,9 +46,29 @@ impl Header {
         (self.bitmap_len() / 8) as usize
     }
 
-    /// Total length of the region in bytes: header plus bitmap.
+    /// Words of the first summary level: one bit per bitmap word ("that word is full").
+    pub fn l1_words(&self) -> usize {
+        self.words().div_ceil(64)
+    }
+
+    /// Words of the second summary level: one bit per first-level word ("all 64 are full").
+    pub fn l2_words(&self) -> usize {
+        self.l1_words().div_ceil(64)
+    }
+
+    /// Offset of the first summary level.
+    pub fn l1_offset(&self) -> u64 {
+        (HEADER_LEN as u64 + self.bitmap_len()).next_multiple_of(SECTION_ALIGN)
+    }
+
+    /// Offset of the second summary level.
+    pub fn l2_offset(&self) -> u64 {
+        (self.l1_offset() + self.l1_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
+    }
+
+    /// Total length of the region in bytes: header, bitmap and both summary levels.
     pub fn region_len(&self) -> u64 {
-        HEADER_LEN as u64 + self.bitmap_len()
+        self.l2_offset() + self.l2_words() as u64 * 8
     }
 
     /// The header's bytes, magic included.
@@ -60,6 +82,10 @@ impl Header {
         b[32..40].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
         b[40..48].copy_from_slice(&self.bitmap_len().to_le_bytes());
         b[48..56].copy_from_slice(&self.region_len().to_le_bytes());
+        b[56..64].copy_from_slice(&self.l1_offset().to_le_bytes());
+        b[64..72].copy_from_slice(&(self.l1_words() as u64 * 8).to_le_bytes());
+        b[72..80].copy_from_slice(&self.l2_offset().to_le_bytes());
+        b[80..88].copy_from_slice(&(self.l2_words() as u64 * 8).to_le_bytes());
         b
     }
 
@@ -97,8 +123,14 @@ impl Header {
             ("bitmap offset", 32, HEADER_LEN as u64),
             ("bitmap length", 40, header.bitmap_len()),
             ("region length", 48, header.region_len()),
-            ("reserved field", 56, 0),
+            ("summary level 1 offset", 56, header.l1_offset()),
+            ("summary level 1 length", 64, header.l1_words() as u64 * 8),
+            ("summary level 2 offset", 72, header.l2_offset()),
+            ("summary level 2 length", 80, header.l2_words() as u64 * 8),
         ];
+        if bytes[88..HEADER_LEN].iter().any(|&b| b != 0) {
+            return Err("corrupt header: reserved bytes 88..128 are not zero".into());
+        }
         for (field, at, expected) in checks {
             let found = u64_at(at);
             if found != expected {
@@ -127,6 +159,26 @@ mod tests {
     }
 
     #[test]
+    fn summary_overhead_is_under_two_percent_and_sections_do_not_overlap() {
+        for size in [1u64, 8, 100, 256, 1 << 17, 1 << 21, 1 << 24, MAX_SIZE] {
+            let h = Header::new(size);
+            assert!(h.l1_offset() >= HEADER_LEN as u64 + h.bitmap_len());
+            assert!(h.l2_offset() >= h.l1_offset() + h.l1_words() as u64 * 8);
+            assert_eq!(h.l1_offset() % 64, 0);
+            assert_eq!(h.l2_offset() % 64, 0);
+            let summary = h.region_len() - HEADER_LEN as u64 - h.bitmap_len();
+            if size >= 1 << 14 {
+                assert!(
+                    summary * 50 <= h.bitmap_len(),
+                    "size {size}: {summary} bytes"
+                );
+            } else {
+                assert!(summary <= 192, "size {size}: {summary} bytes");
+            }
+        }
+    }
+
+    #[test]
     fn rejects_each_corrupt_field() {
         let good = Header::new(100).encode();
         for at in 0..HEADER_LEN {
@@ -142,9 +194,9 @@ mod tests {
     #[test]
     fn rejects_other_versions_and_short_input() {
         let mut b = Header::new(8).encode();
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert!(Header::parse(&b).unwrap_err().contains("version 2"));
-        assert!(Header::parse(&b[..63]).is_err());
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert!(Header::parse(&b).unwrap_err().contains("version 1"));
+        assert!(Header::parse(&b[..HEADER_LEN - 1]).is_err());
         assert!(Header::parse(&[]).is_err());
     }
 
@@ -157,7 +209,7 @@ mod tests {
 
         #[test]
         fn random_bytes_after_a_valid_magic_never_panic(
-            rest in proptest::collection::vec(any::<u8>(), 56..120)
+            rest in proptest::collection::vec(any::<u8>(), 120..200)
         ) {
             let mut bytes = MAGIC.to_vec();
             bytes.extend(rest);

@@ -247,13 +247,32 @@ impl Region {
 
     /// The bitmap as 64-bit words: number `n` is bit `n % 64` of word `n / 64`.
     pub fn words(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping is at least `region_len` bytes (checked when attaching), page
-        // aligned, so the bitmap at offset HEADER_LEN (a multiple of 8) is 8-byte aligned; it
-        // lives as long as `self`; every access to it is atomic.
+        self.section(HEADER_LEN as u64, self.header.words())
+    }
+
+    /// The two summary levels (see [`crate::Bits`]): level 1 has a bit per bitmap word, level 2
+    /// a bit per level-1 word.
+    pub fn summary(&self) -> (&[AtomicU64], &[AtomicU64]) {
+        (
+            self.section(self.header.l1_offset(), self.header.l1_words()),
+            self.section(self.header.l2_offset(), self.header.l2_words()),
+        )
+    }
+
+    /// Capacity, bitmap and summaries, ready for the allocator.
+    pub fn bits(&self, max: u64) -> crate::Bits<'_> {
+        let (l1, l2) = self.summary();
+        crate::Bits::new(self.words(), l1, l2, self.capacity(), max)
+    }
+
+    fn section(&self, offset: u64, words: usize) -> &[AtomicU64] {
+        // SAFETY: the mapping is at least `region_len` bytes (checked when attaching) and page
+        // aligned; every section lies inside it at a multiple of 8 (FORMAT.md), so it is 8-byte
+        // aligned; it lives as long as `self`; every access to it is atomic.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(HEADER_LEN) as *const AtomicU64,
-                self.header.words(),
+                self.map.as_ptr().add(offset as usize) as *const AtomicU64,
+                words,
             )
         }
     }

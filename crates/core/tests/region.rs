@@ -151,7 +151,7 @@ fn garbage_truncated_and_foreign_files_are_incompatible() {
     // A real region of a future format version.
     drop(Region::open("future", 8, &options).unwrap());
     let mut bytes = std::fs::read(dir.join("future")).unwrap();
-    bytes[8] = 2;
+    bytes[8] = 99;
     std::fs::write(dir.join("future"), &bytes).unwrap();
 
     for (name, size) in [("garbage", 8), ("short", 8), ("cut", 1024), ("future", 8)] {
