@@ -14,11 +14,12 @@
 //! wrong, for instance because a process died between freeing a number and clearing the bit,
 //! costs a longer search and never a number. Pass 2 repairs the wrong bits it meets.
 //!
-//! Without crashes the summaries stay exact: whoever makes a word full sets its level-1 bit and
-//! then re-reads the word, clearing the bit again if a number was freed meanwhile; whoever frees
-//! a number in a full word clears the word's bit, then reads the level-1 bit and clears it if
-//! set. Both sides use `SeqCst`, so in every interleaving at least one sees the other's write
-//! (Dekker's pattern), and the same holds one level up.
+//! Without crashes a set summary bit is always right: a search that meets a full word sets its
+//! level-1 bit and then re-reads the word, clearing the bit again if a number was freed meanwhile;
+//! whoever frees a number in a full word reads the level-1 bit and clears it if set. Both sides
+//! use `SeqCst`, so in every interleaving at least one sees the other's write (Dekker's pattern),
+//! and the same holds one level up. A full word whose bit is not set yet costs one probe, after
+//! which it is marked.
 //!
 //! # Memory orderings
 //! - Scanning a word or a summary (`load`, `Relaxed`): the value only picks a candidate and is
@@ -196,8 +197,10 @@ impl<'a> Bits<'a> {
         None
     }
 
-    /// Claims the lowest usable free bit of word `w`, retrying while the word has one; keeps the
-    /// word's summary bit in step with it.
+    /// Claims the lowest usable free bit of word `w`, retrying while the word has one. A word
+    /// found full gets its summary bit: marking happens when a search meets a full word, not when
+    /// an allocation fills one, so a steady allocate/free pair on a nearly full word costs no
+    /// summary write.
     #[inline]
     fn claim(&self, w: usize) -> Option<u64> {
         let word = &self.words[w];
@@ -212,15 +215,13 @@ impl<'a> Bits<'a> {
                 return None;
             }
             let bit = free.trailing_zeros();
-            let claimed = current | (1u64 << bit);
-            match word.compare_exchange_weak(current, claimed, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    if claimed & self.existing(w) == self.existing(w) {
-                        self.mark_full(w);
-                    }
-                    return Some(w as u64 * 64 + bit as u64);
-                }
+            match word.compare_exchange_weak(
+                current,
+                current | (1u64 << bit),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(w as u64 * 64 + bit as u64),
                 Err(actual) => current = actual,
             }
         }
@@ -312,8 +313,10 @@ impl<'a> Bits<'a> {
 /// allocators do not all begin on the same cache line.
 fn initial_hint(word_count: usize) -> usize {
     static HANDLES: AtomicUsize = AtomicUsize::new(0);
+    // getpid is a system call; the pid only seeds the spread, so read it once per process.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     spread(
-        std::process::id(),
+        *PID.get_or_init(std::process::id),
         HANDLES.fetch_add(1, Ordering::Relaxed),
         word_count,
     )
@@ -439,20 +442,27 @@ pub(crate) mod tests {
             Bits::new(&self.words, &self.l1, &self.l2, self.capacity, max)
         }
 
-        /// Checks that every summary bit says exactly whether what it covers is full.
-        pub(crate) fn assert_summaries_exact(&self) {
+        /// Checks that every set summary bit is right: what it covers is full. (A full word
+        /// may be unmarked until a search meets it.)
+        pub(crate) fn assert_summaries_sound(&self) {
             let bits = self.bits(self.capacity);
             for w in 0..self.words.len() {
-                let full =
-                    self.words[w].load(Ordering::Relaxed) & bits.existing(w) == bits.existing(w);
+                let existing = bits.existing(w);
+                let full = self.words[w].load(Ordering::Relaxed) & existing == existing;
                 let marked = self.l1[w / 64].load(Ordering::Relaxed) & (1 << (w % 64)) != 0;
-                assert_eq!(full, marked, "level-1 bit of word {w}");
+                assert!(
+                    full || !marked,
+                    "level-1 bit of word {w} set, but it has a free number"
+                );
             }
             for i in 0..self.l1.len() {
                 let existing = mask_below(self.words.len() as u64, i);
                 let full = self.l1[i].load(Ordering::Relaxed) & existing == existing;
                 let marked = self.l2[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0;
-                assert_eq!(full, marked, "level-2 bit of level-1 word {i}");
+                assert!(
+                    full || !marked,
+                    "level-2 bit of level-1 word {i} set, but not all full"
+                );
             }
         }
     }
@@ -481,7 +491,7 @@ pub(crate) mod tests {
             bits.free(max / 2).unwrap();
             assert_eq!(bits.allocate_from(0).map(|(n, _)| n), Some(max / 2));
             if max == memory.capacity {
-                memory.assert_summaries_exact();
+                memory.assert_summaries_sound();
             }
         }
     }
@@ -514,10 +524,10 @@ pub(crate) mod tests {
         let memory = Memory::new(1 << 17);
         let bits = memory.bits(memory.capacity);
         while bits.allocate_from(0).is_some() {}
-        memory.assert_summaries_exact();
+        memory.assert_summaries_sound();
         for free in [0u64, 777_777, (1 << 20) - 1] {
             bits.free(free).unwrap();
-            memory.assert_summaries_exact();
+            memory.assert_summaries_sound();
             for start in [0, 5_000, 16_383] {
                 assert_eq!(
                     bits.guided_search(start)
@@ -550,12 +560,12 @@ pub(crate) mod tests {
         );
         // Freed again normally: and pass 2 repaired the summaries on the way.
         bits.free(12_345).unwrap();
-        memory.assert_summaries_exact();
+        memory.assert_summaries_sound();
         assert_eq!(bits.guided_search(0).map(|(n, _)| n), Some(12_345));
     }
 
     #[test]
-    fn threads_never_share_a_number_and_leave_the_summaries_exact() {
+    fn threads_never_share_a_number_and_leave_the_summaries_sound() {
         let memory = Arc::new(Memory::new(64)); // 512 numbers in 8 words
         let held = Arc::new(Memory::new(64));
         let threads: Vec<_> = (0..4)
@@ -596,7 +606,7 @@ pub(crate) mod tests {
             t.join().unwrap();
         }
         assert_eq!(memory.bits(500).count(), 0);
-        memory.assert_summaries_exact();
+        memory.assert_summaries_sound();
     }
 
     #[derive(Debug, Clone)]
@@ -606,7 +616,7 @@ pub(crate) mod tests {
     }
 
     proptest! {
-        /// Any sequence of operations agrees with a set model and keeps the summaries exact.
+        /// Any sequence of operations agrees with a set model and keeps the summaries sound.
         #[test]
         fn agrees_with_a_set(
             size in 1u64..700,
@@ -644,7 +654,7 @@ pub(crate) mod tests {
                 }
                 prop_assert_eq!(bits.count(), model.len() as u64);
             }
-            memory.assert_summaries_exact();
+            memory.assert_summaries_sound();
         }
     }
 }

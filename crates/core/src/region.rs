@@ -183,6 +183,8 @@ pub struct Region {
     map: MmapRaw,
     name: String,
     header: Header,
+    /// The sections' (offset, words), computed once: `bits()` is on every allocation's path.
+    sections: [(usize, usize); 3],
 }
 
 impl std::fmt::Debug for Region {
@@ -245,35 +247,51 @@ impl Region {
         self.header.capacity()
     }
 
+    fn new(map: MmapRaw, name: &str, header: Header) -> Region {
+        let sections = [
+            (HEADER_LEN, header.words()),
+            (header.l1_offset() as usize, header.l1_words()),
+            (header.l2_offset() as usize, header.l2_words()),
+        ];
+        Region {
+            map,
+            name: name.to_owned(),
+            header,
+            sections,
+        }
+    }
+
     /// The bitmap as 64-bit words: number `n` is bit `n % 64` of word `n / 64`.
     pub fn words(&self) -> &[AtomicU64] {
-        self.section(HEADER_LEN as u64, self.header.words())
+        self.section(0)
     }
 
     /// The two summary levels (see [`crate::Bits`]): level 1 has a bit per bitmap word, level 2
     /// a bit per level-1 word.
     pub fn summary(&self) -> (&[AtomicU64], &[AtomicU64]) {
-        (
-            self.section(self.header.l1_offset(), self.header.l1_words()),
-            self.section(self.header.l2_offset(), self.header.l2_words()),
-        )
+        (self.section(1), self.section(2))
     }
 
     /// Capacity, bitmap and summaries, ready for the allocator.
+    #[inline]
     pub fn bits(&self, max: u64) -> crate::Bits<'_> {
-        let (l1, l2) = self.summary();
-        crate::Bits::new(self.words(), l1, l2, self.capacity(), max)
+        crate::Bits::new(
+            self.section(0),
+            self.section(1),
+            self.section(2),
+            self.capacity(),
+            max,
+        )
     }
 
-    fn section(&self, offset: u64, words: usize) -> &[AtomicU64] {
+    #[inline]
+    fn section(&self, index: usize) -> &[AtomicU64] {
+        let (offset, words) = self.sections[index];
         // SAFETY: the mapping is at least `region_len` bytes (checked when attaching) and page
         // aligned; every section lies inside it at a multiple of 8 (FORMAT.md), so it is 8-byte
         // aligned; it lives as long as `self`; every access to it is atomic.
         unsafe {
-            std::slice::from_raw_parts(
-                self.map.as_ptr().add(offset as usize) as *const AtomicU64,
-                words,
-            )
+            std::slice::from_raw_parts(self.map.as_ptr().add(offset) as *const AtomicU64, words)
         }
     }
 
@@ -447,11 +465,7 @@ fn attach(file: &File, location: &Location, name: &str, wanted: &Header) -> Resu
             requested: wanted.size,
         });
     }
-    Ok(Some(Region {
-        map,
-        name: name.to_owned(),
-        header,
-    }))
+    Ok(Some(Region::new(map, name, header)))
 }
 
 /// Initialises a region under the exclusive lock: reserve zeroed storage, write the header, and
@@ -493,11 +507,7 @@ fn initialise(
         // Release: publishes the fields above (and the zeroed bitmap) to every Acquire load.
         magic.store(MAGIC_WORD, Ordering::Release);
     }
-    Ok(Region {
-        map,
-        name: name.to_owned(),
-        header,
-    })
+    Ok(Region::new(map, name, header))
 }
 
 #[cfg(target_os = "linux")]

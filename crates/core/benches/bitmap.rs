@@ -1,0 +1,163 @@
+//! Core benchmarks: `cargo bench -p numballoc-core` (BENCHMARKS.md has the figures).
+//!
+//! - `pair/<impl>/<log2 capacity>/<fill %>`: one allocate + free, in steady state, on a region
+//!   filled at random to the given level (numballoc and the Go algorithm's port, same run).
+//! - `one_free/<impl>/<log2 capacity>`: a fresh handle allocates the only free number (then
+//!   frees it), the Go original's worst case; `empty/numballoc/...` is a fresh handle on an
+//!   empty region, the reference the summary levels are measured against.
+
+mod go_baseline;
+
+use std::hint::black_box;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Region};
+
+use go_baseline::GoBitmap;
+
+const CAPACITIES: [u32; 5] = [11, 14, 17, 20, 24];
+const FILLS: [u32; 4] = [0, 50, 90, 99];
+
+/// A deterministic pseudo-random sequence (xorshift64*), so both implementations get the same fill.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Which numbers are allocated at `fill` percent: the same set for every implementation.
+fn filled(capacity: u64, fill: u32) -> Vec<bool> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ capacity ^ fill as u64);
+    (0..capacity)
+        .map(|_| rng.next() % 100 < fill as u64)
+        .collect()
+}
+
+/// A region of `capacity` numbers in /dev/shm, removed when dropped.
+struct BenchRegion {
+    name: String,
+    region: Arc<Region>,
+}
+
+impl BenchRegion {
+    fn new(tag: &str, capacity: u64) -> BenchRegion {
+        let name = format!("numballoc-bench-{tag}-{}", std::process::id());
+        let _ = destroy(&name, None);
+        let region = Arc::new(Region::open(&name, capacity / 8, &OpenOptions::default()).unwrap());
+        BenchRegion { name, region }
+    }
+
+    /// Sets exactly the numbers `set` marks, through the allocator (so the summaries are right).
+    fn fill(&self, set: &[bool]) {
+        let bitmap = ConcurrentBitmap::new(self.region.clone(), 0);
+        while bitmap.try_allocate().is_some() {}
+        for (n, _) in set.iter().enumerate().filter(|(_, &allocated)| !allocated) {
+            bitmap.free(n as u64).unwrap();
+        }
+    }
+}
+
+impl Drop for BenchRegion {
+    fn drop(&mut self) {
+        let _ = destroy(&self.name, None);
+    }
+}
+
+fn go_blocks(set: &[bool]) -> Vec<AtomicU32> {
+    set.chunks(32)
+        .map(|chunk| {
+            let bits = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, &allocated)| allocated)
+                .fold(0u32, |acc, (i, _)| acc | (0x8000_0000 >> i));
+            AtomicU32::new(bits)
+        })
+        .collect()
+}
+
+fn pair(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pair");
+    group.warm_up_time(Duration::from_millis(200));
+    group.measurement_time(Duration::from_millis(600));
+    group.sample_size(20);
+    for log2 in CAPACITIES {
+        let capacity = 1u64 << log2;
+        for fill in FILLS {
+            let set = filled(capacity, fill);
+            let region = BenchRegion::new("pair", capacity);
+            region.fill(&set);
+            let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+            let id = BenchmarkId::new(format!("numballoc/2^{log2}"), format!("{fill}%"));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let n = bitmap.allocate().unwrap();
+                    bitmap.free(black_box(n)).unwrap();
+                })
+            });
+            let blocks = go_blocks(&set);
+            let go = GoBitmap::new(&blocks);
+            let id = BenchmarkId::new(format!("go/2^{log2}"), format!("{fill}%"));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let n = go.allocate().unwrap();
+                    go.free(black_box(n));
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn one_free(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_free");
+    group.warm_up_time(Duration::from_millis(200));
+    group.measurement_time(Duration::from_millis(600));
+    group.sample_size(20);
+    for log2 in CAPACITIES {
+        let capacity = 1u64 << log2;
+        // Everything allocated but one number three quarters of the way in.
+        let free = capacity * 3 / 4 + 17;
+        let set: Vec<bool> = (0..capacity).map(|n| n != free).collect();
+        let region = BenchRegion::new("onefree", capacity);
+        region.fill(&set);
+        group.bench_function(BenchmarkId::new("numballoc", format!("2^{log2}")), |b| {
+            b.iter(|| {
+                let fresh = ConcurrentBitmap::new(region.region.clone(), 0);
+                let n = fresh.allocate().unwrap();
+                fresh.free(black_box(n)).unwrap();
+            })
+        });
+        let blocks = go_blocks(&set);
+        group.bench_function(BenchmarkId::new("go", format!("2^{log2}")), |b| {
+            b.iter(|| {
+                let fresh = GoBitmap::new(&blocks);
+                let n = fresh.allocate().unwrap();
+                fresh.free(black_box(n));
+            })
+        });
+        let empty = BenchRegion::new("empty", capacity);
+        group.bench_function(
+            BenchmarkId::new("empty/numballoc", format!("2^{log2}")),
+            |b| {
+                b.iter(|| {
+                    let fresh = ConcurrentBitmap::new(empty.region.clone(), 0);
+                    let n = fresh.allocate().unwrap();
+                    fresh.free(black_box(n)).unwrap();
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pair, one_free);
+criterion_main!(benches);
