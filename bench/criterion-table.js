@@ -1,0 +1,33 @@
+'use strict'
+// Turns `cargo bench -p numballoc-core` output into the Markdown tables of BENCHMARKS.md:
+//   cargo bench -p numballoc-core --bench bitmap | node bench/criterion-table.js
+const lines = require('node:fs').readFileSync(0, 'utf8').split('\n')
+const units = { ps: 1e-3, ns: 1, 'µs': 1e3, us: 1e3, ms: 1e6 }
+const medians = new Map()
+let current = null
+for (const line of lines) {
+  // criterion prints "name  time: [low median high]", or the name alone when it is long.
+  const named = line.match(/^(\S+)(?:\s+time:.*)?$/)
+  if (named && !line.startsWith('Benchmarking') && !line.includes('change')) current = named[1]
+  const time = line.match(/time:\s+\[\S+ \S+ (\S+) (\S+) /)
+  if (time && current) medians.set(current, Number(time[1]) * units[time[2]])
+}
+const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
+
+console.log('| capacity | fill | numballoc | Go algorithm | numballoc / Go |')
+console.log('|---|---|---|---|---|')
+for (const [key, ours] of medians) {
+  const m = key.match(/^pair\/numballoc\/(2\^\d+)\/(\d+%)$/)
+  if (!m) continue
+  const go = medians.get(`pair/go/${m[1]}/${m[2]}`)
+  console.log(`| ${m[1]} | ${m[2]} | ${fmt(ours)} | ${fmt(go)} | ${(ours / go).toFixed(2)} |`)
+}
+console.log('\n| capacity | one free, fresh handle | empty region, fresh handle | one free / empty | Go algorithm, one free | Go / numballoc |')
+console.log('|---|---|---|---|---|---|')
+for (const [key, ours] of medians) {
+  const m = key.match(/^one_free\/numballoc\/(2\^\d+)$/)
+  if (!m) continue
+  const empty = medians.get(`one_free/empty/numballoc/${m[1]}`)
+  const go = medians.get(`one_free/go/${m[1]}`)
+  console.log(`| ${m[1]} | ${fmt(ours)} | ${fmt(empty)} | ${(ours / empty).toFixed(1)} | ${fmt(go)} | ${(go / ours).toFixed(0)} |`)
+}

@@ -1,0 +1,143 @@
+'use strict'
+// npm run bench: JS-side benchmarks, every figure a ratio against a baseline measured in the same
+// run (this machine is shared and noisy). BENCHMARKS.md records the output.
+const cluster = require('node:cluster')
+const { fork } = require('node:child_process')
+const os = require('node:os')
+const path = require('node:path')
+const { ConcurrentBitmap, destroyShared } = require('..')
+
+const quick = process.argv.includes('--quick')
+const ROUNDS = quick ? 3 : 7
+const name = (tag) => `numballoc-bench-${tag}-${process.pid}`
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
+
+/** ns per iteration of `body`, median of ROUNDS timed runs of `count` iterations. */
+function measure(count, body) {
+  body(Math.min(count, 100000)) // warm up the JIT
+  const samples = []
+  for (let r = 0; r < ROUNDS; r++) {
+    const start = process.hrtime.bigint()
+    body(count)
+    samples.push(Number(process.hrtime.bigint() - start) / count)
+  }
+  return median(samples)
+}
+
+function pairVsAtomics() {
+  const capacity = 2048
+  const bitmap = ConcurrentBitmap.open(name('pair'), { capacity })
+  const words = new Int32Array(new SharedArrayBuffer(capacity / 8))
+  // The in-process floor: the same allocate (find a zero bit, CAS it) and free (atomic AND) in JS.
+  const jsAllocate = () => {
+    for (let w = 0; w < words.length; w++) {
+      for (let current = Atomics.load(words, w); ~current !== 0; current = Atomics.load(words, w)) {
+        const bit = 31 - Math.clz32(~current & (current + 1))
+        if (Atomics.compareExchange(words, w, current, current | (1 << bit)) === current) return w * 32 + bit
+      }
+    }
+    return -1
+  }
+  const jsFree = (n) => Atomics.and(words, n >> 5, ~(1 << (n & 31)))
+  const count = quick ? 1e6 : 5e6
+  const floor = measure(count, (k) => { for (let i = 0; i < k; i++) jsFree(jsAllocate()) })
+  const ours = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.allocate()) })
+  const tryOurs = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.tryAllocate()) })
+  bitmap.close()
+  destroyShared(name('pair'))
+  return [
+    ['pure-JS Atomics bitmap on a SharedArrayBuffer (in-process floor)', floor, 1],
+    ['numballoc allocate() + free()', ours, ours / floor],
+    ['numballoc tryAllocate() + free()', tryOurs, tryOurs / floor],
+  ]
+}
+
+function runWorker(args, viaCluster) {
+  const child = viaCluster
+    ? cluster.fork({ BENCH_ARGS: JSON.stringify(args) })
+    : fork(path.join(__dirname, 'worker.js'), args.map(String))
+  const proc = viaCluster ? child.process : child
+  return { child, result: new Promise((resolve, reject) => {
+    const messages = []
+    child.on('message', (m) => messages.push(m))
+    proc.on('exit', (code) => (code === 0 ? resolve(messages) : reject(new Error(`worker exited ${code}`))))
+  }) }
+}
+
+/** Per unique number handed to a worker process: numballoc, a primary over IPC, get-port. */
+async function perNumberPeers() {
+  cluster.setupPrimary({ exec: path.join(__dirname, 'worker.js') })
+  const rows = []
+  const region = name('peers')
+  const count = quick ? 20000 : 100000
+  const samples = { numballoc: [], ipc: [], getport: [] }
+  for (let r = 0; r < ROUNDS; r++) {
+    const a = runWorker(['numballoc', region, 1024, count * 10], true)
+    samples.numballoc.push((await a.result).find((m) => m.ns).ns)
+
+    // What cluster users write by hand: the primary owns a free list and answers requests.
+    const free = Array.from({ length: 1024 }, (_, i) => i)
+    const b = runWorker(['ipc', count / 10], true)
+    b.child.on('message', (m) => {
+      if (m.want) b.child.send({ number: free.pop() })
+      if (m.giveBack !== undefined) free.push(m.giveBack)
+    })
+    samples.ipc.push((await b.result).find((m) => m.ns).ns)
+
+    const c = runWorker(['getport', quick ? 200 : 1000], true)
+    samples.getport.push((await c.result).find((m) => m.ns).ns)
+  }
+  destroyShared(region)
+  const base = median(samples.numballoc)
+  rows.push(['numballoc: allocate() + free() in the worker', base, 1])
+  rows.push(['primary hands out numbers over cluster IPC (request + give back)', median(samples.ipc), median(samples.ipc) / base])
+  rows.push(['get-port: await getPort() in the worker', median(samples.getport), median(samples.getport) / base])
+  return rows
+}
+
+/** Combined allocate+free throughput of 1 and 2 processes churning on one region. */
+async function processesScaling() {
+  const region = name('churn')
+  const ms = quick ? 300 : 1000
+  const throughput = async (processes) => {
+    const workers = Array.from({ length: processes }, () => runWorker(['churn', region, 16384, ms], false))
+    await Promise.all(workers.map(({ child }) => new Promise((resolve) => child.on('message', (m) => m === 'ready' && resolve()))))
+    for (const { child } of workers) child.send('go')
+    const pairs = (await Promise.all(workers.map((w) => w.result))).map((ms_) => ms_.find((m) => m.pairs).pairs)
+    return pairs.reduce((a, b) => a + b, 0) / (ms / 1000)
+  }
+  const one = []
+  const two = []
+  for (let r = 0; r < ROUNDS; r++) {
+    one.push(await throughput(1))
+    two.push(await throughput(2))
+  }
+  destroyShared(region)
+  return [
+    ['1 process: allocate+free pairs per second', median(one), 1],
+    ['2 processes on one region: combined pairs per second', median(two), median(two) / median(one)],
+  ]
+}
+
+function print(title, rows, unit = 'ns') {
+  console.log(`\n### ${title}\n`)
+  console.log(`| what | ${unit === 'ns' ? 'median per call' : 'median'} | ratio |`)
+  console.log('|---|---|---|')
+  for (const [what, value, ratio] of rows) {
+    const shown = unit === 'ns' ? fmt(value) : `${(value / 1e6).toFixed(2)} M/s`
+    console.log(`| ${what} | ${shown} | ${ratio.toFixed(2)}× |`)
+  }
+}
+
+async function main() {
+  console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
+  print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
+  print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
+  print('Two processes churning on one region (ratio to one process)', await processesScaling(), 'ops')
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})

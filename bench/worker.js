@@ -1,0 +1,59 @@
+'use strict'
+// The worker side of bench/index.js. Modes:
+//   churn NAME CAPACITY MS   allocate+free pairs on a shared region until MS after 'go'; reports pairs
+//   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
+//   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
+//   getport N                  N ports from get-port
+const { ConcurrentBitmap } = require('..')
+
+const args = process.env.BENCH_ARGS ? JSON.parse(process.env.BENCH_ARGS) : process.argv.slice(2)
+const [mode] = args
+
+async function perNumber() {
+  if (mode === 'numballoc') {
+    const [, name, capacity, count] = args
+    const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity) })
+    for (let i = 0; i < Number(count); i++) bitmap.free(bitmap.allocate()) // JIT warm-up
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < Number(count); i++) bitmap.free(bitmap.allocate())
+    return Number(process.hrtime.bigint() - start) / Number(count)
+  }
+  if (mode === 'ipc') {
+    const count = Number(args[1])
+    let pending
+    process.on('message', (m) => m.number !== undefined && pending(m.number))
+    const request = () => new Promise((resolve) => ((pending = resolve), process.send({ want: true })))
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < count; i++) {
+      const n = await request()
+      process.send({ giveBack: n })
+    }
+    return Number(process.hrtime.bigint() - start) / count
+  }
+  if (mode === 'getport') {
+    const count = Number(args[1])
+    const { default: getPort } = await import('get-port')
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < count; i++) await getPort()
+    return Number(process.hrtime.bigint() - start) / count
+  }
+  throw new Error(`unknown mode ${mode}`)
+}
+
+if (mode === 'churn') {
+  const [, name, capacity, ms] = args
+  const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity) })
+  process.on('message', (m) => {
+    if (m !== 'go') return
+    const end = Date.now() + Number(ms)
+    let pairs = 0
+    while (Date.now() < end) {
+      for (let i = 0; i < 10000; i++) bitmap.free(bitmap.allocate())
+      pairs += 10000
+    }
+    process.send({ pairs }, () => process.disconnect())
+  })
+  process.send('ready')
+} else {
+  perNumber().then((ns) => process.send({ ns }, () => process.disconnect()))
+}
