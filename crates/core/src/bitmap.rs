@@ -203,11 +203,16 @@ impl<'a> Bits<'a> {
     /// summary write.
     #[inline]
     fn claim(&self, w: usize) -> Option<u64> {
+        self.claim_masked(w, self.usable(w))
+    }
+
+    /// As [`Bits::claim`], but only among the bits of `allowed`.
+    #[inline]
+    fn claim_masked(&self, w: usize, allowed: u64) -> Option<u64> {
         let word = &self.words[w];
-        let usable = self.usable(w);
         let mut current = word.load(Ordering::Relaxed);
         loop {
-            let free = !current & usable;
+            let free = !current & allowed;
             if free == 0 {
                 if current & self.existing(w) == self.existing(w) {
                     self.mark_full(w);
@@ -225,6 +230,135 @@ impl<'a> Bits<'a> {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// The bits of word `w` for the numbers `first..=last` that this view may hand out.
+    #[inline]
+    fn range_mask(&self, w: usize, first: u64, last: u64) -> u64 {
+        let base = w as u64 * 64;
+        let low = first.saturating_sub(base);
+        let high = (last + 1).saturating_sub(base);
+        self.usable(w) & low_bits(high) & !low_bits(low)
+    }
+
+    /// The lowest free number in `first..=last` (which must be below `max`), scanning word by
+    /// word without the summaries. If some number of the range below the result stayed free for
+    /// the whole call, its word was seen with it free and the lowest such bit was claimed instead:
+    /// so no number below the result was free for the whole call, and `None` means every number
+    /// of the range was taken at some moment of it.
+    pub fn allocate_lowest_in(&self, first: u64, last: u64) -> Option<u64> {
+        debug_assert!(first <= last && last < self.max);
+        let (first_word, last_word) = ((first / 64) as usize, (last / 64) as usize);
+        (first_word..=last_word).find_map(|w| self.claim_masked(w, self.range_mask(w, first, last)))
+    }
+
+    /// A free number at or after `from`, wrapping to 0: the numbers just after `from` first, so a
+    /// number freed just before `from` comes back last. Uses the summaries, then a full scan.
+    pub fn allocate_cyclic(&self, from: u64) -> Option<u64> {
+        if self.max == 0 {
+            return None;
+        }
+        let from = from % self.max;
+        let w = (from / 64) as usize;
+        let after = self.range_mask(w, from, self.max - 1);
+        self.claim_masked(w, after)
+            .or_else(|| self.guided_search(w).map(|(n, _)| n))
+            .or_else(|| self.claim_masked(w, self.usable(w) & !after))
+            .or_else(|| self.full_scan(w).map(|(n, _)| n))
+    }
+
+    /// The first allocated number in `first..last` (exclusive), if any.
+    fn first_allocated(&self, first: u64, last: u64) -> Option<u64> {
+        ((first / 64) as usize..=((last - 1) / 64) as usize).find_map(|w| {
+            let taken = self.words[w].load(Ordering::Relaxed) & self.range_mask(w, first, last - 1);
+            (taken != 0).then(|| w as u64 * 64 + taken.trailing_zeros() as u64)
+        })
+    }
+
+    /// Claims `count` consecutive numbers starting at a multiple of `align`, all or nothing: the
+    /// lowest such run found free. Returns its first number.
+    ///
+    /// The run is claimed word by word in order; if a word turns out taken, the words already
+    /// claimed are released again. Those bits were set (held by this call) the whole time, so no
+    /// other caller ever obtains a number inside a block it did not get, and a failed attempt
+    /// leaves nothing allocated. `None` means no aligned run was free when the search passed it.
+    pub fn allocate_block(&self, count: u64, align: u64) -> Option<u64> {
+        debug_assert!(count >= 1 && align >= 1);
+        let mut start = 0u64;
+        while start.checked_add(count)? <= self.max {
+            let busy = match self.first_allocated(start, start + count) {
+                Some(busy) => busy,
+                None => match self.claim_run(start, count) {
+                    Ok(()) => return Some(start),
+                    Err(busy) => busy,
+                },
+            };
+            start = (busy + 1).next_multiple_of(align);
+        }
+        None
+    }
+
+    /// Sets the bits `first..first + count`, word by word; on finding one taken, clears what it
+    /// set and returns the taken number.
+    fn claim_run(&self, first: u64, count: u64) -> std::result::Result<(), u64> {
+        let last = first + count - 1;
+        let words = (first / 64) as usize..=(last / 64) as usize;
+        for w in words.clone() {
+            let mask = self.range_mask(w, first, last);
+            let mut current = self.words[w].load(Ordering::Relaxed);
+            loop {
+                let taken = current & mask;
+                if taken != 0 {
+                    self.release_run(first, (w as u64 * 64).max(first) - first);
+                    return Err(w as u64 * 64 + taken.trailing_zeros() as u64);
+                }
+                match self.words[w].compare_exchange_weak(
+                    current,
+                    current | mask,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the bits `first..first + count`, all set by the caller, and the summary bits of the
+    /// words that were full.
+    fn release_run(&self, first: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let last = first + count - 1;
+        for w in (first / 64) as usize..=(last / 64) as usize {
+            let before =
+                self.words[w].fetch_and(!self.range_mask(w, first, last), Ordering::SeqCst);
+            if before & self.existing(w) == self.existing(w) {
+                self.mark_open(w);
+            }
+        }
+    }
+
+    /// Frees `count` numbers from `first`. Every one must be allocated: otherwise
+    /// `NotAllocated` names the first that is not, and nothing changes.
+    pub fn free_block(&self, first: u64, count: u64) -> Result<()> {
+        self.check_range(first)?;
+        self.check_range(first.saturating_add(count).saturating_sub(1))?;
+        let last = first + count - 1;
+        for w in (first / 64) as usize..=(last / 64) as usize {
+            let mask = self.range_mask(w, first, last);
+            let missing = !self.words[w].load(Ordering::Acquire) & mask;
+            if missing != 0 {
+                return Err(Error::NotAllocated(
+                    w as u64 * 64 + missing.trailing_zeros() as u64,
+                ));
+            }
+        }
+        self.release_run(first, count);
+        Ok(())
     }
 
     /// Sets word `w`'s level-1 bit (and its level-1 word's level-2 bit when all 64 are full),
@@ -333,6 +467,24 @@ fn spread(pid: u32, handle: usize, word_count: usize) -> usize {
     ((mixed >> 32) % word_count as u64) as usize
 }
 
+/// Which free number an allocator hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Any free number, searched from where this handle last found one; each handle starts in
+    /// a different part of the bitmap. The fastest under contention: processes rarely touch the
+    /// same cache line. The default.
+    #[default]
+    Any,
+    /// The lowest free number, like Linux's `ida_alloc`: dense IDs `0..N`. Under concurrency, no
+    /// number below the result was free for the whole call. Scans from 0 without the summaries,
+    /// so it costs a read per 64 numbers below the result.
+    Lowest,
+    /// The next free number after the last one handed out from the region by any process, then
+    /// wrapping, like Linux PIDs: a number just freed is the last to come back (a port in
+    /// TIME_WAIT is not reused at once). The cursor is shared through the region.
+    Cyclic,
+}
+
 /// The lock-free allocator over a shared [`Region`] (Go's `ConcurrentBitmap`).
 ///
 /// Every process (or thread) that builds one over the same region shares the numbers: a number
@@ -341,6 +493,7 @@ fn spread(pid: u32, handle: usize, word_count: usize) -> usize {
 pub struct ConcurrentBitmap {
     region: Arc<Region>,
     max: u64,
+    policy: Policy,
     /// The word of the last allocation: the next search starts there. Per handle, never shared,
     /// so it costs no cross-process cache traffic; `Relaxed` because it is only a hint.
     hint: AtomicUsize,
@@ -350,6 +503,11 @@ impl ConcurrentBitmap {
     /// An allocator of the numbers `0..max` of `region`. As in Go, `max == 0` means the region's
     /// whole capacity (`size * 8`), and a larger `max` is cut to the capacity.
     pub fn new(region: Arc<Region>, max: u64) -> ConcurrentBitmap {
+        ConcurrentBitmap::with_policy(region, max, Policy::Any)
+    }
+
+    /// As [`ConcurrentBitmap::new`], handing out numbers by `policy`.
+    pub fn with_policy(region: Arc<Region>, max: u64, policy: Policy) -> ConcurrentBitmap {
         let max = if max == 0 {
             region.capacity()
         } else {
@@ -359,8 +517,14 @@ impl ConcurrentBitmap {
         ConcurrentBitmap {
             region,
             max,
+            policy,
             hint: AtomicUsize::new(hint),
         }
+    }
+
+    /// How this allocator picks numbers.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// The region this allocator works on.
@@ -373,14 +537,102 @@ impl ConcurrentBitmap {
         self.region.bits(self.max)
     }
 
-    /// Claims a free number, or `None` when all are in use.
+    /// Claims a free number by the allocator's policy, or `None` when all are in use.
     #[inline]
     pub fn try_allocate(&self) -> Option<u64> {
-        let (n, word) = self
-            .bits()
-            .allocate_from(self.hint.load(Ordering::Relaxed))?;
-        self.hint.store(word, Ordering::Relaxed);
-        Some(n)
+        match self.policy {
+            Policy::Any => {
+                let (n, word) = self
+                    .bits()
+                    .allocate_from(self.hint.load(Ordering::Relaxed))?;
+                self.hint.store(word, Ordering::Relaxed);
+                Some(n)
+            }
+            Policy::Lowest => self.bits().allocate_lowest_in(0, self.max.checked_sub(1)?),
+            Policy::Cyclic => {
+                // Relaxed: the cursor only orders the search; the CAS on the bitmap decides.
+                let cursor = self.region.cursor();
+                let n = self
+                    .bits()
+                    .allocate_cyclic(cursor.load(Ordering::Relaxed))?;
+                cursor.store((n + 1) % self.max, Ordering::Relaxed);
+                Some(n)
+            }
+        }
+    }
+
+    /// The lowest free number in `first..=last` (Linux's `ida_alloc_range`), or `None` if every
+    /// one is in use. `OutOfRange` unless `first <= last < max`.
+    pub fn try_allocate_in(&self, first: u64, last: u64) -> Result<Option<u64>> {
+        if first > last || last >= self.max {
+            return Err(Error::OutOfRange(format!(
+                "range [{first}, {last}] is not within [0, {})",
+                self.max
+            )));
+        }
+        Ok(self.bits().allocate_lowest_in(first, last))
+    }
+
+    /// `count` consecutive numbers starting at a multiple of `align`, all or nothing; returns the
+    /// first, or `None` if no such run is free. `OutOfRange` unless `1 <= count <= max` and
+    /// `align >= 1`. See [`Bits::allocate_block`].
+    pub fn try_allocate_block(&self, count: u64, align: u64) -> Result<Option<u64>> {
+        if count == 0 || count > self.max || align == 0 {
+            return Err(Error::OutOfRange(format!(
+                "a block of {count} numbers aligned to {align} does not fit [0, {})",
+                self.max
+            )));
+        }
+        Ok(self.bits().allocate_block(count, align))
+    }
+
+    /// Frees the block of `count` numbers from `first`; `NotAllocated` (changing nothing) unless
+    /// every one is allocated.
+    pub fn free_block(&self, first: u64, count: u64) -> Result<()> {
+        if count == 0 {
+            return Err(Error::OutOfRange("a block has at least one number".into()));
+        }
+        self.bits().free_block(first, count)
+    }
+
+    /// `n` numbers, all or nothing: `None` (nothing allocated) if fewer than `n` are free.
+    pub fn try_allocate_many(&self, n: usize) -> Option<Vec<u64>> {
+        let mut taken = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.try_allocate() {
+                Some(number) => taken.push(number),
+                None => {
+                    for number in taken {
+                        // Ours since a moment ago: it cannot fail.
+                        let _ = self.bits().free(number);
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(taken)
+    }
+
+    /// Frees every number of `numbers`. Each must be below `max`, listed once, and allocated;
+    /// otherwise the error names the first that is not, and nothing changes.
+    pub fn free_many(&self, numbers: &[u64]) -> Result<()> {
+        let bits = self.bits();
+        let mut sorted = numbers.to_vec();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            if pair[0] == pair[1] {
+                return Err(Error::NotAllocated(pair[0]));
+            }
+        }
+        for &n in &sorted {
+            if !bits.is_allocated(n)? {
+                return Err(Error::NotAllocated(n));
+            }
+        }
+        for &n in numbers {
+            bits.free(n)?;
+        }
+        Ok(())
     }
 
     /// Whether `n` is allocated right now; `OutOfRange` if `n >= max`.
@@ -609,10 +861,151 @@ pub(crate) mod tests {
         memory.assert_summaries_sound();
     }
 
+    #[test]
+    fn lowest_and_ranges_give_the_lowest_free_number() {
+        let memory = Memory::new(32); // 256 numbers
+        let bits = memory.bits(256);
+        for expected in 0..70 {
+            assert_eq!(bits.allocate_lowest_in(0, 255), Some(expected));
+        }
+        bits.free(5).unwrap();
+        bits.free(66).unwrap();
+        assert_eq!(bits.allocate_lowest_in(0, 255), Some(5));
+        assert_eq!(bits.allocate_lowest_in(60, 200), Some(66));
+        assert_eq!(bits.allocate_lowest_in(60, 200), Some(70));
+        for expected in 200..=210 {
+            assert_eq!(bits.allocate_lowest_in(200, 210), Some(expected));
+        }
+        assert_eq!(bits.allocate_lowest_in(200, 210), None);
+        assert_eq!(bits.allocate_lowest_in(255, 255), Some(255));
+        assert_eq!(bits.allocate_lowest_in(255, 255), None);
+    }
+
+    #[test]
+    fn cyclic_continues_after_the_cursor_and_wraps() {
+        let memory = Memory::new(16); // 128 numbers
+        let bits = memory.bits(100);
+        assert_eq!(bits.allocate_cyclic(98), Some(98));
+        assert_eq!(bits.allocate_cyclic(99), Some(99));
+        assert_eq!(bits.allocate_cyclic(100), Some(0), "wraps at max");
+        assert_eq!(bits.allocate_cyclic(0), Some(1));
+        bits.free(0).unwrap();
+        // Freed 0 comes back only after every number after the cursor.
+        let mut from = 2;
+        for expected in 2..98 {
+            assert_eq!(bits.allocate_cyclic(from), Some(expected));
+            from = expected + 1;
+        }
+        assert_eq!(bits.allocate_cyclic(from), Some(0));
+        assert_eq!(bits.allocate_cyclic(from), None);
+    }
+
+    #[test]
+    fn blocks_are_aligned_runs_all_or_nothing() {
+        let memory = Memory::new(64); // 512 numbers
+        let bits = memory.bits(500);
+        assert_eq!(bits.allocate_block(10, 1), Some(0));
+        assert_eq!(bits.allocate_block(4, 8), Some(16));
+        assert_eq!(bits.allocate_block(100, 64), Some(64), "spans two words");
+        bits.free(3).unwrap();
+        assert_eq!(
+            bits.allocate_block(2, 1),
+            Some(10),
+            "a hole of one does not fit two"
+        );
+        assert_eq!(bits.allocate_block(1, 1), Some(3));
+        assert_eq!(
+            bits.allocate_block(400, 1),
+            None,
+            "no run that long is free"
+        );
+        assert_eq!(
+            bits.allocate_block(336, 1),
+            Some(164),
+            "but the rest of the bitmap is"
+        );
+        assert_eq!(bits.count(), 10 + 4 + 100 + 2 + 336);
+        // Free a block: every number must be allocated, or nothing changes.
+        assert!(matches!(
+            bits.free_block(60, 10),
+            Err(Error::NotAllocated(60))
+        ));
+        assert!(bits.is_allocated(64).unwrap());
+        bits.free_block(64, 100).unwrap();
+        assert!(!bits.is_allocated(64).unwrap() && !bits.is_allocated(163).unwrap());
+        assert!(matches!(
+            bits.free_block(490, 20),
+            Err(Error::OutOfRange(_))
+        ));
+        memory.assert_summaries_sound();
+    }
+
+    #[test]
+    fn a_block_that_meets_a_taken_number_releases_what_it_claimed() {
+        let memory = Memory::new(32);
+        let bits = memory.bits(256);
+        memory.words[2].store(1 << 1, Ordering::SeqCst); // number 129 is taken
+        assert_eq!(bits.claim_run(0, 140), Err(129));
+        assert_eq!(
+            bits.count(),
+            1,
+            "the words claimed before the conflict were released"
+        );
+        assert_eq!(bits.allocate_block(129, 1), Some(0), "0..=128 are all free again");
+    }
+
+    #[test]
+    fn threads_taking_blocks_and_numbers_never_overlap() {
+        let memory = Arc::new(Memory::new(128)); // 1024 numbers
+        let held = Arc::new(Memory::new(128));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (memory, held) = (memory.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let bits = memory.bits(1024);
+                    let shadow = held.bits(1024);
+                    let mut mine: Vec<(u64, u64)> = Vec::new();
+                    for round in 0..5_000u64 {
+                        let count = [1, 3, 64, 70, 130][(round as usize + t) % 5];
+                        let align = [1, 4, 64][(round as usize) % 3];
+                        if let Some(first) = bits.allocate_block(count, align) {
+                            assert_eq!(first % align, 0);
+                            for n in first..first + count {
+                                // The shadow bitmap would see an overlap as a failed set.
+                                let bit = 1u64 << (n % 64);
+                                let before =
+                                    held.words[(n / 64) as usize].fetch_or(bit, Ordering::SeqCst);
+                                assert_eq!(before & bit, 0, "{n} in two blocks");
+                            }
+                            mine.push((first, count));
+                        }
+                        while mine.len() > 3 {
+                            let (first, count) = mine.swap_remove(round as usize % mine.len());
+                            shadow.free_block(first, count).unwrap();
+                            bits.free_block(first, count).unwrap();
+                        }
+                    }
+                    for (first, count) in mine {
+                        shadow.free_block(first, count).unwrap();
+                        bits.free_block(first, count).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(memory.bits(1024).count(), 0);
+        memory.assert_summaries_sound();
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Allocate(usize),
         Free(u64),
+        Lowest(u64, u64),
+        Block(u64, u64),
+        FreeBlock(u64, u64),
     }
 
     proptest! {
@@ -624,6 +1017,10 @@ pub(crate) mod tests {
                 prop_oneof![
                     (0usize..100).prop_map(Op::Allocate),
                     (0u64..5700).prop_map(Op::Free),
+                    (0u64..5700, 0u64..300).prop_map(|(a, len)| Op::Lowest(a, a + len)),
+                    (1u64..140, prop_oneof![Just(1u64), Just(3), Just(8), Just(64)])
+                        .prop_map(|(count, align)| Op::Block(count, align)),
+                    (0u64..5700, 1u64..140).prop_map(|(first, count)| Op::FreeBlock(first, count)),
                 ],
                 0..600,
             ),
@@ -647,6 +1044,40 @@ pub(crate) mod tests {
                             prop_assert!(matches!(result, Err(Error::OutOfRange(_))));
                         } else if model.remove(&n) {
                             prop_assert!(result.is_ok());
+                        } else {
+                            prop_assert!(matches!(result, Err(Error::NotAllocated(_))));
+                        }
+                    }
+                    Op::Lowest(first, last) => {
+                        if last >= max {
+                            continue;
+                        }
+                        let expected = (first..=last).find(|n| !model.contains(n));
+                        prop_assert_eq!(bits.allocate_lowest_in(first, last), expected);
+                        if let Some(n) = expected {
+                            model.insert(n);
+                        }
+                    }
+                    Op::Block(count, align) => {
+                        // The lowest aligned run of `count` free numbers, if any.
+                        let expected = (0..max)
+                            .step_by(align as usize)
+                            .take_while(|s| s + count <= max)
+                            .find(|s| (*s..s + count).all(|n| !model.contains(&n)));
+                        prop_assert_eq!(bits.allocate_block(count, align), expected);
+                        if let Some(s) = expected {
+                            model.extend(s..s + count);
+                        }
+                    }
+                    Op::FreeBlock(first, count) => {
+                        let result = bits.free_block(first, count);
+                        if first + count > max {
+                            prop_assert!(matches!(result, Err(Error::OutOfRange(_))));
+                        } else if (first..first + count).all(|n| model.contains(&n)) {
+                            prop_assert!(result.is_ok());
+                            for n in first..first + count {
+                                model.remove(&n);
+                            }
                         } else {
                             prop_assert!(matches!(result, Err(Error::NotAllocated(_))));
                         }

@@ -20,6 +20,6 @@ mod error;
 pub mod header;
 mod region;
 
-pub use bitmap::{Allocator, Bits, ConcurrentBitmap};
+pub use bitmap::{Allocator, Bits, ConcurrentBitmap, Policy};
 pub use error::{Error, Result};
 pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};

@@ -272,6 +272,12 @@ impl Region {
         (self.section(1), self.section(2))
     }
 
+    /// The shared cursor of the cyclic policy (header offset 120).
+    pub fn cursor(&self) -> &AtomicU64 {
+        // SAFETY: inside the header, 8-byte aligned, accessed only atomically.
+        unsafe { &*(self.map.as_ptr().add(crate::header::CURSOR_OFFSET) as *const AtomicU64) }
+    }
+
     /// Capacity, bitmap and summaries, ready for the allocator.
     #[inline]
     pub fn bits(&self, max: u64) -> crate::Bits<'_> {
