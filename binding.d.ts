@@ -13,11 +13,26 @@ export type HandleId = number
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */
+export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, align: number): number
+
+/** The lowest free number in `first..=last`; -1 when none is free. */
+export declare function bitmapAllocateInRange(bitmapId: HandleId, first: number, last: number): number
+
+/** Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free. */
+export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array): boolean
+
 /** Closes an allocator handle; idempotent. With `closeRegion`, closes its region too. */
 export declare function bitmapClose(bitmapId: HandleId, closeRegion: boolean): void
 
 /** How many numbers are in use. */
 export declare function bitmapCount(bitmapId: HandleId): number
+
+/** Frees the block of `count` numbers from `first`. */
+export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count: number): void
+
+/** Frees every number of `numbers` (checked first: nothing changes on an error). */
+export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array): void
 
 /** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
 export declare function bitmapHotPath(bitmapId: HandleId): [allocate: () => number, free: (n: number) => void]
@@ -28,8 +43,11 @@ export declare function bitmapIsAllocated(bitmapId: HandleId, n: number): boolea
 /** The allocator's `max`. */
 export declare function bitmapMax(bitmapId: HandleId): number
 
-/** Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`). */
-export declare function bitmapNew(memoryId: HandleId, max: number): HandleId
+/**
+ * Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
+ * `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
+ */
+export declare function bitmapNew(memoryId: HandleId, max: number, policy: string): HandleId
 
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number

@@ -835,8 +835,13 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.bitmapAllocateBlock = nativeBinding.bitmapAllocateBlock
+module.exports.bitmapAllocateInRange = nativeBinding.bitmapAllocateInRange
+module.exports.bitmapAllocateMany = nativeBinding.bitmapAllocateMany
 module.exports.bitmapClose = nativeBinding.bitmapClose
 module.exports.bitmapCount = nativeBinding.bitmapCount
+module.exports.bitmapFreeBlock = nativeBinding.bitmapFreeBlock
+module.exports.bitmapFreeMany = nativeBinding.bitmapFreeMany
 module.exports.bitmapHotPath = nativeBinding.bitmapHotPath
 module.exports.bitmapIsAllocated = nativeBinding.bitmapIsAllocated
 module.exports.bitmapMax = nativeBinding.bitmapMax

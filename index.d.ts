@@ -7,6 +7,7 @@
  * - `ERR_NOT_ALLOCATED`: `free` of a number that is not allocated (a double free).
  * - `ERR_OUT_OF_RANGE` (`RangeError`): a number, size or option outside its range, or not an integer.
  * - `ERR_INVALID_ARG_TYPE` (`TypeError`): an argument of the wrong type.
+ * - `ERR_INVALID_ARG_VALUE` (`TypeError`): an option with a value it cannot take (a policy name).
  * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`.
  * - `ERR_SIZE_MISMATCH`: the region exists with another size.
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
@@ -22,6 +23,7 @@ export type NumballocErrorCode =
   | 'ERR_NOT_ALLOCATED'
   | 'ERR_OUT_OF_RANGE'
   | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_ARG_VALUE'
   | 'ERR_INVALID_NAME'
   | 'ERR_SIZE_MISMATCH'
   | 'ERR_INCOMPATIBLE_REGION'
@@ -98,8 +100,28 @@ export interface Allocator {
   free(n: number): void
 }
 
+/**
+ * Which free number an allocator hands out:
+ * - `'any'` (default): any free number, searched from where this allocator last found one;
+ *   each process starts in a different part of the bitmap, so processes rarely touch the same
+ *   cache line. The fastest under contention.
+ * - `'lowest'`: the lowest free number, like Linux's `ida_alloc`: dense worker IDs `0..N-1`.
+ *   Even under concurrency, no number below the result was free for the whole call. Costs a
+ *   read per 64 numbers below the result.
+ * - `'cyclic'`: the next free number after the last one handed out from the region by any
+ *   process, wrapping at `max`, like Linux PIDs: a number just freed is the last to come back
+ *   (a port in TIME_WAIT is not handed out again at once).
+ */
+export type Policy = 'any' | 'lowest' | 'cyclic'
+
+/** Options of an allocator. */
+export interface ConcurrentBitmapOptions {
+  /** Which free number `allocate()` hands out (default `'any'`). */
+  policy?: Policy
+}
+
 /** Options of `ConcurrentBitmap.open`. */
-export interface ConcurrentBitmapOpenOptions extends RegionOptions {
+export interface ConcurrentBitmapOpenOptions extends RegionOptions, ConcurrentBitmapOptions {
   /**
    * How many numbers the allocator hands out (`0` to `capacity - 1`). The region is sized to
    * `Math.ceil(capacity / 8)` bytes, so every process should open it with the same capacity.
@@ -122,9 +144,10 @@ export declare class ConcurrentBitmap implements Allocator {
   /**
    * An allocator over `mem` (Go's `ConcurrentBitmap(mem, max)`): `max` of `0` or absent means
    * `mem.size * 8`; otherwise `Math.min(mem.size * 8, max)`. Closing `mem` closes the allocator.
-   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_REGION_CLOSED`.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (policy), `ERR_OUT_OF_RANGE`,
+   *   `ERR_REGION_CLOSED`.
    */
-  constructor(mem: SharedMemory, max?: number)
+  constructor(mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions)
   /**
    * Opens (or creates) a region sized for `capacity` numbers and an allocator over it, in one
    * step. The allocator owns the region: its `close()` closes the region too.
@@ -133,9 +156,11 @@ export declare class ConcurrentBitmap implements Allocator {
   static open(name: string, options: ConcurrentBitmapOpenOptions): ConcurrentBitmap
   /** The allocator hands out the numbers `0` to `max - 1`. */
   readonly max: number
+  /** Which free number `allocate()` hands out. */
+  readonly policy: Policy
   /**
-   * Claims a number no other holder has. Never fails while some number stayed free for the
-   * whole call.
+   * Claims a number no other holder has, chosen by the allocator's `policy`. Never fails while
+   * some number stayed free for the whole call.
    * @throws `ERR_NO_FREE_NUMBER` ("could not allocate a free number") when every number is in use;
    *   `ERR_REGION_CLOSED`.
    */
@@ -149,6 +174,48 @@ export declare class ConcurrentBitmap implements Allocator {
    *   (`TypeError`) if not a number; `ERR_REGION_CLOSED`.
    */
   free(n: number): void
+  /**
+   * Claims the lowest free number in `[min, max]`, both inclusive (Linux's `ida_alloc_range`).
+   * Never fails while some number of the range stayed free for the whole call.
+   * @throws `ERR_NO_FREE_NUMBER` when every number of the range is in use; `ERR_OUT_OF_RANGE`
+   *   unless `0 <= min <= max < this.max`.
+   * @example
+   * const port = 8000 + ports.allocateInRange(0, 99) // a port in 8000..8099
+   */
+  allocateInRange(min: number, max: number): number
+  /** As `allocateInRange`, but returns `null` instead of throwing when the range is full. */
+  tryAllocateInRange(min: number, max: number): number | null
+  /**
+   * Claims `count` consecutive numbers starting at a multiple of `align` (default 1), all or
+   * nothing, and returns the first. No other process can obtain a number inside a block it did
+   * not get, and a failed attempt leaves nothing allocated. Give it back with `freeBlock`.
+   * @throws `ERR_NO_FREE_NUMBER` when no such run is free; `ERR_OUT_OF_RANGE` unless
+   *   `1 <= count <= max` and `align >= 1`.
+   * @example
+   * const first = slots.allocateBlock(4, 4) // e.g. 8, for 8, 9, 10, 11
+   */
+  allocateBlock(count: number, align?: number): number
+  /** As `allocateBlock`, but returns `null` instead of throwing when no run is free. */
+  tryAllocateBlock(count: number, align?: number): number | null
+  /**
+   * Frees the `count` numbers from `first` (a block, or any run of allocated numbers).
+   * @throws `ERR_NOT_ALLOCATED`, naming the first that is not allocated (nothing changes);
+   *   `ERR_OUT_OF_RANGE`.
+   */
+  freeBlock(first: number, count: number): void
+  /**
+   * Claims `n` numbers at once, all or nothing (one call from JavaScript instead of `n`).
+   * @throws `ERR_NO_FREE_NUMBER` if fewer than `n` are free (nothing is allocated);
+   *   `ERR_OUT_OF_RANGE` unless `0 <= n <= max`.
+   */
+  allocateMany(n: number): number[]
+  /**
+   * Frees every number of `numbers` at once. Each must be in `[0, max)`, listed once and
+   * allocated; otherwise nothing changes.
+   * @throws `ERR_NOT_ALLOCATED` (also for a number listed twice), `ERR_OUT_OF_RANGE`,
+   *   `ERR_INVALID_ARG_TYPE`.
+   */
+  freeMany(numbers: ArrayLike<number>): void
   /**
    * Whether `n` is allocated right now, by any process.
    * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.

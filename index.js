@@ -124,17 +124,35 @@ function noFreeNumber() {
   return codedError(Error, 'ERR_NO_FREE_NUMBER', 'could not allocate a free number')
 }
 
+const POLICIES = ['any', 'lowest', 'cyclic']
+
+function checkPolicy(options) {
+  const { policy = 'any' } = checkOptions(options)
+  if (!POLICIES.includes(policy)) {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "options.policy" must be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}. Received ${describe(policy)}`)
+  }
+  return policy
+}
+
+/** Throws ERR_NO_FREE_NUMBER for a native -1, else returns the number. */
+function found(n) {
+  if (n < 0) throw noFreeNumber()
+  return n
+}
+
 class ConcurrentBitmap {
   #handle
   #allocate // () => number: the claimed number, or -1 when none is free
   #free // (n) => void
   #max
+  #policy
   #ownsMemory = false
 
-  constructor(mem, max = 0) {
+  constructor(mem, max = 0, options) {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
-    this.#handle = native.bitmapNew(memoryHandle(mem), max)
+    this.#policy = checkPolicy(options)
+    this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy)
     handles.register(this, this.#handle)
     ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
     this.#max = native.bitmapMax(this.#handle)
@@ -142,12 +160,13 @@ class ConcurrentBitmap {
 
   static open(name, options) {
     checkString('name', name)
-    const { capacity, ...rest } = checkOptions(options)
+    const { capacity, policy, ...rest } = checkOptions(options)
     if (capacity === undefined) throw invalidType('options.capacity', 'of type number', capacity)
     checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
+    checkPolicy({ policy })
     const mem = loadShared(name, Math.ceil(capacity / 8), rest)
     try {
-      const bitmap = new ConcurrentBitmap(mem, capacity)
+      const bitmap = new ConcurrentBitmap(mem, capacity, { policy })
       bitmap.#ownsMemory = true
       return bitmap
     } catch (error) {
@@ -158,6 +177,10 @@ class ConcurrentBitmap {
 
   get max() {
     return this.#max
+  }
+
+  get policy() {
+    return this.#policy
   }
 
   allocate() {
@@ -174,6 +197,57 @@ class ConcurrentBitmap {
   free(n) {
     checkInteger('n', n, 0, this.#max - 1)
     this.#free(n)
+  }
+
+  allocateInRange(min, max) {
+    return found(this.#inRange(min, max))
+  }
+
+  tryAllocateInRange(min, max) {
+    const n = this.#inRange(min, max)
+    return n < 0 ? null : n
+  }
+
+  #inRange(min, max) {
+    checkInteger('min', min, 0, this.#max - 1)
+    checkInteger('max', max, min, this.#max - 1)
+    return native.bitmapAllocateInRange(this.#handle, min, max)
+  }
+
+  allocateBlock(count, align = 1) {
+    return found(this.#block(count, align))
+  }
+
+  tryAllocateBlock(count, align = 1) {
+    const first = this.#block(count, align)
+    return first < 0 ? null : first
+  }
+
+  #block(count, align) {
+    checkInteger('count', count, 1, this.#max)
+    checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
+    return native.bitmapAllocateBlock(this.#handle, count, align)
+  }
+
+  freeBlock(first, count) {
+    checkInteger('first', first, 0, this.#max - 1)
+    checkInteger('count', count, 1, this.#max - first)
+    native.bitmapFreeBlock(this.#handle, first, count)
+  }
+
+  allocateMany(n) {
+    checkInteger('n', n, 0, this.#max)
+    const out = new Float64Array(n)
+    if (!native.bitmapAllocateMany(this.#handle, out)) throw noFreeNumber()
+    return Array.from(out)
+  }
+
+  freeMany(numbers) {
+    if (numbers === null || typeof numbers !== 'object' || typeof numbers.length !== 'number') {
+      throw invalidType('numbers', 'an array of numbers', numbers)
+    }
+    const list = Float64Array.from(numbers, (n, i) => (checkInteger(`numbers[${i}]`, n, 0, this.#max - 1), n))
+    native.bitmapFreeMany(this.#handle, list)
   }
 
   isAllocated(n) {

@@ -196,3 +196,35 @@ test('a region larger than /dev/shm is ENOSPC at open, and leaves nothing behind
   assert.throws(() => loadShared(name, 2 ** 39), { code: 'ENOSPC', syscall: 'posix_fallocate' })
   assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
 })
+
+test('bad arguments to ranges, blocks, batches and policies: typed errors, nothing changes', (t) => {
+  const bitmap = ConcurrentBitmap.open(scratchName(t, 'badnew'), { capacity: 100 })
+  t.after(() => bitmap.close())
+  const held = bitmap.allocate()
+  const calls = {
+    allocateInRange: [[1, 5], ['1', 5], [5, '9']],
+    allocateBlock: [[2, 1], ['2'], [2, '1']],
+    freeBlock: [[held, 1], ['0', 1], [0, '1']],
+    allocateMany: [[2], ['2']],
+  }
+  for (const [method, [, ...wrongTypes]] of Object.entries(calls)) {
+    for (const args of wrongTypes) throwsCode(() => bitmap[method](...args), TypeError, 'ERR_INVALID_ARG_TYPE', `${method}(${args})`)
+  }
+  const outOfRange = [
+    ['allocateInRange', [5, 4]], ['allocateInRange', [-1, 5]], ['allocateInRange', [0, 100]], ['allocateInRange', [1.5, 3]],
+    ['allocateBlock', [0]], ['allocateBlock', [101]], ['allocateBlock', [2, 0]], ['allocateBlock', [2, 1.5]],
+    ['freeBlock', [99, 2]], ['freeBlock', [0, 0]], ['freeBlock', [-1, 1]],
+    ['allocateMany', [-1]], ['allocateMany', [101]], ['allocateMany', [NaN]],
+    ['freeMany', [[100]]], ['freeMany', [[held, -1]]], ['freeMany', [[0.5]]],
+  ]
+  for (const [method, args] of outOfRange) throwsCode(() => bitmap[method](...args), RangeError, 'ERR_OUT_OF_RANGE', `${method}(${JSON.stringify(args)})`)
+  for (const bad of [null, 5, 'abc', undefined]) throwsCode(() => bitmap.freeMany(bad), TypeError, 'ERR_INVALID_ARG_TYPE', `freeMany(${bad})`)
+  throwsCode(() => bitmap.freeMany([held, '3']), TypeError, 'ERR_INVALID_ARG_TYPE', 'freeMany with a string')
+  throwsCode(() => bitmap.freeMany([held, held]), Error, 'ERR_NOT_ALLOCATED', 'freeMany listing a number twice')
+  for (const policy of ['best', '', 0, null]) {
+    throwsCode(() => ConcurrentBitmap.open(scratchName(t, 'badpolicy'), { capacity: 8, policy }), TypeError, 'ERR_INVALID_ARG_VALUE', `policy ${policy}`)
+  }
+  assert.equal(bitmap.count(), 1)
+  assert.ok(bitmap.isAllocated(held))
+  assert.deepEqual(bitmap.allocateMany(0), [])
+})

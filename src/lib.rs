@@ -22,7 +22,9 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
-use numballoc_core::{Allocator, ConcurrentBitmap, Error as CoreError, OpenOptions, Region};
+use numballoc_core::{
+    Allocator, ConcurrentBitmap, Error as CoreError, OpenOptions, Policy, Region,
+};
 
 use handles::{Handle, HandleId};
 
@@ -217,13 +219,19 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
     numballoc_core::destroy(&name, directory.as_deref()).map_err(|e| to_js(&env, e))
 }
 
-/// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`).
+/// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
+/// `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
 #[napi]
-pub fn bitmap_new(env: Env, memory_id: HandleId, max: f64) -> Result<HandleId> {
+pub fn bitmap_new(env: Env, memory_id: HandleId, max: f64, policy: String) -> Result<HandleId> {
+    let policy = match policy.as_str() {
+        "lowest" => Policy::Lowest,
+        "cyclic" => Policy::Cyclic,
+        _ => Policy::Any,
+    };
     let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;
     Ok(handles::insert(Handle::Bitmap(Rc::new(BitmapSlot {
-        bitmap: ConcurrentBitmap::new(region, to_u64(max)),
+        bitmap: ConcurrentBitmap::with_policy(region, to_u64(max), policy),
         memory,
         closed: Cell::new(false),
     }))))
@@ -248,6 +256,71 @@ pub fn bitmap_is_allocated(env: Env, bitmap_id: HandleId, n: f64) -> Result<bool
 pub fn bitmap_count(env: Env, bitmap_id: HandleId) -> Result<f64> {
     let slot = bitmap(&env, bitmap_id)?;
     Ok(slot.live(&env)?.count() as f64)
+}
+
+/// The lowest free number in `first..=last`; -1 when none is free.
+#[napi]
+pub fn bitmap_allocate_in_range(
+    env: Env,
+    bitmap_id: HandleId,
+    first: f64,
+    last: f64,
+) -> Result<f64> {
+    let slot = bitmap(&env, bitmap_id)?;
+    let found = slot
+        .live(&env)?
+        .try_allocate_in(to_u64(first), to_u64(last))
+        .map_err(|e| to_js(&env, e))?;
+    Ok(found.map_or(-1.0, |n| n as f64))
+}
+
+/// `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1.
+#[napi]
+pub fn bitmap_allocate_block(env: Env, bitmap_id: HandleId, count: f64, align: f64) -> Result<f64> {
+    let slot = bitmap(&env, bitmap_id)?;
+    let found = slot
+        .live(&env)?
+        .try_allocate_block(to_u64(count), to_u64(align))
+        .map_err(|e| to_js(&env, e))?;
+    Ok(found.map_or(-1.0, |n| n as f64))
+}
+
+/// Frees the block of `count` numbers from `first`.
+#[napi]
+pub fn bitmap_free_block(env: Env, bitmap_id: HandleId, first: f64, count: f64) -> Result<()> {
+    let slot = bitmap(&env, bitmap_id)?;
+    slot.live(&env)?
+        .free_block(to_u64(first), to_u64(count))
+        .map_err(|e| to_js(&env, e))
+}
+
+/// Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free.
+#[napi]
+pub fn bitmap_allocate_many(
+    env: Env,
+    bitmap_id: HandleId,
+    mut out: Float64ArraySlice,
+) -> Result<bool> {
+    let slot = bitmap(&env, bitmap_id)?;
+    // SAFETY: the typed array was allocated by index.js for this call and is not aliased.
+    let out = unsafe { out.as_mut() };
+    let Some(numbers) = slot.live(&env)?.try_allocate_many(out.len()) else {
+        return Ok(false);
+    };
+    for (slot, n) in out.iter_mut().zip(numbers) {
+        *slot = n as f64;
+    }
+    Ok(true)
+}
+
+/// Frees every number of `numbers` (checked first: nothing changes on an error).
+#[napi]
+pub fn bitmap_free_many(env: Env, bitmap_id: HandleId, numbers: Float64ArraySlice) -> Result<()> {
+    let slot = bitmap(&env, bitmap_id)?;
+    let numbers: Vec<u64> = numbers.iter().map(|&n| to_u64(n)).collect();
+    slot.live(&env)?
+        .free_many(&numbers)
+        .map_err(|e| to_js(&env, e))
 }
 
 /// Closes an allocator handle; idempotent. With `closeRegion`, closes its region too.

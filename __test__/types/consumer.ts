@@ -4,6 +4,7 @@ import {
   ConcurrentBitmap,
   MAX_SIZE,
   NumballocErrorCode,
+  Policy,
   SharedMemory,
   destroyShared,
   loadShared,
@@ -19,7 +20,15 @@ const n: number = allocator.allocate()
 allocator.free(n)
 const max: number = allocator.max
 
-const ids = ConcurrentBitmap.open('typed-ids', { capacity: 64, directory: '/tmp' })
+const ids = ConcurrentBitmap.open('typed-ids', { capacity: 64, directory: '/tmp', policy: 'lowest' })
+const policy: Policy = ids.policy
+const inRange: number | null = ids.tryAllocateInRange(10, 20)
+const block: number = ids.allocateBlock(4, 4)
+ids.freeBlock(block, 4)
+const many: number[] = ids.allocateMany(3)
+ids.freeMany(many)
+ids.freeMany(new Float64Array(0))
+const cyclic = new ConcurrentBitmap(mem, 100, { policy: 'cyclic' })
 const maybe = ids.tryAllocate()
 if (maybe !== null) {
   const id: number = maybe
@@ -32,4 +41,4 @@ mem.close()
 const existed: boolean = destroyShared('typed-consumer')
 const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
 
-export { size, name, blocks, max, used, held, existed, code, MAX_SIZE }
+export { size, name, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }

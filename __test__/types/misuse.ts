@@ -20,5 +20,11 @@ bitmap.free() // rejected
 const n: number = bitmap.tryAllocate() // rejected
 const s: string = bitmap.allocate() // rejected
 destroyShared(7) // rejected
+new ConcurrentBitmap(mem, 10, { policy: 'best' }) // rejected
+bitmap.policy = 'lowest' // rejected
+const r: number = bitmap.tryAllocateInRange(1, 5) // rejected
+bitmap.allocateBlock('4') // rejected
+bitmap.freeMany(3) // rejected
+const m: string[] = bitmap.allocateMany(2) // rejected
 
-export { n, s }
+export { n, s, r, m }

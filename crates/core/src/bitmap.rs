@@ -951,7 +951,11 @@ pub(crate) mod tests {
             1,
             "the words claimed before the conflict were released"
         );
-        assert_eq!(bits.allocate_block(129, 1), Some(0), "0..=128 are all free again");
+        assert_eq!(
+            bits.allocate_block(129, 1),
+            Some(0),
+            "0..=128 are all free again"
+        );
     }
 
     #[test]
