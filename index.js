@@ -239,14 +239,21 @@ class ConcurrentBitmap {
     checkInteger('n', n, 0, this.#max)
     const out = new Float64Array(n)
     if (!native.bitmapAllocateMany(this.#handle, out)) throw noFreeNumber()
-    return Array.from(out)
+    const numbers = new Array(n)
+    for (let i = 0; i < n; i++) numbers[i] = out[i]
+    return numbers
   }
 
   freeMany(numbers) {
     if (numbers === null || typeof numbers !== 'object' || typeof numbers.length !== 'number') {
       throw invalidType('numbers', 'an array of numbers', numbers)
     }
-    const list = Float64Array.from(numbers, (n, i) => (checkInteger(`numbers[${i}]`, n, 0, this.#max - 1), n))
+    const list = new Float64Array(numbers.length)
+    for (let i = 0; i < list.length; i++) {
+      const n = numbers[i]
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n >= this.#max) checkInteger(`numbers[${i}]`, n, 0, this.#max - 1)
+      list[i] = n
+    }
     native.bitmapFreeMany(this.#handle, list)
   }
 

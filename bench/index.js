@@ -44,12 +44,15 @@ function pairVsAtomics() {
   const floor = measure(count, (k) => { for (let i = 0; i < k; i++) jsFree(jsAllocate()) })
   const ours = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.allocate()) })
   const tryOurs = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.tryAllocate()) })
+  const batch = 64
+  const many = measure(count / batch, (k) => { for (let i = 0; i < k; i++) bitmap.freeMany(bitmap.allocateMany(batch)) }) / batch
   bitmap.close()
   destroyShared(name('pair'))
   return [
     ['pure-JS Atomics bitmap on a SharedArrayBuffer (in-process floor)', floor, 1],
     ['numballoc allocate() + free()', ours, ours / floor],
     ['numballoc tryAllocate() + free()', tryOurs, tryOurs / floor],
+    [`numballoc allocateMany(${batch}) + freeMany(), per number`, many, many / floor],
   ]
 }
 

@@ -5,6 +5,10 @@
 //! - `one_free/<impl>/<log2 capacity>`: a fresh handle allocates the only free number (then
 //!   frees it), the Go original's worst case; `empty/numballoc/...` is a fresh handle on an
 //!   empty region, the reference the summary levels are measured against.
+//! - `policy/<policy>/<fill>`: the pair by policy at 2^14 numbers; `dense-half` has numbers
+//!   0..2^13 allocated (the case `lowest` scans), `random-50%` half of them at random.
+//! - `block/<count>x<align>` and `many/<n>`: blocks and batches at 2^14, 50% random fill; `many`
+//!   is per number.
 
 mod go_baseline;
 
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Region};
+use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Policy, Region};
 
 use go_baseline::GoBitmap;
 
@@ -159,5 +163,65 @@ fn one_free(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pair, one_free);
+fn policies_blocks_batches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("policy");
+    group.warm_up_time(Duration::from_millis(200));
+    group.measurement_time(Duration::from_millis(600));
+    group.sample_size(20);
+    let capacity = 1u64 << 14;
+    let random = filled(capacity, 50);
+    let dense: Vec<bool> = (0..capacity).map(|n| n < capacity / 2).collect();
+    for (fill, set) in [("random-50%", &random), ("dense-half", &dense)] {
+        let region = BenchRegion::new("policy", capacity);
+        region.fill(set);
+        for (label, policy) in [
+            ("any", Policy::Any),
+            ("lowest", Policy::Lowest),
+            ("cyclic", Policy::Cyclic),
+        ] {
+            let bitmap = ConcurrentBitmap::with_policy(region.region.clone(), 0, policy);
+            group.bench_function(BenchmarkId::new(label, fill), |b| {
+                b.iter(|| {
+                    let n = bitmap.allocate().unwrap();
+                    bitmap.free(black_box(n)).unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("extent");
+    group.warm_up_time(Duration::from_millis(200));
+    group.measurement_time(Duration::from_millis(600));
+    group.sample_size(20);
+    let region = BenchRegion::new("extent", capacity);
+    region.fill(&random);
+    let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+    for (count, align) in [(4u64, 1u64), (8, 8), (64, 64)] {
+        if count == 64 {
+            // Leave some whole free words for 64-blocks to find.
+            for n in (capacity / 2)..(capacity / 2 + 64 * 4) {
+                let _ = bitmap.free(n);
+            }
+        }
+        group.bench_function(BenchmarkId::new("block", format!("{count}x{align}")), |b| {
+            b.iter(|| {
+                let first = bitmap.try_allocate_block(count, align).unwrap().unwrap();
+                bitmap.free_block(black_box(first), count).unwrap();
+            })
+        });
+    }
+    for n in [1usize, 64] {
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("many", n), |b| {
+            b.iter(|| {
+                let numbers = bitmap.try_allocate_many(n).unwrap();
+                bitmap.free_many(black_box(&numbers)).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pair, one_free, policies_blocks_batches);
 criterion_main!(benches);

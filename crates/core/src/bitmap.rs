@@ -232,6 +232,81 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// Claims up to `want` of the lowest usable free bits of word `w` with one compare-and-swap;
+    /// returns the bits claimed (none if the word has no usable free bit).
+    fn claim_several(&self, w: usize, want: u32) -> u64 {
+        let word = &self.words[w];
+        let usable = self.usable(w);
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let mut free = !current & usable;
+            if free == 0 {
+                if current & self.existing(w) == self.existing(w) {
+                    self.mark_full(w);
+                }
+                return 0;
+            }
+            let mut take = 0u64;
+            for _ in 0..want {
+                if free == 0 {
+                    break;
+                }
+                let lowest = free & free.wrapping_neg();
+                take |= lowest;
+                free ^= lowest;
+            }
+            match word.compare_exchange_weak(
+                current,
+                current | take,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return take,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Frees every number of `numbers`, one atomic operation per word. Each must be below `max`,
+    /// listed once and allocated; otherwise the error names the first (lowest) that is not, and
+    /// nothing changes.
+    pub fn free_many(&self, numbers: &[u64]) -> Result<()> {
+        let mut sorted = numbers.to_vec();
+        sorted.sort_unstable();
+        if let Some(&last) = sorted.last() {
+            self.check_range(last)?;
+        }
+        // (word, bits) for each word the numbers fall in.
+        let mut words: Vec<(usize, u64)> = Vec::new();
+        for &n in &sorted {
+            let (w, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+            match words.last_mut() {
+                Some((last, bits)) if *last == w => {
+                    if *bits & bit != 0 {
+                        return Err(Error::NotAllocated(n)); // listed twice
+                    }
+                    *bits |= bit;
+                }
+                _ => words.push((w, bit)),
+            }
+        }
+        for &(w, bits) in &words {
+            let missing = !self.words[w].load(Ordering::Acquire) & bits;
+            if missing != 0 {
+                return Err(Error::NotAllocated(
+                    w as u64 * 64 + missing.trailing_zeros() as u64,
+                ));
+            }
+        }
+        for (w, bits) in words {
+            let before = self.words[w].fetch_and(!bits, Ordering::SeqCst);
+            if before & self.existing(w) == self.existing(w) {
+                self.mark_open(w);
+            }
+        }
+        Ok(())
+    }
+
     /// The bits of word `w` for the numbers `first..=last` that this view may hand out.
     #[inline]
     fn range_mask(&self, w: usize, first: u64, last: u64) -> u64 {
@@ -249,7 +324,14 @@ impl<'a> Bits<'a> {
     pub fn allocate_lowest_in(&self, first: u64, last: u64) -> Option<u64> {
         debug_assert!(first <= last && last < self.max);
         let (first_word, last_word) = ((first / 64) as usize, (last / 64) as usize);
-        (first_word..=last_word).find_map(|w| self.claim_masked(w, self.range_mask(w, first, last)))
+        (first_word..=last_word).find_map(|w| {
+            let allowed = self.range_mask(w, first, last);
+            // A plain load first keeps the scan over full words tight (no summary marking).
+            if !self.words[w].load(Ordering::Relaxed) & allowed == 0 {
+                return None;
+            }
+            self.claim_masked(w, allowed)
+        })
     }
 
     /// A free number at or after `from`, wrapping to 0: the numbers just after `from` first, so a
@@ -596,16 +678,30 @@ impl ConcurrentBitmap {
     }
 
     /// `n` numbers, all or nothing: `None` (nothing allocated) if fewer than `n` are free.
+    /// With the `Any` policy, several numbers of a word are claimed with one compare-and-swap.
     pub fn try_allocate_many(&self, n: usize) -> Option<Vec<u64>> {
         let mut taken = Vec::with_capacity(n);
-        for _ in 0..n {
+        while taken.len() < n {
+            if self.policy == Policy::Any {
+                let w = self.hint.load(Ordering::Relaxed);
+                let bits = self.bits();
+                if w < bits.word_count() {
+                    let want = (n - taken.len()).min(64) as u32;
+                    let mut claimed = bits.claim_several(w, want);
+                    while claimed != 0 {
+                        taken.push(w as u64 * 64 + claimed.trailing_zeros() as u64);
+                        claimed &= claimed - 1;
+                    }
+                    if taken.len() == n {
+                        break;
+                    }
+                }
+            }
             match self.try_allocate() {
                 Some(number) => taken.push(number),
                 None => {
-                    for number in taken {
-                        // Ours since a moment ago: it cannot fail.
-                        let _ = self.bits().free(number);
-                    }
+                    // Ours since a moment ago: freeing them cannot fail.
+                    let _ = self.bits().free_many(&taken);
                     return None;
                 }
             }
@@ -616,23 +712,7 @@ impl ConcurrentBitmap {
     /// Frees every number of `numbers`. Each must be below `max`, listed once, and allocated;
     /// otherwise the error names the first that is not, and nothing changes.
     pub fn free_many(&self, numbers: &[u64]) -> Result<()> {
-        let bits = self.bits();
-        let mut sorted = numbers.to_vec();
-        sorted.sort_unstable();
-        for pair in sorted.windows(2) {
-            if pair[0] == pair[1] {
-                return Err(Error::NotAllocated(pair[0]));
-            }
-        }
-        for &n in &sorted {
-            if !bits.is_allocated(n)? {
-                return Err(Error::NotAllocated(n));
-            }
-        }
-        for &n in numbers {
-            bits.free(n)?;
-        }
-        Ok(())
+        self.bits().free_many(numbers)
     }
 
     /// Whether `n` is allocated right now; `OutOfRange` if `n >= max`.
@@ -1010,6 +1090,7 @@ pub(crate) mod tests {
         Lowest(u64, u64),
         Block(u64, u64),
         FreeBlock(u64, u64),
+        FreeMany(Vec<u64>),
     }
 
     proptest! {
@@ -1025,6 +1106,7 @@ pub(crate) mod tests {
                     (1u64..140, prop_oneof![Just(1u64), Just(3), Just(8), Just(64)])
                         .prop_map(|(count, align)| Op::Block(count, align)),
                     (0u64..5700, 1u64..140).prop_map(|(first, count)| Op::FreeBlock(first, count)),
+                    proptest::collection::vec(0u64..5700, 0..70).prop_map(Op::FreeMany),
                 ],
                 0..600,
             ),
@@ -1071,6 +1153,20 @@ pub(crate) mod tests {
                         prop_assert_eq!(bits.allocate_block(count, align), expected);
                         if let Some(s) = expected {
                             model.extend(s..s + count);
+                        }
+                    }
+                    Op::FreeMany(numbers) => {
+                        let result = bits.free_many(&numbers);
+                        let distinct: BTreeSet<u64> = numbers.iter().copied().collect();
+                        if numbers.iter().any(|&n| n >= max) {
+                            prop_assert!(result.is_err());
+                        } else if distinct.len() == numbers.len() && distinct.is_subset(&model) {
+                            prop_assert!(result.is_ok());
+                            for n in &numbers {
+                                model.remove(n);
+                            }
+                        } else {
+                            prop_assert!(matches!(result, Err(Error::NotAllocated(_))));
                         }
                     }
                     Op::FreeBlock(first, count) => {

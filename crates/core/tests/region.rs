@@ -235,3 +235,28 @@ fn bad_names_and_sizes_are_refused() {
         assert_eq!(err.code(), "ERR_OUT_OF_RANGE");
     }
 }
+
+#[test]
+fn batches_are_all_or_nothing_for_every_policy() {
+    use numballoc_core::Policy;
+    for policy in [Policy::Any, Policy::Lowest, Policy::Cyclic] {
+        let name = Scratch::new("many");
+        let region = Arc::new(Region::open(&name.0, 64, &OpenOptions::default()).unwrap());
+        let bitmap = ConcurrentBitmap::with_policy(region, 500, policy);
+        let first = bitmap.try_allocate_many(300).unwrap();
+        let second = bitmap.try_allocate_many(200).unwrap();
+        let mut all: Vec<u64> = first.iter().chain(&second).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..500).collect::<Vec<_>>(), "{policy:?}");
+        assert_eq!(bitmap.try_allocate_many(1), None);
+        bitmap.free_many(&first[..100]).unwrap();
+        assert_eq!(bitmap.try_allocate_many(101), None, "{policy:?}");
+        assert_eq!(bitmap.count(), 400, "a failed batch allocates nothing");
+        assert!(matches!(
+            bitmap.free_many(&[first[0], second[0]]),
+            Err(Error::NotAllocated(n)) if n == first[0]
+        ));
+        assert_eq!(bitmap.count(), 400, "a refused free_many frees nothing");
+        assert_eq!(bitmap.try_allocate_many(100).unwrap().len(), 100);
+    }
+}
