@@ -10,7 +10,7 @@ for (const line of lines) {
   const named = line.match(/^(\S+)(?:\s+time:.*)?$/)
   if (named && !line.startsWith('Benchmarking') && !line.includes('change')) current = named[1]
   const time = line.match(/time:\s+\[\S+ \S+ (\S+) (\S+) /)
-  if (time && current) medians.set(current, Number(time[1]) * units[time[2]])
+  if (time && current && units[time[2]]) medians.set(current, Number(time[1]) * units[time[2]])
 }
 const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
 
@@ -30,4 +30,27 @@ for (const [key, ours] of medians) {
   const empty = medians.get(`one_free/empty/numballoc/${m[1]}`)
   const go = medians.get(`one_free/go/${m[1]}`)
   console.log(`| ${m[1]} | ${fmt(ours)} | ${fmt(empty)} | ${(ours / empty).toFixed(1)} | ${fmt(go)} | ${(go / ours).toFixed(0)} |`)
+}
+
+const policyRows = [...medians].filter(([key]) => key.startsWith('policy/'))
+if (policyRows.length > 0) {
+  const any = medians.get('policy/any/random-50%')
+  console.log('\n| policy | region | pair | ratio to `any`, random 50% |')
+  console.log('|---|---|---|---|')
+  for (const [key, ns] of policyRows) {
+    const [, policy, fill] = key.split('/')
+    console.log(`| ${policy} | ${fill} | ${fmt(ns)} | ${(ns / any).toFixed(2)} |`)
+  }
+}
+const extentRows = [...medians].filter(([key]) => key.startsWith('extent/'))
+if (extentRows.length > 0) {
+  const single = medians.get('pair/numballoc/2^14/50%')
+  console.log('\n| operation (2^14 numbers, 50% random fill) | time | per number | per number / single pair |')
+  console.log('|---|---|---|---|')
+  for (const [key, ns] of extentRows) {
+    const [, kind, shape] = key.split('/')
+    const numbers = kind === 'many' ? Number(shape) : Number(shape.split('x')[0])
+    const label = kind === 'many' ? `try_allocate_many(${shape}) + free_many` : `block of ${shape.replace('x', ', aligned to ')} + free_block`
+    console.log(`| ${label} | ${fmt(ns)} | ${fmt(ns / numbers)} | ${(ns / numbers / single).toFixed(2)} |`)
+  }
 }
