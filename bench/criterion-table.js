@@ -54,3 +54,12 @@ if (extentRows.length > 0) {
     console.log(`| ${label} | ${fmt(ns)} | ${fmt(ns / numbers)} | ${(ns / numbers / single).toFixed(2)} |`)
   }
 }
+
+const contention = ['numballoc', 'go'].map((impl) => [impl, medians.get(`contention/${impl}/1-threads`), medians.get(`contention/${impl}/2-threads`)])
+if (contention.every(([, one, two]) => one && two)) {
+  console.log('\n| implementation | 1 thread: time per pair | 2 threads: time per pair, combined | throughput, 2 threads / 1 |')
+  console.log('|---|---|---|---|')
+  for (const [impl, one, two] of contention) {
+    console.log(`| ${impl === 'go' ? 'Go algorithm' : impl} | ${fmt(one)} | ${fmt(two)} | ${(one / two).toFixed(2)}× |`)
+  }
+}

@@ -7,6 +7,9 @@
 //!   empty region, the reference the summary levels are measured against.
 //! - `policy/<policy>/<fill>`: the pair by policy at 2^14 numbers; `dense-half` has numbers
 //!   0..2^13 allocated (the case `lowest` scans), `random-50%` half of them at random.
+//! - `contention/<impl>/<k>-threads`: k threads, each with its own handle on one region of 2^14
+//!   numbers (as k processes would have), doing allocate + free pairs; time per pair, combined.
+//!   The Go algorithm's handles all start searching at block 0.
 //! - `block/<count>x<align>` and `many/<n>`: blocks and batches at 2^14, 50% random fill; `many`
 //!   is per number.
 
@@ -223,5 +226,54 @@ fn policies_blocks_batches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pair, one_free, policies_blocks_batches);
+/// Runs `per_thread(iterations)` on `threads` threads at once; the wall time for all.
+fn concurrently(threads: u64, iterations: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| per_thread(iterations / threads));
+        }
+    });
+    start.elapsed()
+}
+
+fn contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("contention");
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    group.sample_size(20);
+    let capacity = 1u64 << 14;
+    let region = BenchRegion::new("contention", capacity);
+    let blocks = go_blocks(&vec![false; capacity as usize]);
+    for threads in [1u64, 2] {
+        group.bench_function(
+            BenchmarkId::new("numballoc", format!("{threads}-threads")),
+            |b| {
+                b.iter_custom(|iterations| {
+                    concurrently(threads, iterations, |k| {
+                        let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+                        for _ in 0..k {
+                            let n = bitmap.allocate().unwrap();
+                            bitmap.free(black_box(n)).unwrap();
+                        }
+                    })
+                })
+            },
+        );
+        group.bench_function(BenchmarkId::new("go", format!("{threads}-threads")), |b| {
+            b.iter_custom(|iterations| {
+                concurrently(threads, iterations, |k| {
+                    let go = GoBitmap::new(&blocks);
+                    for _ in 0..k {
+                        let n = go.allocate().unwrap();
+                        go.free(black_box(n));
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pair, one_free, policies_blocks_batches, contention);
 criterion_main!(benches);
