@@ -34,6 +34,9 @@ export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count
 /** Frees every number of `numbers` (checked first: nothing changes on an error). */
 export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array): void
 
+/** The pid holding `n`, or -1 if nobody does (or the region does not record holders). */
+export declare function bitmapHolderOf(bitmapId: HandleId, n: number): number
+
 /** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
 export declare function bitmapHotPath(bitmapId: HandleId): [allocate: () => number, free: (n: number) => void]
 
@@ -47,7 +50,10 @@ export declare function bitmapMax(bitmapId: HandleId): number
  * Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
  * `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
  */
-export declare function bitmapNew(memoryId: HandleId, max: number, policy: string): HandleId
+export declare function bitmapNew(memoryId: HandleId, max: number, policy: string, reclaimWhenFull: boolean): HandleId
+
+/** Frees every number whose holder is dead; returns how many. */
+export declare function bitmapReclaim(bitmapId: HandleId): number
 
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number
@@ -62,7 +68,10 @@ export declare function regionCopyBlocks(memoryId: HandleId, out: Uint32Array): 
 export declare function regionDestroy(name: string, directory?: string | undefined | null): boolean
 
 /** Opens or creates a region (see `loadShared`). Returns its handle. */
-export declare function regionOpen(name: string, size: number, create: boolean, mode: number, directory?: string | undefined | null): HandleId
+export declare function regionOpen(name: string, size: number, create: boolean, mode: number, directory: string | undefined | null, holders: boolean): HandleId
+
+/** Whether the region records who holds each number. */
+export declare function regionTracksHolders(memoryId: HandleId): boolean
 
 /**
  * Forgets a handle whose JS object was garbage-collected (called by index.js's

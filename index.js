@@ -53,11 +53,16 @@ function checkOptions(options) {
 
 /** The region options shared by loadShared, destroyShared and ConcurrentBitmap.open. */
 function regionOptions(options) {
-  const { create = true, mode = DEFAULT_MODE, directory } = checkOptions(options)
-  if (typeof create !== 'boolean') throw invalidType('options.create', 'of type boolean', create)
+  const { create = true, mode = DEFAULT_MODE, directory, holders = true } = checkOptions(options)
+  checkBoolean('options.create', create)
   checkInteger('options.mode', mode, 0, 0o7777)
   if (directory !== undefined) checkString('options.directory', directory)
-  return { create, mode, directory: directory ?? null }
+  checkBoolean('options.holders', holders)
+  return { create, mode, directory: directory ?? null, holders }
+}
+
+function checkBoolean(name, value) {
+  if (typeof value !== 'boolean') throw invalidType(name, 'of type boolean', value)
 }
 
 let memoryHandle // (mem: SharedMemory) => native handle; set in SharedMemory's static block
@@ -90,6 +95,10 @@ class SharedMemory {
     return this.#size
   }
 
+  get tracksHolders() {
+    return native.regionTracksHolders(this.#handle)
+  }
+
   blocks() {
     const out = new Uint32Array(native.regionBlockCount(this.#handle))
     native.regionCopyBlocks(this.#handle, out)
@@ -108,8 +117,8 @@ class SharedMemory {
 function loadShared(name, size, options) {
   checkString('name', name)
   checkInteger('size', size, 1, MAX_SIZE)
-  const { create, mode, directory } = regionOptions(options)
-  const handle = native.regionOpen(name, size, create, mode, directory)
+  const { create, mode, directory, holders } = regionOptions(options)
+  const handle = native.regionOpen(name, size, create, mode, directory, holders)
   return new SharedMemory(constructing, handle, name, size)
 }
 
@@ -127,7 +136,7 @@ function noFreeNumber() {
 const POLICIES = ['any', 'lowest', 'cyclic']
 
 function checkPolicy(options) {
-  const { policy = 'any' } = checkOptions(options)
+  const { policy = 'any' } = options
   if (!POLICIES.includes(policy)) {
     throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "options.policy" must be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}. Received ${describe(policy)}`)
   }
@@ -151,8 +160,10 @@ class ConcurrentBitmap {
   constructor(mem, max = 0, options) {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
-    this.#policy = checkPolicy(options)
-    this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy)
+    const { reclaimWhenFull = true } = checkOptions(options)
+    checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
+    this.#policy = checkPolicy(checkOptions(options))
+    this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy, reclaimWhenFull)
     handles.register(this, this.#handle)
     ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
     this.#max = native.bitmapMax(this.#handle)
@@ -160,13 +171,14 @@ class ConcurrentBitmap {
 
   static open(name, options) {
     checkString('name', name)
-    const { capacity, policy, ...rest } = checkOptions(options)
+    const { capacity, policy, reclaimWhenFull, ...rest } = checkOptions(options)
     if (capacity === undefined) throw invalidType('options.capacity', 'of type number', capacity)
     checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
     checkPolicy({ policy })
+    if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
     const mem = loadShared(name, Math.ceil(capacity / 8), rest)
     try {
-      const bitmap = new ConcurrentBitmap(mem, capacity, { policy })
+      const bitmap = new ConcurrentBitmap(mem, capacity, { policy, reclaimWhenFull })
       bitmap.#ownsMemory = true
       return bitmap
     } catch (error) {
@@ -255,6 +267,16 @@ class ConcurrentBitmap {
       list[i] = n
     }
     native.bitmapFreeMany(this.#handle, list)
+  }
+
+  reclaim() {
+    return native.bitmapReclaim(this.#handle)
+  }
+
+  holderOf(n) {
+    checkInteger('n', n, 0, this.#max - 1)
+    const pid = native.bitmapHolderOf(this.#handle, n)
+    return pid < 0 ? null : { pid }
   }
 
   isAllocated(n) {

@@ -177,16 +177,24 @@ pub fn region_open(
     create: bool,
     mode: u32,
     directory: Option<String>,
+    holders: bool,
 ) -> Result<HandleId> {
     let options = OpenOptions {
         create,
         mode,
         directory: directory.map(PathBuf::from),
+        holders,
     };
     let region = Region::open(&name, to_u64(size), &options).map_err(|e| to_js(&env, e))?;
     Ok(handles::insert(Handle::Memory(Rc::new(RegionSlot {
         region: RefCell::new(Some(Arc::new(region))),
     }))))
+}
+
+/// Whether the region records who holds each number.
+#[napi]
+pub fn region_tracks_holders(env: Env, memory_id: HandleId) -> Result<bool> {
+    Ok(memory(&env, memory_id)?.region(&env)?.tracks_holders())
 }
 
 /// How many 32-bit blocks `regionCopyBlocks` writes.
@@ -222,7 +230,13 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
 /// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
 /// `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
 #[napi]
-pub fn bitmap_new(env: Env, memory_id: HandleId, max: f64, policy: String) -> Result<HandleId> {
+pub fn bitmap_new(
+    env: Env,
+    memory_id: HandleId,
+    max: f64,
+    policy: String,
+    reclaim_when_full: bool,
+) -> Result<HandleId> {
     let policy = match policy.as_str() {
         "lowest" => Policy::Lowest,
         "cyclic" => Policy::Cyclic,
@@ -230,8 +244,10 @@ pub fn bitmap_new(env: Env, memory_id: HandleId, max: f64, policy: String) -> Re
     };
     let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;
+    let mut bitmap = ConcurrentBitmap::with_policy(region, to_u64(max), policy);
+    bitmap.set_reclaim_when_full(reclaim_when_full);
     Ok(handles::insert(Handle::Bitmap(Rc::new(BitmapSlot {
-        bitmap: ConcurrentBitmap::with_policy(region, to_u64(max), policy),
+        bitmap,
         memory,
         closed: Cell::new(false),
     }))))
@@ -321,6 +337,24 @@ pub fn bitmap_free_many(env: Env, bitmap_id: HandleId, numbers: Float64ArraySlic
     slot.live(&env)?
         .free_many(&numbers)
         .map_err(|e| to_js(&env, e))
+}
+
+/// Frees every number whose holder is dead; returns how many.
+#[napi]
+pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
+    let slot = bitmap(&env, bitmap_id)?;
+    Ok(slot.live(&env)?.reclaim() as f64)
+}
+
+/// The pid holding `n`, or -1 if nobody does (or the region does not record holders).
+#[napi]
+pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
+    let slot = bitmap(&env, bitmap_id)?;
+    let holder = slot
+        .live(&env)?
+        .holder_of(to_u64(n))
+        .map_err(|e| to_js(&env, e))?;
+    Ok(holder.map_or(-1.0, |h| h.pid() as f64))
 }
 
 /// Closes an allocator handle; idempotent. With `closeRegion`, closes its region too.

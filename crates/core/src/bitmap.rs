@@ -21,6 +21,15 @@
 //! and the same holds one level up. A full word whose bit is not set yet costs one probe, after
 //! which it is marked.
 //!
+//! # Holders
+//! A region may keep a holder record per number (see [`crate::Holder`]). Then the record is the
+//! claim: `allocate` takes the record from 0 to this process with a compare-and-swap, then sets
+//! the bit (only the record's owner ever sets that bit, so a plain `fetch_or` does); `free`
+//! clears the bit (where a double free shows), then the record. So a set bit always has a
+//! record, and a process that dies anywhere in between leaves a record naming a dead process,
+//! which `reclaim` takes over and clears. A search skips a free bit whose record is taken: its
+//! owner is in the middle of claiming or freeing it.
+//!
 //! # Memory orderings
 //! - Scanning a word or a summary (`load`, `Relaxed`): the value only picks a candidate and is
 //!   the expected value of the compare-and-swap that follows; the CAS is what decides.
@@ -34,6 +43,9 @@
 //!   changed nothing.
 //! - Summary updates and the re-reads that check them (`SeqCst`): see above. They happen only
 //!   when a word becomes full or stops being full.
+//! - Holder records: taken with `compare_exchange` (`Acquire`, pairing with the `Release` store
+//!   of 0 by the previous free); the bit then set with `fetch_or` (`AcqRel`); cleared with a
+//!   `Release` store after the bit. `reclaim` takes a dead record over with `AcqRel`.
 //! - `is_allocated` (`Acquire`) and `count` (`Relaxed`) are snapshots.
 //!
 //! # Never a spurious "full"
@@ -46,6 +58,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::holder::Holder;
 use crate::region::Region;
 
 /// The Go `Allocator` interface: `Max`, `Allocate`, `Free`.
@@ -83,6 +96,10 @@ pub struct Bits<'a> {
     words: &'a [AtomicU64],
     l1: &'a [AtomicU64],
     l2: &'a [AtomicU64],
+    /// One holder record per number, if the region keeps them (see "Holders" above).
+    holders: Option<&'a [AtomicU64]>,
+    /// The record this process writes for the numbers it claims.
+    me: u64,
     capacity: u64,
     max: u64,
     /// Words holding numbers below `max`: the only ones this view hands numbers from.
@@ -92,10 +109,12 @@ pub struct Bits<'a> {
 impl<'a> Bits<'a> {
     /// A view of the numbers `0..max` of a bitmap of `capacity` numbers with its summaries.
     /// `words`, `l1` and `l2` must have the lengths [`crate::header::Header`] gives them.
+    /// `holders`, if given, has one record per number of the capacity.
     pub fn new(
         words: &'a [AtomicU64],
         l1: &'a [AtomicU64],
         l2: &'a [AtomicU64],
+        holders: Option<&'a [AtomicU64]>,
         capacity: u64,
         max: u64,
     ) -> Bits<'a> {
@@ -105,10 +124,13 @@ impl<'a> Bits<'a> {
         );
         assert!(max <= capacity, "max exceeds the capacity");
         assert!(l1.len() * 64 >= words.len() && l2.len() * 64 >= l1.len());
+        assert!(holders.is_none_or(|h| h.len() as u64 >= capacity));
         Bits {
             words,
             l1,
             l2,
+            holders,
+            me: Holder::current().0,
             capacity,
             max,
             searched: max.div_ceil(64) as usize,
@@ -211,8 +233,11 @@ impl<'a> Bits<'a> {
     fn claim_masked(&self, w: usize, allowed: u64) -> Option<u64> {
         let word = &self.words[w];
         let mut current = word.load(Ordering::Relaxed);
+        // Bits whose holder record another caller owns: it is in the middle of claiming or
+        // freeing them, or it died there and `reclaim` will clean up.
+        let mut skip = 0u64;
         loop {
-            let free = !current & allowed;
+            let free = !current & allowed & !skip;
             if free == 0 {
                 if current & self.existing(w) == self.existing(w) {
                     self.mark_full(w);
@@ -220,19 +245,47 @@ impl<'a> Bits<'a> {
                 return None;
             }
             let bit = free.trailing_zeros();
+            let n = w as u64 * 64 + bit as u64;
+            if let Some(holders) = self.holders {
+                if !self.take_holder(holders, n) {
+                    skip |= 1 << bit;
+                    continue;
+                }
+                // Only the owner of a holder record sets its bit, so this cannot race.
+                word.fetch_or(1u64 << bit, Ordering::AcqRel);
+                return Some(n);
+            }
             match word.compare_exchange_weak(
                 current,
                 current | (1u64 << bit),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(w as u64 * 64 + bit as u64),
+                Ok(_) => return Some(n),
                 Err(actual) => current = actual,
             }
         }
     }
 
-    /// Claims up to `want` of the lowest usable free bits of word `w` with one compare-and-swap;
+    /// Claims number `n`'s holder record for this process: the allocation itself, when the
+    /// region keeps holders. Acquire pairs with the Release that cleared the record on free.
+    #[inline]
+    fn take_holder(&self, holders: &[AtomicU64], n: u64) -> bool {
+        holders[n as usize]
+            .compare_exchange(0, self.me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Clears number `n`'s holder record after its bit was cleared. Release: the holder's work
+    /// with the number happens-before the next claim of the record.
+    #[inline]
+    fn drop_holder(&self, n: u64) {
+        if let Some(holders) = self.holders {
+            holders[n as usize].store(0, Ordering::Release);
+        }
+    }
+
+    /// Claims up to `want` of the lowest usable free bits of word `w` with one atomic operation;
     /// returns the bits claimed (none if the word has no usable free bit).
     fn claim_several(&self, w: usize, want: u32) -> u64 {
         let word = &self.words[w];
@@ -247,13 +300,25 @@ impl<'a> Bits<'a> {
                 return 0;
             }
             let mut take = 0u64;
-            for _ in 0..want {
-                if free == 0 {
-                    break;
-                }
+            let mut wanted = want;
+            while wanted > 0 && free != 0 {
                 let lowest = free & free.wrapping_neg();
-                take |= lowest;
                 free ^= lowest;
+                let n = w as u64 * 64 + lowest.trailing_zeros() as u64;
+                if self
+                    .holders
+                    .is_none_or(|holders| self.take_holder(holders, n))
+                {
+                    take |= lowest;
+                    wanted -= 1;
+                }
+            }
+            if self.holders.is_some() {
+                // The records are ours, so no one else sets these bits.
+                if take != 0 {
+                    word.fetch_or(take, Ordering::AcqRel);
+                }
+                return take;
             }
             match word.compare_exchange_weak(
                 current,
@@ -300,6 +365,11 @@ impl<'a> Bits<'a> {
         }
         for (w, bits) in words {
             let before = self.words[w].fetch_and(!bits, Ordering::SeqCst);
+            let mut cleared = bits;
+            while cleared != 0 {
+                self.drop_holder(w as u64 * 64 + cleared.trailing_zeros() as u64);
+                cleared &= cleared - 1;
+            }
             if before & self.existing(w) == self.existing(w) {
                 self.mark_open(w);
             }
@@ -381,9 +451,24 @@ impl<'a> Bits<'a> {
     }
 
     /// Sets the bits `first..first + count`, word by word; on finding one taken, clears what it
-    /// set and returns the taken number.
+    /// set and returns the taken number. With holder records, the records are claimed first,
+    /// number by number, and the bits set after.
     fn claim_run(&self, first: u64, count: u64) -> std::result::Result<(), u64> {
         let last = first + count - 1;
+        if let Some(holders) = self.holders {
+            for n in first..=last {
+                if !self.take_holder(holders, n) {
+                    for taken in first..n {
+                        self.drop_holder(taken);
+                    }
+                    return Err(n);
+                }
+            }
+            for w in (first / 64) as usize..=(last / 64) as usize {
+                self.words[w].fetch_or(self.range_mask(w, first, last), Ordering::AcqRel);
+            }
+            return Ok(());
+        }
         let words = (first / 64) as usize..=(last / 64) as usize;
         for w in words.clone() {
             let mask = self.range_mask(w, first, last);
@@ -421,6 +506,9 @@ impl<'a> Bits<'a> {
             if before & self.existing(w) == self.existing(w) {
                 self.mark_open(w);
             }
+        }
+        for n in first..=last {
+            self.drop_holder(n);
         }
     }
 
@@ -479,6 +567,57 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// Frees every number (of the whole region) whose holder is dead; returns how many.
+    ///
+    /// A record names a dead process: this call takes it over with a compare-and-swap (so of
+    /// several reclaimers exactly one wins each number), clears the bit, then the record. A live
+    /// holder's numbers are never touched, even mid-allocation (record written, bit not yet set).
+    /// A record with its bit clear is a holder that died mid-allocation or mid-free: cleared too,
+    /// but not counted, as its number was not in use. If this process dies halfway, the records
+    /// it took over name it, a dead process, and the next reclaim finishes the job.
+    pub fn reclaim(&self) -> u64 {
+        let Some(holders) = self.holders else {
+            return 0;
+        };
+        let mut verdicts: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+        let mut freed = 0;
+        for (n, record) in holders.iter().enumerate().take(self.capacity as usize) {
+            let holder = record.load(Ordering::Acquire);
+            if holder == 0
+                || *verdicts
+                    .entry(holder)
+                    .or_insert_with(|| Holder(holder).is_alive())
+            {
+                continue;
+            }
+            if record
+                .compare_exchange(holder, self.me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue; // another reclaimer (or nobody: it changed) has it
+            }
+            let (w, bit) = (n / 64, 1u64 << (n % 64));
+            let before = self.words[w].fetch_and(!bit, Ordering::SeqCst);
+            record.store(0, Ordering::Release);
+            if before & bit != 0 {
+                freed += 1;
+                if before & self.existing(w) == self.existing(w) {
+                    self.mark_open(w);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Who holds `n` (also while it is being claimed), if the region keeps holders.
+    pub fn holder_of(&self, n: u64) -> Result<Option<Holder>> {
+        self.check_range(n)?;
+        Ok(self.holders.and_then(|holders| {
+            let holder = holders[n as usize].load(Ordering::Acquire);
+            (holder != 0).then_some(Holder(holder))
+        }))
+    }
+
     fn check_range(&self, n: u64) -> Result<()> {
         if n < self.max {
             Ok(())
@@ -500,6 +639,7 @@ impl<'a> Bits<'a> {
         if before & bit == 0 {
             return Err(Error::NotAllocated(n));
         }
+        self.drop_holder(n);
         // Only a word that was full can have its summary bit set (but for a crash's leftovers,
         // which pass 2 repairs).
         if before & self.existing(w) == self.existing(w) {
@@ -576,6 +716,8 @@ pub struct ConcurrentBitmap {
     region: Arc<Region>,
     max: u64,
     policy: Policy,
+    /// Reclaim dead holders' numbers before reporting the region full.
+    reclaim_when_full: bool,
     /// The word of the last allocation: the next search starts there. Per handle, never shared,
     /// so it costs no cross-process cache traffic; `Relaxed` because it is only a hint.
     hint: AtomicUsize,
@@ -600,8 +742,41 @@ impl ConcurrentBitmap {
             region,
             max,
             policy,
+            reclaim_when_full: true,
             hint: AtomicUsize::new(hint),
         }
+    }
+
+    /// Whether a full region is searched again after reclaiming dead holders' numbers (default
+    /// `true`; only for regions that keep holders): a cluster whose workers crash keeps working
+    /// without anyone calling [`ConcurrentBitmap::reclaim`].
+    pub fn set_reclaim_when_full(&mut self, on: bool) {
+        self.reclaim_when_full = on;
+    }
+
+    /// Runs `attempt`; if it finds nothing and dead holders' numbers can be reclaimed, reclaims
+    /// them and runs it once more.
+    fn or_reclaim<T>(&self, attempt: impl Fn() -> Option<T>) -> Option<T> {
+        attempt().or_else(|| {
+            let retry =
+                self.reclaim_when_full && self.region.tracks_holders() && self.reclaim() > 0;
+            if retry {
+                attempt()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Frees every number of the region whose holder is dead; returns how many. See
+    /// [`Bits::reclaim`].
+    pub fn reclaim(&self) -> u64 {
+        self.region.bits(self.region.capacity()).reclaim()
+    }
+
+    /// The process holding `n`, if the region keeps holders and someone holds it.
+    pub fn holder_of(&self, n: u64) -> Result<Option<Holder>> {
+        self.bits().holder_of(n)
     }
 
     /// How this allocator picks numbers.
@@ -622,6 +797,11 @@ impl ConcurrentBitmap {
     /// Claims a free number by the allocator's policy, or `None` when all are in use.
     #[inline]
     pub fn try_allocate(&self) -> Option<u64> {
+        self.or_reclaim(|| self.allocate_once())
+    }
+
+    #[inline]
+    fn allocate_once(&self) -> Option<u64> {
         match self.policy {
             Policy::Any => {
                 let (n, word) = self
@@ -652,7 +832,7 @@ impl ConcurrentBitmap {
                 self.max
             )));
         }
-        Ok(self.bits().allocate_lowest_in(first, last))
+        Ok(self.or_reclaim(|| self.bits().allocate_lowest_in(first, last)))
     }
 
     /// `count` consecutive numbers starting at a multiple of `align`, all or nothing; returns the
@@ -665,7 +845,7 @@ impl ConcurrentBitmap {
                 self.max
             )));
         }
-        Ok(self.bits().allocate_block(count, align))
+        Ok(self.or_reclaim(|| self.bits().allocate_block(count, align)))
     }
 
     /// Frees the block of `count` numbers from `first`; `NotAllocated` (changing nothing) unless
@@ -680,6 +860,10 @@ impl ConcurrentBitmap {
     /// `n` numbers, all or nothing: `None` (nothing allocated) if fewer than `n` are free.
     /// With the `Any` policy, several numbers of a word are claimed with one compare-and-swap.
     pub fn try_allocate_many(&self, n: usize) -> Option<Vec<u64>> {
+        self.or_reclaim(|| self.allocate_many_once(n))
+    }
+
+    fn allocate_many_once(&self, n: usize) -> Option<Vec<u64>> {
         let mut taken = Vec::with_capacity(n);
         while taken.len() < n {
             if self.policy == Policy::Any {
@@ -697,7 +881,7 @@ impl ConcurrentBitmap {
                     }
                 }
             }
-            match self.try_allocate() {
+            match self.allocate_once() {
                 Some(number) => taken.push(number),
                 None => {
                     // Ours since a moment ago: freeing them cannot fail.
@@ -752,6 +936,7 @@ pub(crate) mod tests {
         words: Vec<AtomicU64>,
         l1: Vec<AtomicU64>,
         l2: Vec<AtomicU64>,
+        holders: Option<Vec<AtomicU64>>,
         capacity: u64,
     }
 
@@ -760,23 +945,67 @@ pub(crate) mod tests {
     }
 
     impl Memory {
+        /// With holder records, as regions are by default.
         pub(crate) fn new(size: u64) -> Memory {
-            let h = Header::new(size);
+            Memory::with(size, true)
+        }
+
+        pub(crate) fn with(size: u64, holders: bool) -> Memory {
+            let h = Header::new(size, holders);
             Memory {
                 words: zeroed(h.words()),
                 l1: zeroed(h.l1_words()),
                 l2: zeroed(h.l2_words()),
+                holders: holders.then(|| zeroed(h.capacity() as usize)),
                 capacity: h.capacity(),
             }
         }
 
         pub(crate) fn bits(&self, max: u64) -> Bits<'_> {
-            Bits::new(&self.words, &self.l1, &self.l2, self.capacity, max)
+            Bits::new(
+                &self.words,
+                &self.l1,
+                &self.l2,
+                self.holders.as_deref(),
+                self.capacity,
+                max,
+            )
+        }
+
+        /// Marks `n` as held by someone else (this process's identity, so it counts as alive).
+        pub(crate) fn hold(&self, n: usize) {
+            self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+            if let Some(holders) = &self.holders {
+                holders[n].store(Holder::current().0, Ordering::SeqCst);
+            }
+        }
+
+        /// Marks `n` as held by `holder` (bit and record), as a process that then died leaves it.
+        pub(crate) fn hold_as(&self, n: usize, holder: Holder) {
+            self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+            self.holders.as_ref().unwrap()[n].store(holder.0, Ordering::SeqCst);
+        }
+
+        /// Checks that every set bit has a holder record (with holders).
+        pub(crate) fn assert_holders_consistent(&self) {
+            let Some(holders) = &self.holders else {
+                return;
+            };
+            for (n, record) in holders.iter().enumerate().take(self.capacity as usize) {
+                let set = self.words[n / 64].load(Ordering::Relaxed) & (1 << (n % 64)) != 0;
+                let holder = record.load(Ordering::Relaxed);
+                assert_eq!(
+                    set,
+                    holder != 0,
+                    "number {n}: bit {set}, holder {holder:#x}"
+                );
+            }
         }
 
         /// Checks that every set summary bit is right: what it covers is full. (A full word
         /// may be unmarked until a search meets it.)
         pub(crate) fn assert_summaries_sound(&self) {
+            self.assert_holders_consistent();
             let bits = self.bits(self.capacity);
             for w in 0..self.words.len() {
                 let existing = bits.existing(w);
@@ -880,6 +1109,9 @@ pub(crate) mod tests {
         while bits.allocate_from(0).is_some() {}
         // A process frees 12,345 and dies before touching the summaries: they still say full.
         memory.words[12_345 / 64].fetch_and(!(1 << (12_345 % 64)), Ordering::SeqCst);
+        if let Some(holders) = &memory.holders {
+            holders[12_345].store(0, Ordering::SeqCst);
+        }
         assert_eq!(
             bits.guided_search(0),
             None,
@@ -1024,7 +1256,7 @@ pub(crate) mod tests {
     fn a_block_that_meets_a_taken_number_releases_what_it_claimed() {
         let memory = Memory::new(32);
         let bits = memory.bits(256);
-        memory.words[2].store(1 << 1, Ordering::SeqCst); // number 129 is taken
+        memory.hold(129); // number 129 is taken by someone
         assert_eq!(bits.claim_run(0, 140), Err(129));
         assert_eq!(
             bits.count(),
@@ -1083,6 +1315,69 @@ pub(crate) mod tests {
         memory.assert_summaries_sound();
     }
 
+    /// What a dead process's record looks like: our pid, another start time (PID reuse).
+    fn dead_holder() -> Holder {
+        let me = Holder::current();
+        Holder::new(me.pid(), me.start_ticks() + 1)
+    }
+
+    #[test]
+    fn reclaim_frees_dead_holders_numbers_only() {
+        let memory = Memory::new(16); // 128 numbers
+        let bits = memory.bits(128);
+        let mine: Vec<u64> = (0..10).map(|_| bits.allocate_from(0).unwrap().0).collect();
+        for n in 50..80 {
+            memory.hold_as(n, dead_holder());
+        }
+        // Died mid-allocation: record written, bit not yet set.
+        memory.holders.as_ref().unwrap()[100].store(dead_holder().0, Ordering::SeqCst);
+        assert_eq!(bits.holder_of(60).unwrap(), Some(dead_holder()));
+        assert_eq!(bits.holder_of(mine[0]).unwrap(), Some(Holder::current()));
+        assert_eq!(bits.holder_of(120).unwrap(), None);
+        assert_eq!(
+            bits.reclaim(),
+            30,
+            "the 30 numbers in use; the orphaned record not counted"
+        );
+        assert_eq!(bits.count(), 10);
+        for n in mine {
+            assert!(
+                bits.is_allocated(n).unwrap(),
+                "a live holder's number was reclaimed"
+            );
+        }
+        assert_eq!(
+            bits.holder_of(100).unwrap(),
+            None,
+            "the orphaned record was cleared"
+        );
+        assert_eq!(bits.reclaim(), 0);
+        memory.assert_summaries_sound();
+        // Everything else can be allocated again, 100 included.
+        let again: BTreeSet<u64> =
+            std::iter::from_fn(|| bits.allocate_from(0).map(|(n, _)| n)).collect();
+        assert_eq!(again.len(), 118);
+        assert!(again.contains(&100) && again.contains(&50));
+    }
+
+    #[test]
+    fn concurrent_reclaimers_free_each_number_once() {
+        let memory = Arc::new(Memory::new(2048)); // 16,384 numbers
+        for n in 0..10_000 {
+            memory.hold_as(n, dead_holder());
+        }
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let memory = memory.clone();
+                std::thread::spawn(move || memory.bits(16_384).reclaim())
+            })
+            .collect();
+        let freed: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(freed, 10_000);
+        assert_eq!(memory.bits(16_384).count(), 0);
+        memory.assert_summaries_sound();
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Allocate(usize),
@@ -1097,6 +1392,7 @@ pub(crate) mod tests {
         /// Any sequence of operations agrees with a set model and keeps the summaries sound.
         #[test]
         fn agrees_with_a_set(
+            holders in any::<bool>(),
             size in 1u64..700,
             ops in proptest::collection::vec(
                 prop_oneof![
@@ -1111,7 +1407,7 @@ pub(crate) mod tests {
                 0..600,
             ),
         ) {
-            let memory = Memory::new(size);
+            let memory = Memory::with(size, holders);
             let max = memory.capacity;
             let bits = memory.bits(max);
             let mut model = BTreeSet::new();

@@ -8,7 +8,7 @@ pub const MAGIC: [u8; 8] = *b"NUMBALOC";
 /// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
 pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The header's length in bytes: two cache lines, so the bitmap starts on a line of its own.
 pub const HEADER_LEN: usize = 128;
 /// Offset of the cyclic policy's shared cursor: the header's one mutable field, alone with
@@ -20,18 +20,38 @@ const SECTION_ALIGN: u64 = 64;
 /// exactly representable as a JavaScript number).
 pub const MAX_SIZE: u64 = 1 << 40;
 
+/// Flag: the region keeps a holder record per number.
+const FLAG_HOLDERS: u32 = 1;
+
 /// The fields of a valid header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Bitmap size in bytes as requested at creation (Go's `size`).
     pub size: u64,
+    /// Whether the region records who holds each number (fixed at creation).
+    pub holders: bool,
 }
 
 impl Header {
-    /// A header for a bitmap of `size` bytes. `size` must be in `1..=MAX_SIZE`.
-    pub fn new(size: u64) -> Header {
+    /// A header for a bitmap of `size` bytes, with or without holder records. `size` must be in
+    /// `1..=MAX_SIZE`.
+    pub fn new(size: u64, holders: bool) -> Header {
         debug_assert!((1..=MAX_SIZE).contains(&size));
-        Header { size }
+        Header { size, holders }
+    }
+
+    /// Offset of the holder records: one `u64` per number (see [`crate::Holder`]).
+    pub fn holders_offset(&self) -> u64 {
+        (self.l2_offset() + self.l2_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
+    }
+
+    /// Length of the holder records in bytes: 8 per number, or 0 without holders.
+    pub fn holders_len(&self) -> u64 {
+        if self.holders {
+            self.capacity() * 8
+        } else {
+            0
+        }
     }
 
     /// How many numbers the region holds: 8 per byte of bitmap.
@@ -69,9 +89,13 @@ impl Header {
         (self.l1_offset() + self.l1_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
     }
 
-    /// Total length of the region in bytes: header, bitmap and both summary levels.
+    /// Total length of the region in bytes: header, bitmap, summary levels, holder records.
     pub fn region_len(&self) -> u64 {
-        self.l2_offset() + self.l2_words() as u64 * 8
+        if self.holders {
+            self.holders_offset() + self.holders_len()
+        } else {
+            self.l2_offset() + self.l2_words() as u64 * 8
+        }
     }
 
     /// The header's bytes, magic included.
@@ -89,6 +113,12 @@ impl Header {
         b[64..72].copy_from_slice(&(self.l1_words() as u64 * 8).to_le_bytes());
         b[72..80].copy_from_slice(&self.l2_offset().to_le_bytes());
         b[80..88].copy_from_slice(&(self.l2_words() as u64 * 8).to_le_bytes());
+        let flags = if self.holders { FLAG_HOLDERS } else { 0 };
+        b[88..92].copy_from_slice(&flags.to_le_bytes());
+        if self.holders {
+            b[96..104].copy_from_slice(&self.holders_offset().to_le_bytes());
+            b[104..112].copy_from_slice(&self.holders_len().to_le_bytes());
+        }
         b
     }
 
@@ -120,7 +150,19 @@ impl Header {
         if !(1..=MAX_SIZE).contains(&size) {
             return Err(format!("size {size} outside 1..={MAX_SIZE}"));
         }
-        let header = Header { size };
+        let flags = u32_at(88);
+        if flags & !FLAG_HOLDERS != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        let header = Header {
+            size,
+            holders: flags & FLAG_HOLDERS != 0,
+        };
+        let (holders_offset, holders_len) = if header.holders {
+            (header.holders_offset(), header.holders_len())
+        } else {
+            (0, 0)
+        };
         let checks = [
             ("capacity", 24, header.capacity()),
             ("bitmap offset", 32, HEADER_LEN as u64),
@@ -130,10 +172,16 @@ impl Header {
             ("summary level 1 length", 64, header.l1_words() as u64 * 8),
             ("summary level 2 offset", 72, header.l2_offset()),
             ("summary level 2 length", 80, header.l2_words() as u64 * 8),
+            ("holders offset", 96, holders_offset),
+            ("holders length", 104, holders_len),
         ];
         // Bytes 120..128 are the cyclic cursor, which changes while the region is in use.
-        if bytes[88..CURSOR_OFFSET].iter().any(|&b| b != 0) {
-            return Err("corrupt header: reserved bytes 88..120 are not zero".into());
+        if bytes[92..96]
+            .iter()
+            .chain(&bytes[112..CURSOR_OFFSET])
+            .any(|&b| b != 0)
+        {
+            return Err("corrupt header: reserved bytes 92..96 or 112..120 are not zero".into());
         }
         for (field, at, expected) in checks {
             let found = u64_at(at);
@@ -154,8 +202,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for size in [1, 7, 8, 9, 256, 1 << 20, MAX_SIZE] {
-            let h = Header::new(size);
+        for (size, holders) in [1, 7, 8, 9, 256, 1 << 20, MAX_SIZE]
+            .into_iter()
+            .flat_map(|size| [(size, false), (size, true)])
+        {
+            let h = Header::new(size, holders);
             assert_eq!(Header::parse(&h.encode()), Ok(h));
             assert_eq!(h.region_len() % 8, 0);
             assert!(h.bitmap_len() >= size && h.bitmap_len() < size + 8);
@@ -165,7 +216,11 @@ mod tests {
     #[test]
     fn summary_overhead_is_under_two_percent_and_sections_do_not_overlap() {
         for size in [1u64, 8, 100, 256, 1 << 17, 1 << 21, 1 << 24, MAX_SIZE] {
-            let h = Header::new(size);
+            let h = Header::new(size, true);
+            assert!(h.holders_offset() >= h.l2_offset() + h.l2_words() as u64 * 8);
+            assert_eq!(h.holders_offset() % 64, 0);
+            assert_eq!(h.region_len(), h.holders_offset() + size * 64);
+            let h = Header::new(size, false);
             assert!(h.l1_offset() >= HEADER_LEN as u64 + h.bitmap_len());
             assert!(h.l2_offset() >= h.l1_offset() + h.l1_words() as u64 * 8);
             assert_eq!(h.l1_offset() % 64, 0);
@@ -184,7 +239,7 @@ mod tests {
 
     #[test]
     fn rejects_each_corrupt_field() {
-        let good = Header::new(100).encode();
+        let good = Header::new(100, true).encode();
         for at in 0..CURSOR_OFFSET {
             let mut bad = good;
             bad[at] ^= 0x40;
@@ -197,9 +252,9 @@ mod tests {
 
     #[test]
     fn rejects_other_versions_and_short_input() {
-        let mut b = Header::new(8).encode();
-        b[8..12].copy_from_slice(&1u32.to_le_bytes());
-        assert!(Header::parse(&b).unwrap_err().contains("version 1"));
+        let mut b = Header::new(8, true).encode();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(Header::parse(&b).unwrap_err().contains("version 2"));
         assert!(Header::parse(&b[..HEADER_LEN - 1]).is_err());
         assert!(Header::parse(&[]).is_err());
     }

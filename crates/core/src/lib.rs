@@ -18,8 +18,10 @@
 mod bitmap;
 mod error;
 pub mod header;
+mod holder;
 mod region;
 
 pub use bitmap::{Allocator, Bits, ConcurrentBitmap, Policy};
 pub use error::{Error, Result};
+pub use holder::Holder;
 pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};

@@ -49,6 +49,10 @@ pub struct OpenOptions {
     pub mode: u32,
     /// Keep the region in a regular file in this directory instead of POSIX shared memory.
     pub directory: Option<PathBuf>,
+    /// Record who holds each number, so numbers of dead processes can be reclaimed (default
+    /// `true`; costs 8 bytes per number). Fixed when the region is created: opening an existing
+    /// region keeps its choice.
+    pub holders: bool,
 }
 
 impl Default for OpenOptions {
@@ -57,6 +61,7 @@ impl Default for OpenOptions {
             create: true,
             mode: 0o600,
             directory: None,
+            holders: true,
         }
     }
 }
@@ -184,7 +189,8 @@ pub struct Region {
     name: String,
     header: Header,
     /// The sections' (offset, words), computed once: `bits()` is on every allocation's path.
-    sections: [(usize, usize); 3],
+    /// Bitmap, summary level 1, summary level 2, holder records (0 words without).
+    sections: [(usize, usize); 4],
 }
 
 impl std::fmt::Debug for Region {
@@ -207,7 +213,7 @@ impl Region {
     pub fn open(name: &str, size: u64, options: &OpenOptions) -> Result<Region> {
         validate_size(size)?;
         let location = Location::new(name, options.directory.as_deref())?;
-        let header = Header::new(size);
+        let header = Header::new(size, options.holders);
         // Each pass either returns or saw the object destroyed under it; give up after many.
         for _ in 0..1000 {
             let (file, created) = open_or_create(&location, options)?;
@@ -252,6 +258,10 @@ impl Region {
             (HEADER_LEN, header.words()),
             (header.l1_offset() as usize, header.l1_words()),
             (header.l2_offset() as usize, header.l2_words()),
+            (
+                header.holders_offset() as usize,
+                (header.holders_len() / 8) as usize,
+            ),
         ];
         Region {
             map,
@@ -272,6 +282,16 @@ impl Region {
         (self.section(1), self.section(2))
     }
 
+    /// Whether the region records who holds each number.
+    pub fn tracks_holders(&self) -> bool {
+        self.header.holders
+    }
+
+    /// The holder records, one per number (see [`crate::Holder`]), if the region keeps them.
+    pub fn holders(&self) -> Option<&[AtomicU64]> {
+        self.header.holders.then(|| self.section(3))
+    }
+
     /// The shared cursor of the cyclic policy (header offset 120).
     pub fn cursor(&self) -> &AtomicU64 {
         // SAFETY: inside the header, 8-byte aligned, accessed only atomically.
@@ -285,6 +305,7 @@ impl Region {
             self.section(0),
             self.section(1),
             self.section(2),
+            self.holders(),
             self.capacity(),
             max,
         )

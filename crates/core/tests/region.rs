@@ -260,3 +260,52 @@ fn batches_are_all_or_nothing_for_every_policy() {
         assert_eq!(bitmap.try_allocate_many(100).unwrap().len(), 100);
     }
 }
+
+#[test]
+fn a_full_region_reclaims_dead_holders_before_giving_up() {
+    use numballoc_core::Holder;
+    let name = Scratch::new("reclaimfull");
+    let region = Arc::new(Region::open(&name.0, 8, &OpenOptions::default()).unwrap());
+    assert!(region.tracks_holders());
+    let mut bitmap = ConcurrentBitmap::new(region.clone(), 0);
+    let taken: Vec<u64> = (0..64).map(|_| bitmap.allocate().unwrap()).collect();
+    // Pretend a dead process holds 10 of them (its pid was reused: another start time).
+    let me = Holder::current();
+    let holders = region.holders().unwrap();
+    for &n in &taken[..10] {
+        holders[n as usize].store(
+            Holder::new(me.pid(), me.start_ticks() + 7).0,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+    bitmap.set_reclaim_when_full(false);
+    assert!(matches!(bitmap.allocate(), Err(Error::NoFreeNumber)));
+    bitmap.set_reclaim_when_full(true);
+    let n = bitmap.allocate().unwrap();
+    assert!(taken[..10].contains(&n));
+    assert_eq!(
+        bitmap.count(),
+        55,
+        "nine reclaimed numbers free, one taken again"
+    );
+    assert_eq!(bitmap.holder_of(n).unwrap(), Some(me));
+}
+
+#[test]
+fn regions_without_holders_work_and_reclaim_nothing() {
+    let name = Scratch::new("noholders");
+    let options = OpenOptions {
+        holders: false,
+        ..OpenOptions::default()
+    };
+    let region = Arc::new(Region::open(&name.0, 8, &options).unwrap());
+    assert!(!region.tracks_holders());
+    // Opening it again with holders on keeps the region's choice.
+    let again = Region::open(&name.0, 8, &OpenOptions::default()).unwrap();
+    assert!(!again.tracks_holders());
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    let n = bitmap.allocate().unwrap();
+    assert_eq!(bitmap.holder_of(n).unwrap(), None);
+    assert_eq!(bitmap.reclaim(), 0);
+    bitmap.free(n).unwrap();
+}

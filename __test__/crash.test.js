@@ -1,0 +1,116 @@
+'use strict'
+// Numbers held by dead processes come back: processes killed with SIGKILL, real shared memory.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { ConcurrentBitmap } = require('..')
+const { scratchName, forkFixture, waitFor } = require('./helpers')
+
+/** Forks an agent that allocates `count` numbers and reports them; resolves once it has. */
+async function holderOf(name, capacity, count) {
+  const child = forkFixture('agent.js', [name, capacity, 'any'])
+  await waitFor(child, (m) => m === 'ready')
+  const reply = waitFor(child, (m) => m.id === 0)
+  child.send({ id: 0, method: 'allocate', times: count })
+  return { child, numbers: (await reply).results }
+}
+
+function kill9(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal))
+    child.kill('SIGKILL')
+  })
+}
+
+test('a process killed with SIGKILL holding 100 numbers: reclaim() gives back exactly those', async (t) => {
+  const name = scratchName(t, 'kill')
+  const own = ConcurrentBitmap.open(name, { capacity: 1000 })
+  t.after(() => own.close())
+  const mine = own.allocateMany(5)
+  const { child, numbers } = await holderOf(name, 1000, 100)
+  assert.equal(numbers.length, 100)
+  assert.deepEqual(own.holderOf(numbers[0]), { pid: child.pid })
+  assert.deepEqual(own.holderOf(mine[0]), { pid: process.pid })
+  assert.equal(await kill9(child), 'SIGKILL')
+  assert.equal(own.count(), 105, 'a killed process keeps its numbers until reclaimed')
+  assert.equal(own.reclaim(), 100)
+  assert.equal(own.count(), 5, 'only the live holder keeps its numbers')
+  for (const n of numbers) assert.equal(own.holderOf(n), null)
+  for (const n of mine) assert.equal(own.isAllocated(n), true)
+  assert.equal(own.reclaim(), 0)
+})
+
+test('a full region reclaims dead holders before reporting ERR_NO_FREE_NUMBER (unless told not to)', async (t) => {
+  const name = scratchName(t, 'full')
+  const { child, numbers } = await holderOf(name, 50, 50)
+  assert.equal(numbers.length, 50)
+  await kill9(child)
+  const strict = ConcurrentBitmap.open(name, { capacity: 50, reclaimWhenFull: false })
+  t.after(() => strict.close())
+  assert.throws(() => strict.allocate(), { code: 'ERR_NO_FREE_NUMBER' })
+  const pool = ConcurrentBitmap.open(name, { capacity: 50 })
+  t.after(() => pool.close())
+  const n = pool.allocate()
+  assert.ok(numbers.includes(n))
+  assert.equal(pool.count(), 1, 'the other 49 came back free')
+})
+
+test('a region without holders keeps a killed process\'s numbers (and says so)', async (t) => {
+  const name = scratchName(t, 'noholders')
+  const own = ConcurrentBitmap.open(name, { capacity: 64, holders: false })
+  t.after(() => own.close())
+  const { child, numbers } = await holderOf(name, 64, 10)
+  assert.equal(own.holderOf(numbers[0]), null)
+  await kill9(child)
+  assert.equal(own.reclaim(), 0)
+  assert.equal(own.count(), 10)
+})
+
+test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live holders hold numbers, none twice', { timeout: 180_000 }, async (t) => {
+  const name = scratchName(t, 'torture')
+  const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
+  t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+  const capacity = 48 // 4 live workers hold up to 16; dead ones fill the rest, so reclaims run
+  const overlaps = []
+  const start = async () => {
+    const child = forkFixture('torture.js', [name, witnessDir, capacity])
+    child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
+    child.on('error', () => {})
+    await waitFor(child, (m) => m === 'ready')
+    child.send('go')
+    return child
+  }
+  const workers = await Promise.all([start(), start(), start(), start()])
+  t.after(() => workers.forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+  let kills = 0
+  while (kills < 110 && overlaps.length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 20))
+    const index = Math.floor(Math.random() * workers.length)
+    await kill9(workers[index])
+    kills++
+    workers[index] = await start()
+  }
+  const reports = await Promise.all(workers.map((child) => {
+    const reply = waitFor(child, (m) => m.holding !== undefined)
+    child.send('stop')
+    return reply
+  }))
+  for (const report of reports) overlaps.push(...report.overlaps)
+  assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
+  assert.equal(kills, 110)
+
+  const check = ConcurrentBitmap.open(name, { capacity })
+  t.after(() => check.close())
+  check.reclaim()
+  const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
+  assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
+  for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
+  assert.equal(new Set(live.map(({ n }) => n)).size, live.length)
+
+  await Promise.all(workers.map((child) => new Promise((resolve) => {
+    child.once('exit', resolve)
+    child.send('exit')
+  })))
+  assert.equal(check.count(), 0)
+})
