@@ -43,6 +43,13 @@ export interface RegionOptions {
    * memory (`/dev/shm/<name>` on Linux): for persistence, or containers sharing a volume.
    */
   directory?: string
+  /**
+   * Record which process holds each number (default `true`), so that numbers held by processes
+   * that died can be reclaimed (`reclaim()`, and automatically when the region is full). Costs
+   * 8 bytes per number. Fixed when the region is created: opening an existing region keeps its
+   * choice (see `SharedMemory.tracksHolders`).
+   */
+  holders?: boolean
 }
 
 /** A named region of shared memory, mapped into this process (Go's `SharedMemory`). */
@@ -52,6 +59,8 @@ export declare class SharedMemory {
   readonly name: string
   /** The bitmap size in bytes, as given to `loadShared` (Go's `Size()`); it holds `size * 8` numbers. */
   readonly size: number
+  /** Whether the region records which process holds each number (fixed at its creation). */
+  readonly tracksHolders: boolean
   /**
    * A snapshot copy of the bitmap as 32-bit blocks (Go's `Blocks()`): number `n` is allocated
    * when bit `n % 32` of block `Math.floor(n / 32)` is set. Changing the copy changes nothing.
@@ -118,6 +127,18 @@ export type Policy = 'any' | 'lowest' | 'cyclic'
 export interface ConcurrentBitmapOptions {
   /** Which free number `allocate()` hands out (default `'any'`). */
   policy?: Policy
+  /**
+   * When no number is free, first free the numbers of holders that died (as `reclaim()` does)
+   * and search again (default `true`; only in regions that record holders). A cluster whose
+   * workers crash keeps working without anyone calling `reclaim()`.
+   */
+  reclaimWhenFull?: boolean
+}
+
+/** The process holding a number. */
+export interface Holder {
+  /** Its process id. */
+  readonly pid: number
 }
 
 /** Options of `ConcurrentBitmap.open`. */
@@ -216,6 +237,21 @@ export declare class ConcurrentBitmap implements Allocator {
    *   `ERR_INVALID_ARG_TYPE`.
    */
   freeMany(numbers: ArrayLike<number>): void
+  /**
+   * Frees every number of the region whose holder process has died, and returns how many. A
+   * holder is dead when its pid is gone, is a zombie, or belongs to a newer process (another
+   * start time: PID reuse). Never frees a number of a live process, even one in the middle of
+   * allocating it. Several processes may reclaim at once: each number is freed once. Returns 0
+   * for regions without holders.
+   * @throws `ERR_REGION_CLOSED`.
+   */
+  reclaim(): number
+  /**
+   * The process holding `n` right now (also while it is being allocated), or `null` if none is
+   * or the region does not record holders.
+   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   */
+  holderOf(n: number): Holder | null
   /**
    * Whether `n` is allocated right now, by any process.
    * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.

@@ -228,3 +228,18 @@ test('bad arguments to ranges, blocks, batches and policies: typed errors, nothi
   assert.ok(bitmap.isAllocated(held))
   assert.deepEqual(bitmap.allocateMany(0), [])
 })
+
+test('bad holders / reclaimWhenFull options and holderOf arguments: typed errors', (t) => {
+  const name = scratchName(t, 'badholders')
+  for (const bad of ['yes', 1, null]) {
+    throwsCode(() => loadShared(name, 8, { holders: bad }), TypeError, 'ERR_INVALID_ARG_TYPE', `holders ${bad}`)
+    throwsCode(() => ConcurrentBitmap.open(name, { capacity: 8, reclaimWhenFull: bad }), TypeError, 'ERR_INVALID_ARG_TYPE', `reclaimWhenFull ${bad}`)
+  }
+  const bitmap = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => bitmap.close())
+  for (const bad of notNumbers) throwsCode(() => bitmap.holderOf(bad), TypeError, 'ERR_INVALID_ARG_TYPE', `holderOf(${typeof bad})`)
+  for (const bad of [-1, 64, 1.5, NaN]) throwsCode(() => bitmap.holderOf(bad), RangeError, 'ERR_OUT_OF_RANGE', `holderOf(${bad})`)
+  assert.equal(bitmap.holderOf(3), null)
+  bitmap.close()
+  throwsCode(() => bitmap.reclaim(), Error, 'ERR_REGION_CLOSED', 'reclaim after close')
+})

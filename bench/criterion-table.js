@@ -63,3 +63,12 @@ if (contention.every(([, one, two]) => one && two)) {
     console.log(`| ${impl === 'go' ? 'Go algorithm' : impl} | ${fmt(one)} | ${fmt(two)} | ${(one / two).toFixed(2)}× |`)
   }
 }
+
+const withHolders = medians.get('holders/with')
+const withoutHolders = medians.get('holders/without')
+if (withHolders && withoutHolders) {
+  console.log('\n| region (2^14 numbers, 50% fill) | pair | ratio |')
+  console.log('|---|---|---|')
+  console.log(`| without holder records | ${fmt(withoutHolders)} | 1.00 |`)
+  console.log(`| with holder records (default) | ${fmt(withHolders)} | ${(withHolders / withoutHolders).toFixed(2)} |`)
+}

@@ -4,6 +4,7 @@ import {
   ConcurrentBitmap,
   MAX_SIZE,
   NumballocErrorCode,
+  Holder,
   Policy,
   SharedMemory,
   destroyShared,
@@ -28,7 +29,12 @@ ids.freeBlock(block, 4)
 const many: number[] = ids.allocateMany(3)
 ids.freeMany(many)
 ids.freeMany(new Float64Array(0))
-const cyclic = new ConcurrentBitmap(mem, 100, { policy: 'cyclic' })
+const cyclic = new ConcurrentBitmap(mem, 100, { policy: 'cyclic', reclaimWhenFull: false })
+const tracked: boolean = mem.tracksHolders
+const reclaimed: number = ids.reclaim()
+const holder: Holder | null = ids.holderOf(0)
+const pid: number | undefined = holder?.pid
+const untracked = loadShared('typed-untracked', 8, { holders: false })
 const maybe = ids.tryAllocate()
 if (maybe !== null) {
   const id: number = maybe
@@ -42,3 +48,4 @@ const existed: boolean = destroyShared('typed-consumer')
 const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
 
 export { size, name, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }
+export { tracked, reclaimed, pid, untracked }

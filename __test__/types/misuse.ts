@@ -27,4 +27,8 @@ bitmap.allocateBlock('4') // rejected
 bitmap.freeMany(3) // rejected
 const m: string[] = bitmap.allocateMany(2) // rejected
 
-export { n, s, r, m }
+const p: number = bitmap.holderOf(1).pid // rejected
+loadShared('x', 8, { holders: 'yes' }) // rejected
+mem.tracksHolders = false // rejected
+
+export { n, s, r, m, p }

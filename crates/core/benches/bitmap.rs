@@ -7,6 +7,8 @@
 //!   empty region, the reference the summary levels are measured against.
 //! - `policy/<policy>/<fill>`: the pair by policy at 2^14 numbers; `dense-half` has numbers
 //!   0..2^13 allocated (the case `lowest` scans), `random-50%` half of them at random.
+//! - `holders/<with|without>`: the pair at 2^14, 50% fill, in a region with and without holder
+//!   records (the other groups use the default, with).
 //! - `contention/<impl>/<k>-threads`: k threads, each with its own handle on one region of 2^14
 //!   numbers (as k processes would have), doing allocate + free pairs; time per pair, combined.
 //!   The Go algorithm's handles all start searching at block 0.
@@ -56,9 +58,17 @@ struct BenchRegion {
 
 impl BenchRegion {
     fn new(tag: &str, capacity: u64) -> BenchRegion {
+        BenchRegion::with_holders(tag, capacity, true)
+    }
+
+    fn with_holders(tag: &str, capacity: u64, holders: bool) -> BenchRegion {
         let name = format!("numballoc-bench-{tag}-{}", std::process::id());
         let _ = destroy(&name, None);
-        let region = Arc::new(Region::open(&name, capacity / 8, &OpenOptions::default()).unwrap());
+        let options = OpenOptions {
+            holders,
+            ..OpenOptions::default()
+        };
+        let region = Arc::new(Region::open(&name, capacity / 8, &options).unwrap());
         BenchRegion { name, region }
     }
 
@@ -226,6 +236,27 @@ fn policies_blocks_batches(c: &mut Criterion) {
     group.finish();
 }
 
+fn holders(c: &mut Criterion) {
+    let mut group = c.benchmark_group("holders");
+    group.warm_up_time(Duration::from_millis(200));
+    group.measurement_time(Duration::from_millis(600));
+    group.sample_size(20);
+    let capacity = 1u64 << 14;
+    let set = filled(capacity, 50);
+    for (label, holders) in [("with", true), ("without", false)] {
+        let region = BenchRegion::with_holders(label, capacity, holders);
+        region.fill(&set);
+        let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let n = bitmap.allocate().unwrap();
+                bitmap.free(black_box(n)).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Runs `per_thread(iterations)` on `threads` threads at once; the wall time for all.
 fn concurrently(threads: u64, iterations: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
     let start = std::time::Instant::now();
@@ -275,5 +306,12 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pair, one_free, policies_blocks_batches, contention);
+criterion_group!(
+    benches,
+    pair,
+    one_free,
+    policies_blocks_batches,
+    holders,
+    contention
+);
 criterion_main!(benches);
