@@ -22,8 +22,12 @@ export declare function bitmapAllocateInRange(bitmapId: HandleId, first: number,
 /** Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free. */
 export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array): boolean
 
-/** Closes an allocator handle; idempotent. With `closeRegion`, closes its region too. */
-export declare function bitmapClose(bitmapId: HandleId, closeRegion: boolean): void
+/**
+ * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
+ * still holds (that nobody took from it: with holders, those whose record still names this
+ * process). With `closeRegion`, closes its region too.
+ */
+export declare function bitmapClose(bitmapId: HandleId, closeRegion: boolean, release: boolean): void
 
 /** How many numbers are in use. */
 export declare function bitmapCount(bitmapId: HandleId): number

@@ -12,6 +12,7 @@
  * - `ERR_SIZE_MISMATCH`: the region exists with another size.
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
+ * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
  * - System errors keep their usual code (`ENOENT`, `EACCES`, `ENOSPC`, ...) with `syscall`,
  *   `errno` and `path`, as Node's own `fs` errors do.
  * @packageDocumentation
@@ -28,6 +29,7 @@ export type NumballocErrorCode =
   | 'ERR_SIZE_MISMATCH'
   | 'ERR_INCOMPATIBLE_REGION'
   | 'ERR_REGION_CLOSED'
+  | 'ERR_LEASE_RELEASED'
 
 /** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
 export declare const MAX_SIZE: number
@@ -133,6 +135,37 @@ export interface ConcurrentBitmapOptions {
    * workers crash keeps working without anyone calling `reclaim()`.
    */
   reclaimWhenFull?: boolean
+  /**
+   * When this process exits normally, give back every number this allocator still holds, as
+   * `close({ release: true })` does (default `false`). A process that is killed cannot; its
+   * numbers come back through `reclaim()`.
+   */
+  releaseOnExit?: boolean
+}
+
+/**
+ * A number held until released. Implements `Symbol.dispose`, so in TypeScript 5.2+
+ * `using port = pool.acquire()` releases it when the scope ends.
+ */
+export declare class Lease implements Disposable {
+  private constructor()
+  /** The number held. */
+  readonly value: number
+  /** Whether `release()` (or disposal) has given it back. */
+  readonly released: boolean
+  /**
+   * Gives the number back.
+   * @throws `ERR_LEASE_RELEASED` if it was released already (never a double free).
+   */
+  release(): void
+  /** Releases the number if it is not released yet (so `using` after `release()` is fine). */
+  [Symbol.dispose](): void
+}
+
+/** Options of `ConcurrentBitmap.close`. */
+export interface CloseOptions {
+  /** First give back every number this allocator still holds (default `false`). */
+  release?: boolean
 }
 
 /** The process holding a number. */
@@ -188,6 +221,17 @@ export declare class ConcurrentBitmap implements Allocator {
   allocate(): number
   /** As `allocate()`, but returns `null` instead of throwing when every number is in use. */
   tryAllocate(): number | null
+  /**
+   * Allocates a number as a `Lease`, released by `lease.release()` or at the end of a
+   * `using` scope.
+   * @throws as `allocate()`.
+   * @example
+   * {
+   *   using port = pool.acquire()
+   *   server.listen(8000 + port.value)
+   * } // released here
+   */
+  acquire(): Lease
   /**
    * Gives a number back so another holder can get it.
    * @throws `ERR_NOT_ALLOCATED` if it is not allocated (a double free: nothing changes);
@@ -259,6 +303,10 @@ export declare class ConcurrentBitmap implements Allocator {
   isAllocated(n: number): boolean
   /** How many numbers below `max` are in use, by all processes: a snapshot that reads the whole bitmap. */
   count(): number
-  /** Stops using the allocator (and its region, if it came from `open`). Idempotent. Numbers it holds stay allocated. */
-  close(): void
+  /**
+   * Stops using the allocator (and its region, if it came from `open`). Idempotent. The numbers
+   * it holds stay allocated, unless `release: true` gives back every number this allocator
+   * allocated and still holds.
+   */
+  close(options?: CloseOptions): void
 }

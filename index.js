@@ -133,6 +133,59 @@ function noFreeNumber() {
   return codedError(Error, 'ERR_NO_FREE_NUMBER', 'could not allocate a free number')
 }
 
+/** A number held until released: `using port = pool.acquire()` releases it at scope exit. */
+class Lease {
+  #value
+  #free
+  #released = false
+
+  constructor(token, value, free) {
+    if (token !== constructing) {
+      throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use ConcurrentBitmap.acquire() to get a Lease')
+    }
+    this.#value = value
+    this.#free = free
+  }
+
+  get value() {
+    return this.#value
+  }
+
+  get released() {
+    return this.#released
+  }
+
+  release() {
+    if (this.#released) {
+      throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
+    }
+    this.#released = true
+    this.#free(this.#value)
+  }
+
+  [Symbol.dispose]() {
+    if (!this.#released) this.release()
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'Lease'
+  }
+}
+
+// Allocators opened with releaseOnExit, closed with { release: true } when the process exits.
+const releasedAtExit = new Set()
+let exitHookInstalled = false
+
+function releaseAtExit(bitmap) {
+  releasedAtExit.add(bitmap)
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.once('exit', () => {
+      for (const each of releasedAtExit) each.close({ release: true })
+    })
+  }
+}
+
 const POLICIES = ['any', 'lowest', 'cyclic']
 
 function checkPolicy(options) {
@@ -160,25 +213,27 @@ class ConcurrentBitmap {
   constructor(mem, max = 0, options) {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
-    const { reclaimWhenFull = true } = checkOptions(options)
+    const { reclaimWhenFull = true, releaseOnExit = false } = checkOptions(options)
     checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
+    checkBoolean('options.releaseOnExit', releaseOnExit)
     this.#policy = checkPolicy(checkOptions(options))
     this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy, reclaimWhenFull)
     handles.register(this, this.#handle)
     ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
     this.#max = native.bitmapMax(this.#handle)
+    if (releaseOnExit) releaseAtExit(this)
   }
 
   static open(name, options) {
     checkString('name', name)
-    const { capacity, policy, reclaimWhenFull, ...rest } = checkOptions(options)
+    const { capacity, policy, reclaimWhenFull, releaseOnExit, ...rest } = checkOptions(options)
     if (capacity === undefined) throw invalidType('options.capacity', 'of type number', capacity)
     checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
     checkPolicy({ policy })
     if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
     const mem = loadShared(name, Math.ceil(capacity / 8), rest)
     try {
-      const bitmap = new ConcurrentBitmap(mem, capacity, { policy, reclaimWhenFull })
+      const bitmap = new ConcurrentBitmap(mem, capacity, { policy, reclaimWhenFull, releaseOnExit })
       bitmap.#ownsMemory = true
       return bitmap
     } catch (error) {
@@ -199,6 +254,10 @@ class ConcurrentBitmap {
     const n = this.#allocate()
     if (n < 0) throw noFreeNumber()
     return n
+  }
+
+  acquire() {
+    return new Lease(constructing, this.allocate(), (n) => this.free(n))
   }
 
   tryAllocate() {
@@ -288,8 +347,11 @@ class ConcurrentBitmap {
     return native.bitmapCount(this.#handle)
   }
 
-  close() {
-    native.bitmapClose(this.#handle, this.#ownsMemory)
+  close(options) {
+    const { release = false } = checkOptions(options)
+    checkBoolean('options.release', release)
+    releasedAtExit.delete(this)
+    native.bitmapClose(this.#handle, this.#ownsMemory, release)
   }
 
   get [Symbol.toStringTag]() {
@@ -297,4 +359,4 @@ class ConcurrentBitmap {
   }
 }
 
-module.exports = { loadShared, destroyShared, SharedMemory, ConcurrentBitmap, MAX_SIZE }
+module.exports = { loadShared, destroyShared, SharedMemory, ConcurrentBitmap, Lease, MAX_SIZE }

@@ -9,7 +9,7 @@ const path = require('node:path')
 
 const root = path.join(__dirname, '..')
 const tsc = require.resolve('typescript/bin/tsc', { paths: [root] })
-const compilerFlags = ['--noEmit', '--strict', '--target', 'ES2022', '--module', 'commonjs', '--types', 'node']
+const compilerFlags = ['--noEmit', '--strict', '--target', 'ES2022', '--lib', 'ES2022,ESNext.Disposable', '--module', 'commonjs', '--types', 'node']
 
 function compile(file) {
   const result = spawnSync(process.execPath, [tsc, ...compilerFlags, path.join(__dirname, 'types', file)], { cwd: root, encoding: 'utf8' })

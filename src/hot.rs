@@ -104,11 +104,14 @@ unsafe extern "C" fn bitmap_allocate(
     let env = Env::from_raw(raw_env);
     let mut value = null_mut();
     match slot.live(&env).map(ConcurrentBitmap::try_allocate) {
-        // Numbers below 2^31 become V8 small integers, which cost no heap allocation.
-        Ok(Some(n)) => match i32::try_from(n) {
-            Ok(small) => sys::napi_create_int32(raw_env, small, &mut value),
-            Err(_) => sys::napi_create_double(raw_env, n as f64, &mut value),
-        },
+        Ok(Some(n)) => {
+            slot.held.insert(n);
+            // Numbers below 2^31 become V8 small integers, which cost no heap allocation.
+            match i32::try_from(n) {
+                Ok(small) => sys::napi_create_int32(raw_env, small, &mut value),
+                Err(_) => sys::napi_create_double(raw_env, n as f64, &mut value),
+            }
+        }
         Ok(None) => sys::napi_create_int32(raw_env, -1, &mut value),
         Err(_) => return null_mut(), // the JS exception is pending
     };
@@ -132,7 +135,9 @@ unsafe extern "C" fn bitmap_free(
                 numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
             ));
         }
-        bitmap.free(to_u64(n)).map_err(|e| to_js(&env, e))
+        bitmap.free(to_u64(n)).map_err(|e| to_js(&env, e))?;
+        slot.held.remove(to_u64(n));
+        Ok(())
     });
     null_mut()
 }

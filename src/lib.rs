@@ -11,6 +11,7 @@
 //! (`handles`): a wrong id is an error, never a wild pointer, without a type-tag check.
 
 mod handles;
+mod held;
 mod hot;
 
 use std::cell::{Cell, RefCell};
@@ -55,6 +56,8 @@ pub struct BitmapSlot {
     bitmap: ConcurrentBitmap,
     memory: Rc<RegionSlot>,
     closed: Cell<bool>,
+    /// What this handle holds, for `close({ release: true })`.
+    held: held::Held,
 }
 
 impl BitmapSlot {
@@ -246,8 +249,10 @@ pub fn bitmap_new(
     let region = memory.region(&env)?;
     let mut bitmap = ConcurrentBitmap::with_policy(region, to_u64(max), policy);
     bitmap.set_reclaim_when_full(reclaim_when_full);
+    let held = held::Held::new(bitmap.max());
     Ok(handles::insert(Handle::Bitmap(Rc::new(BitmapSlot {
         bitmap,
+        held,
         memory,
         closed: Cell::new(false),
     }))))
@@ -287,6 +292,7 @@ pub fn bitmap_allocate_in_range(
         .live(&env)?
         .try_allocate_in(to_u64(first), to_u64(last))
         .map_err(|e| to_js(&env, e))?;
+    found.inspect(|&n| slot.held.insert(n));
     Ok(found.map_or(-1.0, |n| n as f64))
 }
 
@@ -298,6 +304,7 @@ pub fn bitmap_allocate_block(env: Env, bitmap_id: HandleId, count: f64, align: f
         .live(&env)?
         .try_allocate_block(to_u64(count), to_u64(align))
         .map_err(|e| to_js(&env, e))?;
+    found.inspect(|&first| slot.held.insert_run(first, to_u64(count)));
     Ok(found.map_or(-1.0, |n| n as f64))
 }
 
@@ -307,7 +314,9 @@ pub fn bitmap_free_block(env: Env, bitmap_id: HandleId, first: f64, count: f64) 
     let slot = bitmap(&env, bitmap_id)?;
     slot.live(&env)?
         .free_block(to_u64(first), to_u64(count))
-        .map_err(|e| to_js(&env, e))
+        .map_err(|e| to_js(&env, e))?;
+    slot.held.remove_run(to_u64(first), to_u64(count));
+    Ok(())
 }
 
 /// Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free.
@@ -323,8 +332,9 @@ pub fn bitmap_allocate_many(
     let Some(numbers) = slot.live(&env)?.try_allocate_many(out.len()) else {
         return Ok(false);
     };
-    for (slot, n) in out.iter_mut().zip(numbers) {
-        *slot = n as f64;
+    for (out, n) in out.iter_mut().zip(numbers) {
+        slot.held.insert(n);
+        *out = n as f64;
     }
     Ok(true)
 }
@@ -336,7 +346,9 @@ pub fn bitmap_free_many(env: Env, bitmap_id: HandleId, numbers: Float64ArraySlic
     let numbers: Vec<u64> = numbers.iter().map(|&n| to_u64(n)).collect();
     slot.live(&env)?
         .free_many(&numbers)
-        .map_err(|e| to_js(&env, e))
+        .map_err(|e| to_js(&env, e))?;
+    numbers.iter().for_each(|&n| slot.held.remove(n));
+    Ok(())
 }
 
 /// Frees every number whose holder is dead; returns how many.
@@ -357,10 +369,34 @@ pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
     Ok(holder.map_or(-1.0, |h| h.pid() as f64))
 }
 
-/// Closes an allocator handle; idempotent. With `closeRegion`, closes its region too.
+/// Closes an allocator handle; idempotent. With `release`, first frees every number this handle
+/// still holds (that nobody took from it: with holders, those whose record still names this
+/// process). With `closeRegion`, closes its region too.
 #[napi]
-pub fn bitmap_close(env: Env, bitmap_id: HandleId, close_region: bool) -> Result<()> {
+pub fn bitmap_close(
+    env: Env,
+    bitmap_id: HandleId,
+    close_region: bool,
+    release: bool,
+) -> Result<()> {
     let slot = bitmap(&env, bitmap_id)?;
+    if release && !slot.closed.get() && slot.memory.is_open() {
+        let me = numballoc_core::Holder::current();
+        let mine: Vec<u64> = slot
+            .held
+            .take_all()
+            .into_iter()
+            .filter(|&n| match slot.bitmap.holder_of(n) {
+                Ok(Some(holder)) => holder == me,
+                Ok(None) => {
+                    !slot.bitmap.region().tracks_holders()
+                        && slot.bitmap.is_allocated(n).unwrap_or(false)
+                }
+                Err(_) => false,
+            })
+            .collect();
+        slot.bitmap.free_many(&mine).map_err(|e| to_js(&env, e))?;
+    }
     slot.closed.set(true);
     if close_region {
         slot.memory.close();

@@ -5,6 +5,7 @@ import {
   MAX_SIZE,
   NumballocErrorCode,
   Holder,
+  Lease,
   Policy,
   SharedMemory,
   destroyShared,
@@ -35,6 +36,15 @@ const reclaimed: number = ids.reclaim()
 const holder: Holder | null = ids.holderOf(0)
 const pid: number | undefined = holder?.pid
 const untracked = loadShared('typed-untracked', 8, { holders: false })
+const lease: Lease = ids.acquire()
+const leased: number = lease.value
+lease.release()
+function scoped(pool: ConcurrentBitmap): number {
+  using port = pool.acquire()
+  return port.value
+}
+ids.close({ release: true })
+const onExit = ConcurrentBitmap.open('typed-exit', { capacity: 8, releaseOnExit: true })
 const maybe = ids.tryAllocate()
 if (maybe !== null) {
   const id: number = maybe
@@ -48,4 +58,4 @@ const existed: boolean = destroyShared('typed-consumer')
 const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
 
 export { size, name, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }
-export { tracked, reclaimed, pid, untracked }
+export { tracked, reclaimed, pid, untracked, leased, scoped, onExit }

@@ -31,4 +31,9 @@ const p: number = bitmap.holderOf(1).pid // rejected
 loadShared('x', 8, { holders: 'yes' }) // rejected
 mem.tracksHolders = false // rejected
 
-export { n, s, r, m, p }
+const lease = bitmap.acquire()
+lease.value = 3 // rejected
+const v: string = lease.value // rejected
+bitmap.close({ release: 'yes' }) // rejected
+
+export { n, s, r, m, p, v }

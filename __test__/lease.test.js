@@ -1,0 +1,86 @@
+'use strict'
+// Leases (acquire, release, Symbol.dispose, `using`), close({ release: true }), releaseOnExit.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { ConcurrentBitmap, Lease } = require('..')
+const { scratchName, collect, forkFixture } = require('./helpers')
+
+const root = path.join(__dirname, '..')
+
+test('a lease releases once; releasing twice is ERR_LEASE_RELEASED, not a double free', (t) => {
+  const pool = ConcurrentBitmap.open(scratchName(t, 'lease'), { capacity: 8 })
+  t.after(() => pool.close())
+  const lease = pool.acquire()
+  assert.ok(lease instanceof Lease)
+  assert.equal(pool.isAllocated(lease.value), true)
+  assert.equal(lease.released, false)
+  lease.release()
+  assert.equal(lease.released, true)
+  assert.equal(pool.count(), 0)
+  const other = pool.acquire() // may reuse the same number: a second release must not free it
+  assert.throws(() => lease.release(), { code: 'ERR_LEASE_RELEASED' })
+  assert.equal(pool.isAllocated(other.value), true)
+  lease[Symbol.dispose]() // after release(): nothing happens
+  assert.equal(pool.count(), 1)
+  other[Symbol.dispose]()
+  assert.equal(pool.count(), 0)
+  assert.throws(() => new Lease(), { code: 'ERR_ILLEGAL_CONSTRUCTOR' })
+  while (pool.tryAllocate() !== null);
+  assert.throws(() => pool.acquire(), { code: 'ERR_NO_FREE_NUMBER' })
+})
+
+test('`using port = pool.acquire()` (TypeScript 5.2+) releases at scope exit', (t) => {
+  const name = scratchName(t, 'using')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-using-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  fs.writeFileSync(path.join(dir, 'using.ts'), `
+    import { ConcurrentBitmap } from ${JSON.stringify(root)}
+    const pool = ConcurrentBitmap.open(${JSON.stringify(name)}, { capacity: 8 })
+    function serve(): number {
+      using port = pool.acquire()
+      if (pool.count() !== 1) throw new Error('not held inside the scope')
+      return port.value
+    }
+    const value = serve()
+    console.log(JSON.stringify({ value, after: pool.count(), held: pool.isAllocated(value) }))
+    pool.close()
+  `)
+  const tsc = require.resolve('typescript/bin/tsc', { paths: [root] })
+  execFileSync(process.execPath, [tsc, '--strict', '--target', 'ES2022', '--lib', 'ES2022,ESNext.Disposable', '--module', 'commonjs', '--types', 'node', '--typeRoots', path.join(root, 'node_modules', '@types'), '--outDir', dir, path.join(dir, 'using.ts')], { cwd: root, stdio: 'inherit' })
+  const out = JSON.parse(execFileSync(process.execPath, [path.join(dir, 'using.js')], { encoding: 'utf8' }))
+  assert.deepEqual(out, { value: out.value, after: 0, held: false })
+})
+
+test('close({ release: true }) gives back what this allocator holds, and only that', (t) => {
+  const name = scratchName(t, 'closerelease')
+  const a = ConcurrentBitmap.open(name, { capacity: 256 })
+  const b = ConcurrentBitmap.open(name, { capacity: 256 })
+  t.after(() => b.close())
+  const mine = [a.allocate(), a.allocateInRange(200, 210), ...a.allocateMany(5)]
+  const block = a.allocateBlock(8, 8)
+  a.free(mine.pop())
+  const theirs = [b.allocate(), ...b.allocateMany(3)]
+  assert.equal(b.count(), mine.length + 8 + theirs.length)
+  a.close({ release: true })
+  assert.equal(b.count(), theirs.length)
+  for (const n of theirs) assert.equal(b.isAllocated(n), true)
+  for (const n of [...mine, block]) assert.equal(b.isAllocated(n), false)
+  assert.throws(() => a.close({ release: 'yes' }), { code: 'ERR_INVALID_ARG_TYPE' })
+})
+
+test('releaseOnExit: a process that exits normally gives its numbers back, no reclaim needed', async (t) => {
+  for (const releaseOnExit of [true, false]) {
+    const name = scratchName(t, `exit${releaseOnExit}`)
+    const check = ConcurrentBitmap.open(name, { capacity: 64, holders: false })
+    t.after(() => check.close())
+    const [{ numbers }] = await collect(forkFixture('exit.js', [name, releaseOnExit]))
+    assert.equal(numbers.length, 10)
+    // Without holder records nothing could be reclaimed: only the exit hook gives them back.
+    assert.equal(check.reclaim(), 0)
+    assert.equal(check.count(), releaseOnExit ? 0 : 10, `releaseOnExit: ${releaseOnExit}`)
+  }
+})

@@ -1,0 +1,62 @@
+//! The numbers one allocator handle holds, so that `close({ release: true })` can give them back.
+//!
+//! A plain bitmap in this process's memory, one bit per number below the allocator's `max`:
+//! only this handle (on this JS thread) writes it, so no atomics; keeping it costs a load and a
+//! store per allocate or free.
+
+use std::cell::Cell;
+
+pub struct Held {
+    words: Box<[Cell<u64>]>,
+}
+
+impl Held {
+    pub fn new(max: u64) -> Held {
+        Held {
+            words: (0..max.div_ceil(64)).map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    fn update(&self, n: u64, set: bool) {
+        if let Some(word) = self.words.get((n / 64) as usize) {
+            let bit = 1u64 << (n % 64);
+            word.set(if set {
+                word.get() | bit
+            } else {
+                word.get() & !bit
+            });
+        }
+    }
+
+    #[inline]
+    pub fn insert(&self, n: u64) {
+        self.update(n, true);
+    }
+
+    #[inline]
+    pub fn remove(&self, n: u64) {
+        self.update(n, false);
+    }
+
+    pub fn insert_run(&self, first: u64, count: u64) {
+        (first..first + count).for_each(|n| self.insert(n));
+    }
+
+    pub fn remove_run(&self, first: u64, count: u64) {
+        (first..first + count).for_each(|n| self.remove(n));
+    }
+
+    /// Every number held, and forgets them.
+    pub fn take_all(&self) -> Vec<u64> {
+        let mut numbers = Vec::new();
+        for (w, word) in self.words.iter().enumerate() {
+            let mut bits = word.replace(0);
+            while bits != 0 {
+                numbers.push(w as u64 * 64 + bits.trailing_zeros() as u64);
+                bits &= bits - 1;
+            }
+        }
+        numbers
+    }
+}
