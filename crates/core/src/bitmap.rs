@@ -110,11 +110,26 @@ impl<'a> Bits<'a> {
     /// A view of the numbers `0..max` of a bitmap of `capacity` numbers with its summaries.
     /// `words`, `l1` and `l2` must have the lengths [`crate::header::Header`] gives them.
     /// `holders`, if given, has one record per number of the capacity.
+    #[inline]
     pub fn new(
         words: &'a [AtomicU64],
         l1: &'a [AtomicU64],
         l2: &'a [AtomicU64],
         holders: Option<&'a [AtomicU64]>,
+        capacity: u64,
+        max: u64,
+    ) -> Bits<'a> {
+        Bits::with_holder(words, l1, l2, holders, Holder::current(), capacity, max)
+    }
+
+    /// As [`Bits::new`], writing `me` into the holder records it claims.
+    #[inline]
+    pub fn with_holder(
+        words: &'a [AtomicU64],
+        l1: &'a [AtomicU64],
+        l2: &'a [AtomicU64],
+        holders: Option<&'a [AtomicU64]>,
+        me: Holder,
         capacity: u64,
         max: u64,
     ) -> Bits<'a> {
@@ -130,7 +145,7 @@ impl<'a> Bits<'a> {
             l1,
             l2,
             holders,
-            me: Holder::current().0,
+            me: me.0,
             capacity,
             max,
             searched: max.div_ceil(64) as usize,
@@ -711,8 +726,10 @@ pub enum Policy {
 ///
 /// Every process (or thread) that builds one over the same region shares the numbers: a number
 /// is held by at most one caller between its `allocate` and its `free`.
-#[derive(Debug)]
 pub struct ConcurrentBitmap {
+    /// The view of `region` every call uses, built once. Its `'static` stands for "as long as
+    /// `region`", which this struct owns: the mapping does not move or go away before it.
+    view: Bits<'static>,
     region: Arc<Region>,
     max: u64,
     policy: Policy,
@@ -738,7 +755,11 @@ impl ConcurrentBitmap {
             max.min(region.capacity())
         };
         let hint = initial_hint(max.div_ceil(64) as usize);
+        // SAFETY: the view borrows the mapping owned by `region`, which is stored beside it and
+        // outlives every use: `bits()` hands it out only for as long as `&self` lives.
+        let view = unsafe { std::mem::transmute::<Bits<'_>, Bits<'static>>(region.bits(max)) };
         ConcurrentBitmap {
+            view,
             region,
             max,
             policy,
@@ -756,6 +777,7 @@ impl ConcurrentBitmap {
 
     /// Runs `attempt`; if it finds nothing and dead holders' numbers can be reclaimed, reclaims
     /// them and runs it once more.
+    #[cold]
     fn or_reclaim<T>(&self, attempt: impl Fn() -> Option<T>) -> Option<T> {
         attempt().or_else(|| {
             let retry =
@@ -791,13 +813,16 @@ impl ConcurrentBitmap {
 
     #[inline]
     fn bits(&self) -> Bits<'_> {
-        self.region.bits(self.max)
+        self.view
     }
 
     /// Claims a free number by the allocator's policy, or `None` when all are in use.
     #[inline]
     pub fn try_allocate(&self) -> Option<u64> {
-        self.or_reclaim(|| self.allocate_once())
+        match self.allocate_once() {
+            Some(n) => Some(n),
+            None => self.or_reclaim(|| self.allocate_once()),
+        }
     }
 
     #[inline]
@@ -907,6 +932,16 @@ impl ConcurrentBitmap {
     /// How many numbers are in use: a snapshot that reads the whole bitmap.
     pub fn count(&self) -> u64 {
         self.bits().count()
+    }
+}
+
+impl std::fmt::Debug for ConcurrentBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConcurrentBitmap")
+            .field("region", &self.region)
+            .field("max", &self.max)
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 

@@ -191,6 +191,8 @@ pub struct Region {
     /// The sections' (offset, words), computed once: `bits()` is on every allocation's path.
     /// Bitmap, summary level 1, summary level 2, holder records (0 words without).
     sections: [(usize, usize); 4],
+    /// This process as a holder, read once.
+    me: crate::Holder,
 }
 
 impl std::fmt::Debug for Region {
@@ -268,6 +270,7 @@ impl Region {
             name: name.to_owned(),
             header,
             sections,
+            me: crate::Holder::current(),
         }
     }
 
@@ -301,11 +304,12 @@ impl Region {
     /// Capacity, bitmap and summaries, ready for the allocator.
     #[inline]
     pub fn bits(&self, max: u64) -> crate::Bits<'_> {
-        crate::Bits::new(
+        crate::Bits::with_holder(
             self.section(0),
             self.section(1),
             self.section(2),
             self.holders(),
+            self.me,
             self.capacity(),
             max,
         )
