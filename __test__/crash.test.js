@@ -114,3 +114,27 @@ test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live 
   })))
   assert.equal(check.count(), 0)
 })
+
+test('4 processes reclaiming at the same instant free each dead holder\'s number exactly once', async (t) => {
+  const name = scratchName(t, 'reclaimrace')
+  const { child } = await holderOf(name, 4096, 1000)
+  await kill9(child)
+  const agents = []
+  for (let i = 0; i < 4; i++) {
+    const agent = forkFixture('agent.js', [name, 4096, 'any'])
+    t.after(() => agent.connected && agent.send({ method: 'exit' }))
+    await waitFor(agent, (m) => m === 'ready')
+    agents.push(agent)
+  }
+  const startAt = Date.now() + 50
+  const replies = agents.map((agent, id) => {
+    const reply = waitFor(agent, (m) => m.id === id)
+    agent.send({ id, method: 'reclaim', startAt })
+    return reply
+  })
+  const freed = (await Promise.all(replies)).map((r) => r.results[0])
+  assert.equal(freed.reduce((a, b) => a + b, 0), 1000, `each reclaimer freed ${freed.join(', ')}`)
+  const check = ConcurrentBitmap.open(name, { capacity: 4096 })
+  t.after(() => check.close())
+  assert.equal(check.count(), 0)
+})
