@@ -15,13 +15,21 @@
 //! # Ok::<(), numballoc_core::Error>(())
 //! ```
 
+// Under `--cfg loom` only the algorithm is built: loom's atomics cannot live in a mapping.
+#[cfg(not(loom))]
 mod bitmap;
+mod bits;
 mod error;
 pub mod header;
 mod holder;
+#[cfg(not(loom))]
 mod region;
+mod sync;
 
-pub use bitmap::{Allocator, Bits, ConcurrentBitmap, Policy};
+#[cfg(not(loom))]
+pub use bitmap::{Allocator, ConcurrentBitmap, Policy};
+pub use bits::Bits;
 pub use error::{Error, Result};
 pub use holder::Holder;
+#[cfg(not(loom))]
 pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};
