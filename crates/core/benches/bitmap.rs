@@ -22,7 +22,8 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Policy, Region};
 
 use go_baseline::GoBitmap;
@@ -101,11 +102,17 @@ fn go_blocks(set: &[bool]) -> Vec<AtomicU32> {
         .collect()
 }
 
-fn pair(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pair");
+/// A group with short warm-up and measurement: the suite covers many cases on a 2-core machine.
+fn short_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
     group.warm_up_time(Duration::from_millis(200));
     group.measurement_time(Duration::from_millis(600));
     group.sample_size(20);
+    group
+}
+
+fn pair(c: &mut Criterion) {
+    let mut group = short_group(c, "pair");
     for log2 in CAPACITIES {
         let capacity = 1u64 << log2;
         for fill in FILLS {
@@ -135,10 +142,7 @@ fn pair(c: &mut Criterion) {
 }
 
 fn one_free(c: &mut Criterion) {
-    let mut group = c.benchmark_group("one_free");
-    group.warm_up_time(Duration::from_millis(200));
-    group.measurement_time(Duration::from_millis(600));
-    group.sample_size(20);
+    let mut group = short_group(c, "one_free");
     for log2 in CAPACITIES {
         let capacity = 1u64 << log2;
         // Everything allocated but one number three quarters of the way in.
@@ -180,10 +184,7 @@ fn one_free(c: &mut Criterion) {
 }
 
 fn policies_blocks_batches(c: &mut Criterion) {
-    let mut group = c.benchmark_group("policy");
-    group.warm_up_time(Duration::from_millis(200));
-    group.measurement_time(Duration::from_millis(600));
-    group.sample_size(20);
+    let mut group = short_group(c, "policy");
     let capacity = 1u64 << 14;
     let random = filled(capacity, 50);
     let dense: Vec<bool> = (0..capacity).map(|n| n < capacity / 2).collect();
@@ -206,10 +207,7 @@ fn policies_blocks_batches(c: &mut Criterion) {
     }
     group.finish();
 
-    let mut group = c.benchmark_group("extent");
-    group.warm_up_time(Duration::from_millis(200));
-    group.measurement_time(Duration::from_millis(600));
-    group.sample_size(20);
+    let mut group = short_group(c, "extent");
     let region = BenchRegion::new("extent", capacity);
     region.fill(&random);
     let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
@@ -240,10 +238,7 @@ fn policies_blocks_batches(c: &mut Criterion) {
 }
 
 fn holders(c: &mut Criterion) {
-    let mut group = c.benchmark_group("holders");
-    group.warm_up_time(Duration::from_millis(200));
-    group.measurement_time(Duration::from_millis(600));
-    group.sample_size(20);
+    let mut group = short_group(c, "holders");
     let capacity = 1u64 << 14;
     let set = filled(capacity, 50);
     for (label, holders) in [("with", true), ("without", false)] {
