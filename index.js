@@ -213,10 +213,11 @@ class ConcurrentBitmap {
   constructor(mem, max = 0, options) {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
-    const { reclaimWhenFull = true, releaseOnExit = false } = checkOptions(options)
+    const checked = checkOptions(options)
+    const { reclaimWhenFull = true, releaseOnExit = false } = checked
     checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
     checkBoolean('options.releaseOnExit', releaseOnExit)
-    this.#policy = checkPolicy(checkOptions(options))
+    this.#policy = checkPolicy(checked)
     this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy, reclaimWhenFull)
     handles.register(this, this.#handle)
     ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)

@@ -116,19 +116,21 @@ impl ConcurrentBitmap {
         self.reclaim_when_full = on;
     }
 
-    /// Runs `attempt`; if it finds nothing and dead holders' numbers can be reclaimed, reclaims
-    /// them and runs it once more.
-    #[cold]
+    /// Runs `attempt`; if it finds nothing, [`ConcurrentBitmap::after_reclaim`].
     fn or_reclaim<T>(&self, attempt: impl Fn() -> Option<T>) -> Option<T> {
-        attempt().or_else(|| {
-            let retry =
-                self.reclaim_when_full && self.region.tracks_holders() && self.reclaim() > 0;
-            if retry {
-                attempt()
-            } else {
-                None
-            }
-        })
+        attempt().or_else(|| self.after_reclaim(attempt))
+    }
+
+    /// For an attempt that found nothing: if dead holders' numbers can be reclaimed, reclaims
+    /// them and runs `attempt` once more.
+    #[cold]
+    fn after_reclaim<T>(&self, attempt: impl Fn() -> Option<T>) -> Option<T> {
+        let freed = self.reclaim_when_full && self.region.tracks_holders() && self.reclaim() > 0;
+        if freed {
+            attempt()
+        } else {
+            None
+        }
     }
 
     /// Frees every number of the region whose holder is dead; returns how many. See
@@ -160,9 +162,10 @@ impl ConcurrentBitmap {
     /// Claims a free number by the allocator's policy, or `None` when all are in use.
     #[inline]
     pub fn try_allocate(&self) -> Option<u64> {
+        // The fast path stays inline; only a full region goes out of line.
         match self.allocate_once() {
             Some(n) => Some(n),
-            None => self.or_reclaim(|| self.allocate_once()),
+            None => self.after_reclaim(|| self.allocate_once()),
         }
     }
 

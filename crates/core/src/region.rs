@@ -279,12 +279,6 @@ impl Region {
         self.section(0)
     }
 
-    /// The two summary levels (see [`crate::Bits`]): level 1 has a bit per bitmap word, level 2
-    /// a bit per level-1 word.
-    pub fn summary(&self) -> (&[AtomicU64], &[AtomicU64]) {
-        (self.section(1), self.section(2))
-    }
-
     /// Whether the region records who holds each number.
     pub fn tracks_holders(&self) -> bool {
         self.header.holders
