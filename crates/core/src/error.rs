@@ -21,6 +21,12 @@ pub enum Error {
         existing: u64,
         requested: u64,
     },
+    /// The region exists with another application tag than the one asked for.
+    TagMismatch {
+        name: String,
+        existing: u64,
+        requested: u64,
+    },
     /// The object is not a numballoc region of this format version, or is corrupt or truncated.
     IncompatibleRegion { name: String, reason: String },
     /// An operating-system call failed.
@@ -41,6 +47,7 @@ impl Error {
             Error::OutOfRange(_) => "ERR_OUT_OF_RANGE",
             Error::InvalidName(_) => "ERR_INVALID_NAME",
             Error::SizeMismatch { .. } => "ERR_SIZE_MISMATCH",
+            Error::TagMismatch { .. } => "ERR_TAG_MISMATCH",
             Error::IncompatibleRegion { .. } => "ERR_INCOMPATIBLE_REGION",
             Error::Os { source, .. } => source.raw_os_error().map_or("UNKNOWN", errno_name),
         }
@@ -97,6 +104,14 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "region '{name}' exists with size {existing} bytes, not the {requested} bytes requested"
+            ),
+            Error::TagMismatch {
+                name,
+                existing,
+                requested,
+            } => write!(
+                f,
+                "region '{name}' exists with tag {existing:#x}, not the {requested:#x} requested"
             ),
             Error::IncompatibleRegion { name, reason } => {
                 write!(f, "'{name}' is not a compatible numballoc region: {reason}")

@@ -8,9 +8,12 @@ pub const MAGIC: [u8; 8] = *b"NUMBALOC";
 /// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
 pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The header's length in bytes: two cache lines, so the bitmap starts on a line of its own.
 pub const HEADER_LEN: usize = 128;
+/// Offset of the application tag: what the numbers stand for, written at creation and compared
+/// by openers that ask for one (a port pool stores its port range there).
+pub const TAG_OFFSET: usize = 112;
 /// Offset of the cyclic policy's shared cursor: the header's one mutable field, alone with
 /// fields that are only read when a region is opened, so it shares a cache line with no hot data.
 pub const CURSOR_OFFSET: usize = 120;
@@ -30,6 +33,9 @@ pub struct Header {
     pub size: u64,
     /// Whether the region records who holds each number (fixed at creation).
     pub holders: bool,
+    /// What the numbers stand for, set by the creator (0: nothing said). Never interpreted by
+    /// the allocator; an opener that asks for a tag must find the same one.
+    pub tag: u64,
 }
 
 impl Header {
@@ -37,7 +43,16 @@ impl Header {
     /// `1..=MAX_SIZE`.
     pub fn new(size: u64, holders: bool) -> Header {
         debug_assert!((1..=MAX_SIZE).contains(&size));
-        Header { size, holders }
+        Header {
+            size,
+            holders,
+            tag: 0,
+        }
+    }
+
+    /// The same header with an application tag.
+    pub fn with_tag(self, tag: u64) -> Header {
+        Header { tag, ..self }
     }
 
     /// Offset of the holder records: one `u64` per number (see [`crate::Holder`]).
@@ -119,6 +134,7 @@ impl Header {
             b[96..104].copy_from_slice(&self.holders_offset().to_le_bytes());
             b[104..112].copy_from_slice(&self.holders_len().to_le_bytes());
         }
+        b[TAG_OFFSET..TAG_OFFSET + 8].copy_from_slice(&self.tag.to_le_bytes());
         b
     }
 
@@ -157,6 +173,7 @@ impl Header {
         let header = Header {
             size,
             holders: flags & FLAG_HOLDERS != 0,
+            tag: u64_at(TAG_OFFSET),
         };
         let (holders_offset, holders_len) = if header.holders {
             (header.holders_offset(), header.holders_len())
@@ -175,13 +192,10 @@ impl Header {
             ("holders offset", 96, holders_offset),
             ("holders length", 104, holders_len),
         ];
-        // Bytes 120..128 are the cyclic cursor, which changes while the region is in use.
-        if bytes[92..96]
-            .iter()
-            .chain(&bytes[112..CURSOR_OFFSET])
-            .any(|&b| b != 0)
-        {
-            return Err("corrupt header: reserved bytes 92..96 or 112..120 are not zero".into());
+        // Bytes 112..120 are the tag (any value) and 120..128 the cyclic cursor, which changes
+        // while the region is in use.
+        if bytes[92..96].iter().any(|&b| b != 0) {
+            return Err("corrupt header: reserved bytes 92..96 are not zero".into());
         }
         for (field, at, expected) in checks {
             let found = u64_at(at);
@@ -206,7 +220,7 @@ mod tests {
             .into_iter()
             .flat_map(|size| [(size, false), (size, true)])
         {
-            let h = Header::new(size, holders);
+            let h = Header::new(size, holders).with_tag(size ^ 0xdead_beef_0000_0000);
             assert_eq!(Header::parse(&h.encode()), Ok(h));
             assert_eq!(h.region_len() % 8, 0);
             assert!(h.bitmap_len() >= size && h.bitmap_len() < size + 8);
@@ -240,7 +254,7 @@ mod tests {
     #[test]
     fn rejects_each_corrupt_field() {
         let good = Header::new(100, true).encode();
-        for at in 0..CURSOR_OFFSET {
+        for at in 0..TAG_OFFSET {
             let mut bad = good;
             bad[at] ^= 0x40;
             assert!(

@@ -23,6 +23,8 @@ mod error;
 pub mod header;
 mod holder;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 mod region;
 mod sync;
 

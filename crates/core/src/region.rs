@@ -53,6 +53,10 @@ pub struct OpenOptions {
     /// `true`; costs 8 bytes per number). Fixed when the region is created: opening an existing
     /// region keeps its choice.
     pub holders: bool,
+    /// What the numbers stand for (see [`Header::tag`]): written when this call creates the
+    /// region; when it exists, its tag must be this one (`TagMismatch`). `None` (the default)
+    /// creates with tag 0 and accepts any.
+    pub tag: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -62,6 +66,7 @@ impl Default for OpenOptions {
             mode: 0o600,
             directory: None,
             holders: true,
+            tag: None,
         }
     }
 }
@@ -101,13 +106,13 @@ pub fn validate_size(size: u64) -> Result<()> {
 }
 
 /// Where a region lives: a POSIX shared-memory object or a regular file.
-enum Location {
+pub(crate) enum Location {
     Shm { name: CString, shown: String },
     File { path: CString, shown: String },
 }
 
 impl Location {
-    fn new(name: &str, directory: Option<&Path>) -> Result<Location> {
+    pub(crate) fn new(name: &str, directory: Option<&Path>) -> Result<Location> {
         validate_name(name)?;
         Ok(match directory {
             None => {
@@ -132,13 +137,13 @@ impl Location {
         })
     }
 
-    fn shown(&self) -> &str {
+    pub(crate) fn shown(&self) -> &str {
         match self {
             Location::Shm { shown, .. } | Location::File { shown, .. } => shown,
         }
     }
 
-    fn open(&self, flags: libc::c_int, mode: u32) -> Result<File> {
+    pub(crate) fn open(&self, flags: libc::c_int, mode: u32) -> Result<File> {
         let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
         let (fd, syscall) = match self {
             // SAFETY: a NUL-terminated name; shm_open has no other preconditions.
@@ -214,13 +219,32 @@ impl Region {
     /// reserved, ...).
     pub fn open(name: &str, size: u64, options: &OpenOptions) -> Result<Region> {
         validate_size(size)?;
+        Region::open_with(name, Some(size), options)
+    }
+
+    /// Opens the existing region `name` whatever its size, which its header tells: for tools that
+    /// inspect or repair regions they did not create. Never creates (`options.create` is
+    /// ignored): a missing region is an `ENOENT` error, and one whose creator died before
+    /// finishing its header is `IncompatibleRegion` (opening it with a size completes it).
+    pub fn open_existing(name: &str, options: &OpenOptions) -> Result<Region> {
+        let options = OpenOptions {
+            create: false,
+            ..options.clone()
+        };
+        Region::open_with(name, None, &options)
+    }
+
+    fn open_with(name: &str, size: Option<u64>, options: &OpenOptions) -> Result<Region> {
         let location = Location::new(name, options.directory.as_deref())?;
-        let header = Header::new(size, options.holders);
+        let expect = Expect {
+            size,
+            tag: options.tag,
+        };
         // Each pass either returns or saw the object destroyed under it; give up after many.
         for _ in 0..1000 {
             let (file, created) = open_or_create(&location, options)?;
             if !created {
-                if let Some(region) = attach(&file, &location, name, &header)? {
+                if let Some(region) = attach(&file, &location, name, &expect)? {
                     return Ok(region);
                 }
             }
@@ -228,9 +252,16 @@ impl Region {
             if fstat(&file, &location)?.st_nlink == 0 {
                 continue; // destroyed while we waited for the lock: open the new one
             }
-            if let Some(region) = attach(&file, &location, name, &header)? {
+            if let Some(region) = attach(&file, &location, name, &expect)? {
                 return Ok(region);
             }
+            let Some(size) = size else {
+                return Err(incompatible(
+                    name,
+                    "its creator stopped before finishing it (open it with a size to complete it, or destroy it)",
+                ));
+            };
+            let header = Header::new(size, options.holders).with_tag(options.tag.unwrap_or(0));
             return initialise(&file, &location, name, header, created);
         }
         Err(Error::os(
@@ -253,6 +284,11 @@ impl Region {
     /// How many numbers the bitmap holds: `size * 8`.
     pub fn capacity(&self) -> u64 {
         self.header.capacity()
+    }
+
+    /// The application tag written when the region was created (0 if none).
+    pub fn tag(&self) -> u64 {
+        self.header.tag
     }
 
     fn new(map: MmapRaw, name: &str, header: Header) -> Region {
@@ -420,7 +456,7 @@ impl Drop for ExclusiveLock<'_> {
     }
 }
 
-fn map(file: &File, len: u64, location: &Location) -> Result<MmapRaw> {
+fn map(file: &File, len: u64, location: &Location, access: MapAccess) -> Result<MmapRaw> {
     let len = usize::try_from(len).map_err(|_| {
         Error::os(
             "mmap",
@@ -428,10 +464,13 @@ fn map(file: &File, len: u64, location: &Location) -> Result<MmapRaw> {
             io::Error::from_raw_os_error(libc::ENOMEM),
         )
     })?;
-    MmapOptions::new()
-        .len(len)
-        .map_raw(file)
-        .map_err(|e| Error::os("mmap", location.shown(), e))
+    let mut options = MmapOptions::new();
+    options.len(len);
+    match access {
+        MapAccess::ReadWrite => options.map_raw(file),
+        MapAccess::ReadOnly => options.map_raw_read_only(file),
+    }
+    .map_err(|e| Error::os("mmap", location.shown(), e))
 }
 
 fn incompatible(name: &str, reason: impl Into<String>) -> Error {
@@ -441,8 +480,48 @@ fn incompatible(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// What an opener asks of an existing region: `None` accepts whatever it has.
+struct Expect {
+    size: Option<u64>,
+    tag: Option<u64>,
+}
+
 /// Maps an initialised region, or returns `None` if it is not initialised yet (magic still zero).
-fn attach(file: &File, location: &Location, name: &str, wanted: &Header) -> Result<Option<Region>> {
+fn attach(file: &File, location: &Location, name: &str, expect: &Expect) -> Result<Option<Region>> {
+    let Some((map, header)) = map_initialised(file, location, name, MapAccess::ReadWrite)? else {
+        return Ok(None);
+    };
+    if let Some(requested) = expect.size.filter(|&size| size != header.size) {
+        return Err(Error::SizeMismatch {
+            name: name.to_owned(),
+            existing: header.size,
+            requested,
+        });
+    }
+    if let Some(requested) = expect.tag.filter(|&tag| tag != header.tag) {
+        return Err(Error::TagMismatch {
+            name: name.to_owned(),
+            existing: header.tag,
+            requested,
+        });
+    }
+    Ok(Some(Region::new(map, name, header)))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapAccess {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Maps a region whose header is complete and valid, or returns `None` if its magic number is
+/// still zero (being created, or its creator died first).
+pub(crate) fn map_initialised(
+    file: &File,
+    location: &Location,
+    name: &str,
+    access: MapAccess,
+) -> Result<Option<(MmapRaw, Header)>> {
     let len = fstat(file, location)?.st_size as u64;
     if len < HEADER_LEN as u64 {
         // Too short to hold a header: unfinished if the magic bytes it has are zero, else foreign.
@@ -458,7 +537,7 @@ fn attach(file: &File, location: &Location, name: &str, wanted: &Header) -> Resu
             ))
         };
     }
-    let map = map(file, len, location)?;
+    let map = map(file, len, location, access)?;
     // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long.
     let magic = unsafe { &*(map.as_ptr() as *const AtomicU64) };
     // Acquire pairs with the initialiser's Release store of the magic: once it is visible, so is
@@ -483,14 +562,7 @@ fn attach(file: &File, location: &Location, name: &str, wanted: &Header) -> Resu
             ),
         ));
     }
-    if header.size != wanted.size {
-        return Err(Error::SizeMismatch {
-            name: name.to_owned(),
-            existing: header.size,
-            requested: wanted.size,
-        });
-    }
-    Ok(Some(Region::new(map, name, header)))
+    Ok(Some((map, header)))
 }
 
 /// Initialises a region under the exclusive lock: reserve zeroed storage, write the header, and
@@ -518,7 +590,7 @@ fn initialise(
         }
         return Err(Error::os(RESERVE_SYSCALL, location.shown(), e));
     }
-    let map = map(file, len, location)?;
+    let map = map(file, len, location, MapAccess::ReadWrite)?;
     let bytes = header.encode();
     // SAFETY: the mapping is `len >= HEADER_LEN` bytes; nobody reads the fields before the
     // magic is published below, and every other writer would need the lock we hold.

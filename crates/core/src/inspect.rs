@@ -1,0 +1,176 @@
+//! Read-only views of regions, for tools: which regions exist, and what one holds.
+//!
+//! Nothing here writes to a region or needs write permission: a region is mapped read-only and
+//! read with relaxed atomic loads. A report is a snapshot: each word is read atomically, the
+//! whole is not, so counts taken while processes allocate are approximate by those allocations.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::header::{Header, HEADER_LEN, MAGIC};
+use crate::region::{map_initialised, validate_name, Location, MapAccess};
+use crate::Holder;
+
+/// What one region holds, as [`inspect`] found it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The region's name.
+    pub name: String,
+    /// Where it lives: `/name` for POSIX shared memory, else the file's path.
+    pub path: String,
+    /// Its header: size, capacity, whether it keeps holder records, its tag.
+    pub header: Header,
+    /// Numbers allocated (bits set).
+    pub in_use: u64,
+    /// Each process named by a holder record, with how many numbers it holds, most first.
+    /// Empty for a region without holder records.
+    pub holders: Vec<HolderUsage>,
+    /// Numbers allocated in each run of `cell_size` consecutive numbers, from 0 up: a coarse
+    /// picture of where the allocated numbers are. The last cell may be shorter.
+    pub cells: Vec<u64>,
+    /// How many numbers each cell covers.
+    pub cell_size: u64,
+}
+
+/// One process named by holder records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HolderUsage {
+    /// The process, as recorded.
+    pub holder: Holder,
+    /// Whether it is still running (a dead holder's numbers are what `reclaim` frees).
+    pub alive: bool,
+    /// How many numbers it holds.
+    pub count: u64,
+}
+
+impl Report {
+    /// Numbers held by processes that are no longer running.
+    pub fn held_by_dead(&self) -> u64 {
+        self.holders
+            .iter()
+            .filter(|h| !h.alive)
+            .map(|h| h.count)
+            .sum()
+    }
+}
+
+/// Reads the region `name` (in `directory`, or POSIX shared memory) without changing it, and
+/// summarises its occupancy in about `cells` cells (at least 1, at most one per number).
+///
+/// Errors: `InvalidName`; `Os` (`ENOENT`, `EACCES`, ...); `IncompatibleRegion` for an object
+/// that is not a finished numballoc region of this format version.
+pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Report> {
+    let location = Location::new(name, directory)?;
+    let file = location.open(libc::O_RDONLY, 0)?;
+    let Some((map, header)) = map_initialised(&file, &location, name, MapAccess::ReadOnly)? else {
+        return Err(Error::IncompatibleRegion {
+            name: name.to_owned(),
+            reason: "its creator has not finished it (or died before finishing it)".into(),
+        });
+    };
+    let section = |offset: u64, words: usize| -> &[AtomicU64] {
+        // SAFETY: `map_initialised` checked the mapping covers the header's region length, and
+        // every section lies inside it, 8-byte aligned (FORMAT.md). Only atomic loads are made.
+        unsafe {
+            std::slice::from_raw_parts(map.as_ptr().add(offset as usize) as *const AtomicU64, words)
+        }
+    };
+    let words = section(HEADER_LEN as u64, header.words());
+    let capacity = header.capacity();
+    let cell_size = capacity.div_ceil(cells.max(1) as u64).max(1);
+    let mut counts = vec![0u64; capacity.div_ceil(cell_size) as usize];
+    let mut in_use = 0;
+    for (i, word) in words.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
+        let first = i as u64 * 64;
+        if capacity - first < 64 {
+            bits &= (1u64 << (capacity - first)) - 1; // padding bits are never numbers
+        }
+        in_use += u64::from(bits.count_ones());
+        if cell_size % 64 == 0 {
+            counts[(first / cell_size) as usize] += u64::from(bits.count_ones());
+        } else {
+            while bits != 0 {
+                let n = first + u64::from(bits.trailing_zeros());
+                counts[(n / cell_size) as usize] += 1;
+                bits &= bits - 1;
+            }
+        }
+    }
+    let mut holders = Vec::new();
+    if header.holders {
+        let records = section(header.holders_offset(), capacity as usize);
+        let mut per_holder: HashMap<u64, u64> = HashMap::new();
+        for record in records {
+            let value = record.load(Ordering::Relaxed);
+            if value != 0 {
+                *per_holder.entry(value).or_default() += 1;
+            }
+        }
+        holders = per_holder
+            .into_iter()
+            .map(|(value, count)| {
+                let holder = Holder(value);
+                HolderUsage {
+                    holder,
+                    alive: holder.is_alive(),
+                    count,
+                }
+            })
+            .collect();
+        holders.sort_by_key(|h| (std::cmp::Reverse(h.count), h.holder.pid()));
+    }
+    Ok(Report {
+        name: name.to_owned(),
+        path: location.shown().to_owned(),
+        header,
+        in_use,
+        holders,
+        cells: counts,
+        cell_size,
+    })
+}
+
+/// The names of the numballoc regions in `directory`, or in POSIX shared memory (`/dev/shm`, on
+/// Linux only: other systems cannot list it), sorted. A region is an object whose first bytes
+/// are numballoc's magic number; objects this process may not read are left out.
+pub fn list(directory: Option<&Path>) -> Result<Vec<String>> {
+    let dir = match directory {
+        Some(dir) => dir,
+        None if cfg!(target_os = "linux") => Path::new("/dev/shm"),
+        None => {
+            return Err(Error::os(
+                "opendir",
+                "POSIX shared memory",
+                std::io::Error::from_raw_os_error(libc::ENOTSUP),
+            ))
+        }
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::os("opendir", &dir.display().to_string(), e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| validate_name(name).is_ok() && starts_with_magic(name, directory))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn starts_with_magic(name: &str, directory: Option<&Path>) -> bool {
+    let Ok(location) = Location::new(name, directory) else {
+        return false;
+    };
+    // O_NONBLOCK: a FIFO someone left in the directory must not hang the listing.
+    let Ok(file) = location.open(libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let mut head = [0u8; 8];
+    meta.is_file()
+        && std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
+        && head == MAGIC
+}
