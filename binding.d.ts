@@ -59,6 +59,13 @@ export declare function bitmapNew(memoryId: HandleId, max: number, policy: strin
 /** Frees every number whose holder is dead; returns how many. */
 export declare function bitmapReclaim(bitmapId: HandleId): number
 
+/** One process named by a region's holder records. */
+export interface HolderReport {
+  pid: number
+  alive: boolean
+  count: number
+}
+
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number
 
@@ -71,8 +78,38 @@ export declare function regionCopyBlocks(memoryId: HandleId, out: Uint32Array): 
 /** Removes a region; returns whether it existed. */
 export declare function regionDestroy(name: string, directory?: string | undefined | null): boolean
 
-/** Opens or creates a region (see `loadShared`). Returns its handle. */
-export declare function regionOpen(name: string, size: number, create: boolean, mode: number, directory: string | undefined | null, holders: boolean): HandleId
+/** Reads a region without changing it (see `inspectShared`). */
+export declare function regionInspect(name: string, directory: string | undefined | null, cells: number): RegionReport
+
+/** The names of the regions in `directory` or POSIX shared memory (see `listShared`). */
+export declare function regionList(directory?: string | undefined | null): Array<string>
+
+/**
+ * Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
+ * its size. Returns its handle.
+ */
+export declare function regionOpen(name: string, size: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag?: bigint | undefined | null): HandleId
+
+/** What `regionInspect` found in a region. */
+export interface RegionReport {
+  name: string
+  path: string
+  size: number
+  capacity: number
+  tracksHolders: boolean
+  tag: bigint
+  inUse: number
+  heldByDead: number
+  holders: Array<HolderReport>
+  cells: Array<number>
+  cellSize: number
+}
+
+/** The region's bitmap size in bytes, from its header. */
+export declare function regionSize(memoryId: HandleId): number
+
+/** The region's application tag. */
+export declare function regionTag(memoryId: HandleId): bigint
 
 /** Whether the region records who holds each number. */
 export declare function regionTracksHolders(memoryId: HandleId): boolean

@@ -2,7 +2,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { loadShared, destroyShared, ConcurrentBitmap, MAX_SIZE } = require('..')
+const { loadShared, destroyShared, listShared, ConcurrentBitmap, MAX_SIZE } = require('..')
 const { scratchName, forkFixture, waitFor, collect } = require('./helpers')
 
 const notNumbers = ['1', null, undefined, {}, [], 1n, true, Symbol('n'), () => 1]
@@ -58,7 +58,7 @@ test('bad names: ERR_INVALID_NAME, or a TypeError for non-strings', (t) => {
 
 test('bad sizes, capacities, max and options', (t) => {
   const name = scratchName(t, 'badsize')
-  for (const bad of notNumbers) {
+  for (const bad of notNumbers.filter((v) => v !== undefined)) {
     throwsCode(() => loadShared(name, bad), TypeError, 'ERR_INVALID_ARG_TYPE', `size ${typeof bad}`)
     throwsCode(() => ConcurrentBitmap.open(name, { capacity: bad }), TypeError, 'ERR_INVALID_ARG_TYPE', `capacity ${typeof bad}`)
   }
@@ -68,8 +68,13 @@ test('bad sizes, capacities, max and options', (t) => {
   for (const bad of [...badIntegers, 0, -1, MAX_SIZE * 8 + 1]) {
     throwsCode(() => ConcurrentBitmap.open(name, { capacity: bad }), RangeError, 'ERR_OUT_OF_RANGE', `capacity ${bad}`)
   }
-  throwsCode(() => ConcurrentBitmap.open(name), TypeError, 'ERR_INVALID_ARG_TYPE', 'no options')
-  throwsCode(() => ConcurrentBitmap.open(name, {}), TypeError, 'ERR_INVALID_ARG_TYPE', 'no capacity')
+  // No size or capacity opens an existing region, and never creates one.
+  throwsCode(() => loadShared(name), Error, 'ENOENT', 'no size, no region')
+  throwsCode(() => ConcurrentBitmap.open(name), Error, 'ENOENT', 'no options, no region')
+  throwsCode(() => ConcurrentBitmap.open(name, {}), Error, 'ENOENT', 'no capacity, no region')
+  assert.ok(!listShared().includes(name), 'nothing was created')
+  for (const tag of [5, '5', null]) throwsCode(() => loadShared(name, 8, { tag }), TypeError, 'ERR_INVALID_ARG_TYPE', `tag ${tag}`)
+  for (const tag of [-1n, 1n << 64n]) throwsCode(() => loadShared(name, 8, { tag }), RangeError, 'ERR_OUT_OF_RANGE', `tag ${tag}`)
   for (const options of [null, 5, 'x']) throwsCode(() => loadShared(name, 8, options), TypeError, 'ERR_INVALID_ARG_TYPE', `options ${options}`)
   throwsCode(() => loadShared(name, 8, { create: 'yes' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'create')
   throwsCode(() => loadShared(name, 8, { mode: '600' }), TypeError, 'ERR_INVALID_ARG_TYPE', 'mode type')

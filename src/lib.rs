@@ -171,27 +171,112 @@ fn to_u64(n: f64) -> u64 {
     n as u64
 }
 
-/// Opens or creates a region (see `loadShared`). Returns its handle.
+/// Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
+/// its size. Returns its handle.
 #[napi]
+#[allow(clippy::too_many_arguments)]
 pub fn region_open(
     env: Env,
     name: String,
-    size: f64,
+    size: Option<f64>,
     create: bool,
     mode: u32,
     directory: Option<String>,
     holders: bool,
+    tag: Option<BigInt>,
 ) -> Result<HandleId> {
     let options = OpenOptions {
         create,
         mode,
         directory: directory.map(PathBuf::from),
         holders,
+        tag: tag.map(|t| t.get_u64().1),
     };
-    let region = Region::open(&name, to_u64(size), &options).map_err(|e| to_js(&env, e))?;
+    let region = match size {
+        Some(size) => Region::open(&name, to_u64(size), &options),
+        None => Region::open_existing(&name, &options),
+    }
+    .map_err(|e| to_js(&env, e))?;
     Ok(handles::insert(Handle::Memory(Rc::new(RegionSlot {
         region: RefCell::new(Some(Arc::new(region))),
     }))))
+}
+
+/// The region's bitmap size in bytes, from its header.
+#[napi]
+pub fn region_size(env: Env, memory_id: HandleId) -> Result<f64> {
+    Ok(memory(&env, memory_id)?.region(&env)?.size() as f64)
+}
+
+/// The region's application tag.
+#[napi]
+pub fn region_tag(env: Env, memory_id: HandleId) -> Result<BigInt> {
+    Ok(BigInt::from(memory(&env, memory_id)?.region(&env)?.tag()))
+}
+
+/// One process named by a region's holder records.
+#[napi(object)]
+pub struct HolderReport {
+    pub pid: u32,
+    pub alive: bool,
+    pub count: f64,
+}
+
+/// What `regionInspect` found in a region.
+#[napi(object)]
+pub struct RegionReport {
+    pub name: String,
+    pub path: String,
+    pub size: f64,
+    pub capacity: f64,
+    pub tracks_holders: bool,
+    pub tag: BigInt,
+    pub in_use: f64,
+    pub held_by_dead: f64,
+    pub holders: Vec<HolderReport>,
+    pub cells: Vec<f64>,
+    pub cell_size: f64,
+}
+
+/// Reads a region without changing it (see `inspectShared`).
+#[napi]
+pub fn region_inspect(
+    env: Env,
+    name: String,
+    directory: Option<String>,
+    cells: u32,
+) -> Result<RegionReport> {
+    let directory = directory.map(PathBuf::from);
+    let report = numballoc_core::inspect::inspect(&name, directory.as_deref(), cells as usize)
+        .map_err(|e| to_js(&env, e))?;
+    Ok(RegionReport {
+        held_by_dead: report.held_by_dead() as f64,
+        size: report.header.size as f64,
+        capacity: report.header.capacity() as f64,
+        tracks_holders: report.header.holders,
+        tag: BigInt::from(report.header.tag),
+        in_use: report.in_use as f64,
+        holders: report
+            .holders
+            .iter()
+            .map(|h| HolderReport {
+                pid: h.holder.pid(),
+                alive: h.alive,
+                count: h.count as f64,
+            })
+            .collect(),
+        cells: report.cells.iter().map(|&c| c as f64).collect(),
+        cell_size: report.cell_size as f64,
+        name: report.name,
+        path: report.path,
+    })
+}
+
+/// The names of the regions in `directory` or POSIX shared memory (see `listShared`).
+#[napi]
+pub fn region_list(env: Env, directory: Option<String>) -> Result<Vec<String>> {
+    let directory = directory.map(PathBuf::from);
+    numballoc_core::inspect::list(directory.as_deref()).map_err(|e| to_js(&env, e))
 }
 
 /// Whether the region records who holds each number.

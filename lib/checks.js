@@ -1,0 +1,53 @@
+'use strict'
+// Argument checks and coded errors, shared by every module: messages and codes follow Node's own
+// (ERR_INVALID_ARG_TYPE is a TypeError, ERR_OUT_OF_RANGE a RangeError).
+
+function codedError(Class, code, message) {
+  const error = new Class(message)
+  error.code = code
+  return error
+}
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (typeof value === 'bigint') return `type bigint (${value}n)`
+  if (typeof value === 'string') return `type string (${JSON.stringify(value).slice(0, 40)})`
+  if (typeof value === 'object' || typeof value === 'function') return `an instance of ${value.constructor?.name ?? 'Object'}`
+  return `type ${typeof value} (${String(value)})`
+}
+
+function invalidType(name, expected, value) {
+  return codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `The "${name}" argument must be ${expected}. Received ${describe(value)}`)
+}
+
+function outOfRange(name, range, value) {
+  return codedError(RangeError, 'ERR_OUT_OF_RANGE', `The value of "${name}" is out of range. It must be ${range}. Received ${value}`)
+}
+
+/** Checks an integer argument in [min, max]; a non-number is a TypeError, the rest RangeErrors. */
+function checkInteger(name, value, min, max) {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value)
+  if (!Number.isInteger(value)) throw outOfRange(name, 'an integer', value)
+  if (value < min || value > max) throw outOfRange(name, `>= ${min} and <= ${max}`, value)
+}
+
+function checkString(name, value) {
+  if (typeof value !== 'string') throw invalidType(name, 'of type string', value)
+}
+
+function checkOptions(options) {
+  if (options === undefined) return {}
+  if (options === null || typeof options !== 'object') throw invalidType('options', 'of type object', options)
+  return options
+}
+
+function checkBoolean(name, value) {
+  if (typeof value !== 'boolean') throw invalidType(name, 'of type boolean', value)
+}
+
+function noFreeNumber() {
+  // Go's ErrNoFreeNumber message, word for word.
+  return codedError(Error, 'ERR_NO_FREE_NUMBER', 'could not allocate a free number')
+}
+
+module.exports = { codedError, describe, invalidType, outOfRange, checkInteger, checkString, checkOptions, checkBoolean, noFreeNumber }

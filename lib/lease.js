@@ -1,0 +1,51 @@
+'use strict'
+
+const { codedError } = require('./checks.js')
+
+const constructing = Symbol('numballoc lease')
+
+/** A number held until released: `using port = pool.acquire()` releases it at scope exit. */
+class Lease {
+  #value
+  #free
+  #released = false
+
+  constructor(token, value, free) {
+    if (token !== constructing) {
+      throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use acquire() of an allocator or a port pool to get a Lease')
+    }
+    this.#value = value
+    this.#free = free
+  }
+
+  get value() {
+    return this.#value
+  }
+
+  get released() {
+    return this.#released
+  }
+
+  release() {
+    if (this.#released) {
+      throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
+    }
+    this.#released = true
+    this.#free(this.#value)
+  }
+
+  [Symbol.dispose]() {
+    if (!this.#released) this.release()
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'Lease'
+  }
+}
+
+/** A lease of `value`, given back by calling `free(value)` once. */
+function createLease(value, free) {
+  return new Lease(constructing, value, free)
+}
+
+module.exports = { Lease, createLease }
