@@ -10,6 +10,10 @@
  * - `ERR_INVALID_ARG_VALUE` (`TypeError`): an option with a value it cannot take (a policy name).
  * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`.
  * - `ERR_SIZE_MISMATCH`: the region exists with another size.
+ * - `ERR_TAG_MISMATCH`: the region exists with another `tag`.
+ * - `ERR_POOL_MISMATCH`: a port pool exists under that name for other ports (or the region is not a pool).
+ * - `ERR_INVALID_HOST`: a port pool's `host` cannot be listened on (unknown name, not this machine's address).
+ * - `ERR_ILLEGAL_CONSTRUCTOR` (`TypeError`): `new` of a class that has a factory (`loadShared`, `PortPool.open`).
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
@@ -27,6 +31,10 @@ export type NumballocErrorCode =
   | 'ERR_INVALID_ARG_VALUE'
   | 'ERR_INVALID_NAME'
   | 'ERR_SIZE_MISMATCH'
+  | 'ERR_TAG_MISMATCH'
+  | 'ERR_POOL_MISMATCH'
+  | 'ERR_INVALID_HOST'
+  | 'ERR_ILLEGAL_CONSTRUCTOR'
   | 'ERR_INCOMPATIBLE_REGION'
   | 'ERR_REGION_CLOSED'
   | 'ERR_LEASE_RELEASED'
@@ -52,6 +60,12 @@ export interface RegionOptions {
    * choice (see `SharedMemory.tracksHolders`).
    */
   holders?: boolean
+  /**
+   * What the numbers stand for, a 64-bit value written when this call creates the region. When
+   * the region exists, its tag must be this one (`ERR_TAG_MISMATCH`), so programs that mean
+   * different things by one name are stopped. Absent: created with `0n`, any tag accepted.
+   */
+  tag?: bigint
 }
 
 /** A named region of shared memory, mapped into this process (Go's `SharedMemory`). */
@@ -63,6 +77,8 @@ export declare class SharedMemory {
   readonly size: number
   /** Whether the region records which process holds each number (fixed at its creation). */
   readonly tracksHolders: boolean
+  /** The tag written when the region was created (`0n` if none). */
+  readonly tag: bigint
   /**
    * A snapshot copy of the bitmap as 32-bit blocks (Go's `Blocks()`): number `n` is allocated
    * when bit `n % 32` of block `Math.floor(n / 32)` is set. Changing the copy changes nothing.
@@ -80,13 +96,16 @@ export declare class SharedMemory {
  * reserved at creation, so a full `/dev/shm` throws `ENOSPC` here instead of crashing later.
  *
  * @param name 1–255 letters, digits, `.`, `_` or `-`; not `.` or `..`.
- * @param size bytes of bitmap, an integer from 1 to `MAX_SIZE`.
+ * @param size bytes of bitmap, an integer from 1 to `MAX_SIZE`. Absent: open the existing region
+ *   whatever its size (read from its header); it is never created then.
  * @throws `ERR_INVALID_NAME`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_SIZE_MISMATCH`,
- *   `ERR_INCOMPATIBLE_REGION`, `ENOENT` (with `create: false`), `EACCES`, `ENOSPC`.
+ *   `ERR_TAG_MISMATCH`, `ERR_INCOMPATIBLE_REGION`, `ENOENT` (with `create: false`, or no size),
+ *   `EACCES`, `ENOSPC`.
  * @example
  * const mem = loadShared('ports', 128) // numbers 0..1023
+ * const same = loadShared('ports') // the existing region, size 128
  */
-export declare function loadShared(name: string, size: number, options?: RegionOptions): SharedMemory
+export declare function loadShared(name: string, size?: number, options?: RegionOptions): SharedMemory
 
 /**
  * Removes the region `name` (Go's `DestroyShared`). Processes that have it open keep working on
@@ -94,6 +113,65 @@ export declare function loadShared(name: string, size: number, options?: RegionO
  * @returns whether the region existed.
  */
 export declare function destroyShared(name: string, options?: Pick<RegionOptions, 'directory'>): boolean
+
+/** One process named by a region's holder records. */
+export interface HolderReport {
+  /** Its process id. */
+  pid: number
+  /** Whether it is still running; a dead holder's numbers are what `reclaim()` frees. */
+  alive: boolean
+  /** How many numbers it holds. */
+  count: number
+}
+
+/** What `inspectShared` found in a region: a snapshot, read without changing anything. */
+export interface RegionReport {
+  /** The region's name. */
+  name: string
+  /** Where it lives: `/name` for POSIX shared memory (`/dev/shm/name` on Linux), else its file. */
+  path: string
+  /** Bitmap size in bytes. */
+  size: number
+  /** Numbers it holds: `size * 8`. */
+  capacity: number
+  /** Whether it records which process holds each number. */
+  tracksHolders: boolean
+  /** Its tag (`0n` if none). */
+  tag: bigint
+  /** Numbers allocated. */
+  inUse: number
+  /** Numbers held by processes that are no longer running. */
+  heldByDead: number
+  /** Every process holding numbers, most numbers first (empty without holder records). */
+  holders: HolderReport[]
+  /**
+   * Numbers allocated in each run of `cellSize` consecutive numbers, from 0 up: a picture of
+   * where the allocated numbers are. The last cell may cover fewer numbers.
+   */
+  cells: number[]
+  /** Numbers per cell. */
+  cellSize: number
+}
+
+/** Options of `inspectShared`. */
+export interface InspectOptions extends Pick<RegionOptions, 'directory'> {
+  /** About how many cells `cells` should have (default 64, at most one per number). */
+  cells?: number
+}
+
+/**
+ * Reads the region `name` without changing it or needing write permission: capacity, numbers in
+ * use, who holds them (alive or dead) and where they are. What `numballoc inspect` prints.
+ * @throws `ENOENT`, `EACCES`, `ERR_INCOMPATIBLE_REGION`, `ERR_INVALID_NAME`.
+ */
+export declare function inspectShared(name: string, options?: InspectOptions): RegionReport
+
+/**
+ * The names of the numballoc regions in `directory`, or in POSIX shared memory (`/dev/shm`; Linux
+ * only, other systems cannot list it: `ENOTSUP`), sorted. Objects this process cannot read are
+ * left out.
+ */
+export declare function listShared(options?: Pick<RegionOptions, 'directory'>): string[]
 
 /** Go's `Allocator` interface: `Max()`, `Allocate()`, `Free(n)`. */
 export interface Allocator {
@@ -179,8 +257,9 @@ export interface ConcurrentBitmapOpenOptions extends RegionOptions, ConcurrentBi
   /**
    * How many numbers the allocator hands out (`0` to `capacity - 1`). The region is sized to
    * `Math.ceil(capacity / 8)` bytes, so every process should open it with the same capacity.
+   * Absent: open the existing region, whatever its size, and hand out all its numbers.
    */
-  capacity: number
+  capacity?: number
 }
 
 /**
@@ -207,7 +286,7 @@ export declare class ConcurrentBitmap implements Allocator {
    * step. The allocator owns the region: its `close()` closes the region too.
    * @throws as `loadShared`, and `ERR_SIZE_MISMATCH` if the region was made for another capacity.
    */
-  static open(name: string, options: ConcurrentBitmapOpenOptions): ConcurrentBitmap
+  static open(name: string, options?: ConcurrentBitmapOpenOptions): ConcurrentBitmap
   /** The allocator hands out the numbers `0` to `max - 1`. */
   readonly max: number
   /** Which free number `allocate()` hands out. */
@@ -310,3 +389,113 @@ export declare class ConcurrentBitmap implements Allocator {
    */
   close(options?: CloseOptions): void
 }
+
+/** Options of `PortPool.open`. */
+export interface PortPoolOptions extends Pick<RegionOptions, 'directory' | 'mode'> {
+  /** The first port of the pool, 1–65535. */
+  from: number
+  /** The last port of the pool (inclusive), `from`–65535. */
+  to: number
+  /**
+   * Where the ports must be free, as `server.listen(port, host)` will use them. Default: where
+   * `server.listen(port)` listens, the IPv6 wildcard (which covers IPv4 too) or, without IPv6,
+   * the IPv4 wildcard: a port any program listens on, on any address, is skipped.
+   */
+  host?: string
+}
+
+/** Options of `PortPool.acquire`, `PortPool.getPort` and `getPort`: get-port's names. */
+export interface GetPortOptions {
+  /**
+   * A preferred port or preferred ports, tried in order (`portNumbers(3000, 3100)` for a range);
+   * when none is free, any port of the pool. Each must be inside the pool.
+   */
+  port?: number | Iterable<number>
+  /** Ports never to hand out. */
+  exclude?: Iterable<number>
+  /** Where the port must be free, instead of the pool's `host`. */
+  host?: string
+}
+
+/**
+ * A pool of ports shared by every process that opens it by name, backed by one region (its tag
+ * records the port range). A port is handed out to one process at a time, and only when it can
+ * be listened on right now: ports some other program uses are skipped, not handed out, and
+ * tried again by later calls. Ports of processes that died come back by themselves when no
+ * other port is free, or when one is preferred.
+ *
+ * @example
+ * const pool = await PortPool.open('my-app-ports', { from: 9000, to: 9099 })
+ * const port = await pool.getPort() // unique among all processes using 'my-app-ports'
+ * http.createServer(handler).listen(port)
+ */
+export declare class PortPool {
+  private constructor()
+  /**
+   * Opens (or creates) the pool `name` of the ports `from` to `to`. Every process must open it
+   * with the same range.
+   * @throws `ERR_OUT_OF_RANGE` (ports outside 1–65535, `from > to`, non-integers),
+   *   `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_HOST` (a host this machine cannot listen on),
+   *   `ERR_POOL_MISMATCH` (the pool exists with other ports), and `loadShared`'s errors.
+   *   Nothing is created when the arguments are bad.
+   */
+  static open(name: string, options: PortPoolOptions): Promise<PortPool>
+  /** The region's name. */
+  readonly name: string
+  /** The first port. */
+  readonly from: number
+  /** The last port (inclusive). */
+  readonly to: number
+  /** The host ports are checked on, if one was given. */
+  readonly host: string | undefined
+  /**
+   * A port that no other process of the pool holds and that can be listened on now: the first
+   * free preferred port, else the next free port after the last one handed out (a port just
+   * released is the last to come back). Held until `release(port)`, or until this process dies
+   * and the pool reclaims it.
+   * @throws `ERR_NO_FREE_NUMBER` when every port is held or in use by other programs;
+   *   `ERR_OUT_OF_RANGE` for a preferred port outside the pool; `ERR_INVALID_HOST`.
+   * @example
+   * const port = await pool.getPort({ port: [3000, 3001], exclude: [3002] })
+   */
+  getPort(options?: GetPortOptions): Promise<number>
+  /**
+   * As `getPort`, as a `Lease` whose `value` is the port: `using lease = await pool.acquire()`
+   * releases it when the scope ends.
+   */
+  acquire(options?: GetPortOptions): Promise<Lease>
+  /**
+   * Gives a port back.
+   * @throws `ERR_NOT_ALLOCATED` if it is not held; `ERR_OUT_OF_RANGE` outside the pool.
+   */
+  release(port: number): void
+  /** The process holding `port`, or `null`. */
+  holderOf(port: number): Holder | null
+  /** How many ports of the pool are held, by all processes. */
+  count(): number
+  /** Frees the ports of processes that died (see `ConcurrentBitmap.reclaim`); returns how many. */
+  reclaim(): number
+  /** Stops using the pool; `release: true` first gives back every port this pool object holds. */
+  close(options?: CloseOptions): void
+}
+
+/**
+ * A drop-in for get-port's `getPort(options)`: a port that is free now and that no other process
+ * using numballoc holds, coordinated through one pool per user (`numballoc-ports-<uid>`, or the
+ * region named by `NUMBALLOC_PORT_POOL`). Without a free preferred port it hands out a port of
+ * the dynamic range 49152–65535. The port stays held until `releasePort(port)` or until the
+ * process exits (the pool reclaims it when it needs it).
+ * @example
+ * import { getPort, portNumbers } from 'numballoc'
+ * const port = await getPort({ port: portNumbers(3000, 3100) })
+ */
+export declare function getPort(options?: GetPortOptions): Promise<number>
+
+/** Gives back a port `getPort` handed out. @throws `ERR_NOT_ALLOCATED`. */
+export declare function releasePort(port: number): void
+
+/**
+ * get-port's `portNumbers(from, to)`: the ports `from` to `to`, inclusive, for the `port` option.
+ * @throws `ERR_OUT_OF_RANGE` unless `1 <= from <= to <= 65535`, integers.
+ */
+export declare function portNumbers(from: number, to: number): Iterable<number>

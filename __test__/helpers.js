@@ -2,6 +2,7 @@
 // Shared by the Node tests: unique region names that are destroyed even when a test fails, and
 // child processes that report over IPC.
 const { fork } = require('node:child_process')
+const net = require('node:net')
 const path = require('node:path')
 const { destroyShared } = require('..')
 
@@ -46,4 +47,36 @@ function waitFor(child, predicate) {
   })
 }
 
-module.exports = { scratchName, collect, forkFixture, waitFor }
+/** Whether `port` can be listened on right now on every address (a plain check, not numballoc's). */
+function portIsFree(port) {
+  return new Promise((resolve) => {
+    const server = net.createServer()
+    server.once('error', () => resolve(false))
+    server.listen({ port, exclusive: true }, () => server.close(() => resolve(true)))
+  })
+}
+
+/**
+ * The first port of `count` consecutive ports that are all free now, searched from a random
+ * start in 20000-29999 (below Linux's ephemeral ports, which outgoing connections take).
+ */
+async function freePortRange(count) {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const from = 20000 + Math.floor(Math.random() * (10000 - count))
+    let free = true
+    for (let port = from; free && port < from + count; port++) free = await portIsFree(port)
+    if (free) return from
+  }
+  throw new Error(`no ${count} consecutive free ports found`)
+}
+
+/** Listens on `port` as a program outside any pool would; resolves with the server. */
+function occupy(port) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(port, () => resolve(server))
+  })
+}
+
+module.exports = { scratchName, collect, forkFixture, waitFor, portIsFree, freePortRange, occupy }

@@ -1,6 +1,6 @@
 // Misuses the compiler must reject. Each line marked `// rejected` must produce exactly one error;
 // __test__/types.test.js compiles this file and compares the error lines with the marks.
-import { ConcurrentBitmap, SharedMemory, loadShared, destroyShared } from '../..'
+import { ConcurrentBitmap, SharedMemory, PortPool, loadShared, destroyShared, getPort, portNumbers, inspectShared } from '../..'
 
 const mem = loadShared('typed-misuse', 128)
 loadShared(42, 128) // rejected
@@ -13,7 +13,7 @@ mem.size = 3 // rejected
 const bitmap = new ConcurrentBitmap(mem)
 bitmap.max = 10 // rejected
 new ConcurrentBitmap('mem') // rejected
-ConcurrentBitmap.open('x', {}) // rejected
+loadShared('x', 8, { tag: 5 }) // rejected
 ConcurrentBitmap.open('x', { capacity: '8' }) // rejected
 bitmap.free('3') // rejected
 bitmap.free() // rejected
@@ -36,4 +36,17 @@ lease.value = 3 // rejected
 const v: string = lease.value // rejected
 bitmap.close({ release: 'yes' }) // rejected
 
-export { n, s, r, m, p, v }
+new PortPool() // rejected
+PortPool.open('x', { from: 3000 }) // rejected
+PortPool.open('x', { from: 3000, to: '3100' }) // rejected
+PortPool.open('x', { from: 3000, to: 3100 }).then((pool) => {
+  const port: string = pool.from // rejected
+  pool.release('3000') // rejected
+  pool.getPort({ port: '3000' }) // rejected
+  pool.acquire().then((lease) => lease.port) // rejected
+})
+getPort({ exclude: 3000 }) // rejected
+portNumbers('1', 2) // rejected
+const c: string = inspectShared('x').inUse // rejected
+
+export { n, s, r, m, p, v, c }

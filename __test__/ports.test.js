@@ -1,0 +1,153 @@
+'use strict'
+// PortPool and the get-port drop-in, on real sockets and real processes.
+const test = require('node:test')
+const assert = require('node:assert')
+const { PortPool, portNumbers, inspectShared, listShared, Lease } = require('..')
+const { scratchName, collect, forkFixture, waitFor, freePortRange, occupy, portIsFree } = require('./helpers')
+
+async function openPool(t, count, tag = 'pool') {
+  const name = scratchName(t, tag)
+  const from = await freePortRange(count)
+  const pool = await PortPool.open(name, { from, to: from + count - 1 })
+  t.after(() => pool.close())
+  return { name, from, to: from + count - 1, pool }
+}
+
+test('processes asking at once get distinct ports that cover the pool', async (t) => {
+  const { name, from, to } = await openPool(t, 24)
+  const children = Array.from({ length: 4 }, () => forkFixture('ports.js', [name, from, to, 6, 'wait']))
+  const done = children.map(collect)
+  await Promise.all(children.map((c) => waitFor(c, (m) => m === 'ready')))
+  const reports = children.map((c) => waitFor(c, (m) => m.ports))
+  for (const c of children) c.send('go')
+  const got = await Promise.all(reports)
+  for (const c of children) c.send('exit')
+  await Promise.all(done)
+  const ports = got.flatMap((r) => r.ports).sort((a, b) => a - b)
+  assert.deepStrictEqual(ports, Array.from({ length: 24 }, (_, i) => from + i))
+  assert.ok(got.every((r) => r.error === null))
+})
+
+test('a port another program listens on is skipped, not handed out, and tried again later', async (t) => {
+  const { from, pool } = await openPool(t, 3)
+  const outsider = await occupy(from + 1)
+  const first = await pool.getPort()
+  const second = await pool.getPort()
+  assert.deepStrictEqual([first, second].sort(), [from, from + 2])
+  await assert.rejects(pool.getPort(), (e) => e.code === 'ERR_NO_FREE_NUMBER' && /1 excluded or in use by other programs/.test(e.message))
+  assert.strictEqual(pool.count(), 2, 'the busy port is not held after the search')
+  assert.strictEqual(pool.holderOf(from + 1), null)
+  await new Promise((resolve) => outsider.close(resolve))
+  assert.strictEqual(await pool.getPort(), from + 1, 'once free, it is handed out')
+})
+
+test('the port handed out can be listened on, and is not handed out again until released', async (t) => {
+  const { from, to, pool } = await openPool(t, 4)
+  const seen = new Set()
+  for (let i = 0; i < 4; i++) {
+    const port = await pool.getPort()
+    assert.ok(port >= from && port <= to && !seen.has(port))
+    seen.add(port)
+    assert.ok(await portIsFree(port), `${port} is free to listen on`)
+  }
+  await assert.rejects(pool.getPort(), { code: 'ERR_NO_FREE_NUMBER' })
+  pool.release(from + 2)
+  assert.strictEqual(await pool.getPort(), from + 2)
+  assert.throws(() => pool.release(to + 1), { code: 'ERR_OUT_OF_RANGE' })
+  pool.release(from)
+  assert.throws(() => pool.release(from), { code: 'ERR_NOT_ALLOCATED' })
+})
+
+test('preferred ports come first, in order; excluded ports never', async (t) => {
+  const { from, pool } = await openPool(t, 6)
+  assert.strictEqual(await pool.getPort({ port: from + 4 }), from + 4)
+  assert.strictEqual(await pool.getPort({ port: [from + 4, from + 3, from] }), from + 3)
+  assert.strictEqual(await pool.getPort({ port: portNumbers(from, from + 5), exclude: [from, from + 1] }), from + 2)
+  // No preferred port free: any other port of the pool, still never an excluded one.
+  const rest = await pool.getPort({ port: [from + 2], exclude: new Set([from, from + 1]) })
+  assert.strictEqual(rest, from + 5)
+  await assert.rejects(pool.getPort({ exclude: [from, from + 1] }), { code: 'ERR_NO_FREE_NUMBER' })
+  assert.strictEqual(pool.count(), 4, 'excluded ports were not kept')
+})
+
+test('leases give the port back, with Symbol.dispose too', async (t) => {
+  const { from, pool } = await openPool(t, 2)
+  const lease = await pool.acquire({ port: from + 1 })
+  assert.ok(lease instanceof Lease)
+  assert.strictEqual(lease.value, from + 1)
+  assert.strictEqual(pool.count(), 1)
+  lease[Symbol.dispose]()
+  assert.strictEqual(pool.count(), 0)
+  assert.throws(() => lease.release(), { code: 'ERR_LEASE_RELEASED' })
+})
+
+test("a killed worker's ports come back when the pool runs out, and when preferred", async (t) => {
+  const { name, from, to, pool } = await openPool(t, 3)
+  const child = forkFixture('ports.js', [name, from, to, 'all'])
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  const { ports, error } = await waitFor(child, (m) => m.ports)
+  assert.deepStrictEqual([ports.length, error], [3, 'ERR_NO_FREE_NUMBER'])
+  child.kill('SIGKILL')
+  await exited
+  // The pool is full of a dead process's ports: a preferred one comes back at once...
+  assert.strictEqual(await pool.getPort({ port: from + 1 }), from + 1)
+  // ...and so do the others when nothing else is free.
+  const rest = [await pool.getPort(), await pool.getPort()].sort()
+  assert.deepStrictEqual(rest, [from, from + 2])
+  assert.deepStrictEqual(inspectShared(name).holders.map((h) => [h.pid, h.alive]), [[process.pid, true]])
+})
+
+test('bad input is refused with a code, and nothing is created', async (t) => {
+  const name = scratchName(t, 'badpool')
+  const refuse = (options, code, what) => assert.rejects(PortPool.open(name, options), (e) => e.code === code || assert.fail(`${what}: ${e.code} ${e.message}`))
+  await refuse({ from: 3100, to: 3000 }, 'ERR_OUT_OF_RANGE', 'from > to')
+  for (const [from, to] of [[0, 10], [65530, 65536], [-1, 5], [1.5, 10], [10, 10.5], [NaN, 10]]) {
+    await refuse({ from, to }, 'ERR_OUT_OF_RANGE', `${from}-${to}`)
+  }
+  for (const [from, to] of [['3000', 3001], [3000, undefined], [undefined, 3001], [3000n, 3001]]) {
+    await refuse({ from, to }, 'ERR_INVALID_ARG_TYPE', `${typeof from}-${typeof to}`)
+  }
+  await refuse(undefined, 'ERR_INVALID_ARG_TYPE', 'no options')
+  await refuse({ from: 3000, to: 3001, host: 'no-such-host.invalid' }, 'ERR_INVALID_HOST', 'unknown host')
+  await refuse({ from: 3000, to: 3001, host: '192.0.2.1' }, 'ERR_INVALID_HOST', 'not this machine')
+  await refuse({ from: 3000, to: 3001, host: 5 }, 'ERR_INVALID_ARG_TYPE', 'host type')
+  await assert.rejects(PortPool.open(5, { from: 3000, to: 3001 }), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.ok(!listShared().includes(name), 'no region was created')
+  assert.throws(() => portNumbers(10, 5), { code: 'ERR_OUT_OF_RANGE' })
+  assert.throws(() => portNumbers(0, 5), { code: 'ERR_OUT_OF_RANGE' })
+  assert.throws(() => portNumbers('1', 5), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.deepStrictEqual([...portNumbers(8000, 8003)], [8000, 8001, 8002, 8003])
+})
+
+test('bad acquire options are refused before anything is held', async (t) => {
+  const { from, to, pool } = await openPool(t, 2)
+  await assert.rejects(pool.getPort({ port: to + 1 }), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(pool.getPort({ port: [from, 'x'] }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await assert.rejects(pool.getPort({ port: '3000' }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await assert.rejects(pool.getPort({ exclude: 5 }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await assert.rejects(pool.getPort({ exclude: [70000] }), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(pool.getPort({ host: 'no-such-host.invalid' }), { code: 'ERR_INVALID_HOST' })
+  await assert.rejects(pool.getPort(null), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.strictEqual(pool.count(), 0)
+  assert.throws(() => new PortPool(), { code: 'ERR_ILLEGAL_CONSTRUCTOR' })
+})
+
+test('a pool opened with another range is refused, naming the range it has', async (t) => {
+  const { name, from, to } = await openPool(t, 4)
+  await assert.rejects(PortPool.open(name, { from, to: to + 1 }), (e) => e.code === 'ERR_POOL_MISMATCH' && e.message.includes(`ports ${from}-${to}`))
+  // Same count of ports, shifted: the sizes agree, the tag does not.
+  await assert.rejects(PortPool.open(name, { from: from + 1, to: to + 1 }), (e) => e.code === 'ERR_POOL_MISMATCH' && e.message.includes(`${from}-${to}`))
+})
+
+test('a host given to the pool is where ports are checked', async (t) => {
+  const name = scratchName(t, 'host')
+  const from = await freePortRange(2)
+  const pool = await PortPool.open(name, { from, to: from + 1, host: '127.0.0.1' })
+  t.after(() => pool.close())
+  assert.strictEqual(pool.host, '127.0.0.1')
+  const outsider = await occupy(from)
+  t.after(() => outsider.close())
+  assert.strictEqual(await pool.getPort(), from + 1)
+  const tag = inspectShared(name).tag
+  assert.strictEqual(tag, (0x50n << 56n) | (BigInt(from) << 16n) | BigInt(from + 1))
+})

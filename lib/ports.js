@@ -1,0 +1,284 @@
+'use strict'
+// Port pools: a region whose numbers stand for ports, handed out only when they can be listened
+// on right now. index.d.ts documents each call; README.md shows the migration from get-port.
+
+const net = require('node:net')
+const { ConcurrentBitmap, inspectShared } = require('./regions.js')
+const { createLease } = require('./lease.js')
+const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions } = require('./checks.js')
+
+// A pool's region tag (FORMAT.md, offset 112): 'P' in the top byte, then the first and last port,
+// so a process that opens the pool with another range is refused instead of sharing numbers
+// that mean other ports.
+const PORT_POOL_KIND = 0x50n
+
+function portPoolTag(from, to) {
+  return (PORT_POOL_KIND << 56n) | (BigInt(from) << 16n) | BigInt(to)
+}
+
+/** The port range a region tag stands for, or null if the region is not a port pool. */
+function portRangeOfTag(tag) {
+  if (tag >> 56n !== PORT_POOL_KIND) return null
+  return { from: Number((tag >> 16n) & 0xffffn), to: Number(tag & 0xffffn) }
+}
+
+const constructing = Symbol('numballoc port pool')
+
+function checkPort(name, value, from = 1, to = 65535) {
+  checkInteger(name, value, from, to)
+  return value
+}
+
+/** get-port's `portNumbers(from, to)`: the ports from `from` to `to`, inclusive. */
+function portNumbers(from, to) {
+  checkPort('from', from)
+  checkPort('to', to, from)
+  return (function* () {
+    for (let port = from; port <= to; port++) yield port
+  })()
+}
+
+/** A `port` option (one number or an iterable of them) or `exclude` (an iterable) as an array. */
+function portList(name, value, from, to, single) {
+  if (value === undefined) return []
+  if (single && typeof value === 'number') return [checkPort(name, value, from, to)]
+  if (value === null || typeof value !== 'object' || typeof value[Symbol.iterator] !== 'function') {
+    throw invalidType(name, single ? 'a number or an iterable of numbers' : 'an iterable of numbers', value)
+  }
+  const ports = []
+  for (const port of value) ports.push(checkPort(`${name}[${ports.length}]`, port, from, to))
+  return ports
+}
+
+/**
+ * Listens on `port` of `host` for a moment: true if that worked, false if the port is taken
+ * (EADDRINUSE) or not ours to take (EACCES); anything else (a host that is not this machine's)
+ * rejects.
+ */
+function probe(port, host) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.unref()
+    server.once('error', (error) => {
+      if (error.code === 'EADDRINUSE' || error.code === 'EACCES') resolve(false)
+      else reject(error)
+    })
+    // exclusive: in a cluster worker, listen in this process instead of through the primary.
+    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)))
+  })
+}
+
+/**
+ * Whether `port` can be listened on at `host`. Without a host, exactly as `server.listen(port)`
+ * will: on the IPv6 wildcard, which sees IPv4 listeners too (dual stack), or the IPv4 wildcard
+ * where there is no IPv6. (No host also skips the DNS lookup that listening on a named host
+ * does, which costs ~15 ms the first time in a process.)
+ */
+function canListen(port, host) {
+  return probe(port, host)
+}
+
+async function checkHost(host) {
+  if (host === undefined) return
+  checkString('options.host', host)
+  try {
+    await probe(0, host)
+  } catch (cause) {
+    const error = codedError(Error, 'ERR_INVALID_HOST', `cannot listen on host ${JSON.stringify(host)}: ${cause.message}`)
+    error.cause = cause
+    throw error
+  }
+}
+
+function poolMismatch(name, from, to, directory, cause) {
+  let found = 'is not a port pool'
+  try {
+    const range = portRangeOfTag(inspectShared(name, { directory, cells: 1 }).tag)
+    if (range) found = `is the pool of ports ${range.from}-${range.to}`
+  } catch {}
+  const error = codedError(Error, 'ERR_POOL_MISMATCH', `region '${name}' ${found}, not of ports ${from}-${to}`)
+  error.cause = cause
+  return error
+}
+
+class PortPool {
+  #bitmap
+  #name
+  #from
+  #to
+  #host
+  #fallback // [first, last] numbers to hand out when no preferred port is free, or null: any
+
+  constructor(token, bitmap, name, from, to, host, fallback) {
+    if (token !== constructing) {
+      throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use PortPool.open(name, { from, to }) to open a PortPool')
+    }
+    this.#bitmap = bitmap
+    this.#name = name
+    this.#from = from
+    this.#to = to
+    this.#host = host
+    this.#fallback = fallback
+  }
+
+  static async open(name, options) {
+    checkString('name', name)
+    const { from, to, host, directory, mode } = checkOptions(options)
+    if (from === undefined) throw invalidType('options.from', 'of type number', from)
+    if (to === undefined) throw invalidType('options.to', 'of type number', to)
+    checkPort('options.from', from)
+    checkPort('options.to', to)
+    if (to < from) throw outOfRange('options.to', `>= options.from (${from})`, to)
+    await checkHost(host)
+    return PortPool.#open(name, from, to, host, { directory, mode }, null)
+  }
+
+  static #open(name, from, to, host, regionOptions, fallback) {
+    let bitmap
+    try {
+      // cyclic: a port just released is the last to come back, so a client still talking to
+      // the old server does not reach a new one. reclaimWhenFull is off because acquire()
+      // reclaims by itself, also when a preferred port is held by a dead process.
+      bitmap = ConcurrentBitmap.open(name, {
+        ...regionOptions,
+        capacity: to - from + 1,
+        tag: portPoolTag(from, to),
+        policy: 'cyclic',
+        reclaimWhenFull: false,
+      })
+    } catch (error) {
+      if (error.code === 'ERR_TAG_MISMATCH' || error.code === 'ERR_SIZE_MISMATCH') {
+        throw poolMismatch(name, from, to, regionOptions.directory, error)
+      }
+      throw error
+    }
+    return new PortPool(constructing, bitmap, name, from, to, host, fallback)
+  }
+
+  /**
+   * The pool `getPort()` uses: every port, handing out the dynamic range 49152-65535 when no
+   * preferred port is free. One per user (`numballoc-ports-<uid>`), or `NUMBALLOC_PORT_POOL`.
+   */
+  static defaultPool() {
+    const uid = typeof process.getuid === 'function' ? process.getuid() : 0
+    const name = process.env.NUMBALLOC_PORT_POOL || `numballoc-ports-${uid}`
+    return PortPool.#open(name, 1, 65535, undefined, {}, [49152 - 1, 65535 - 1])
+  }
+
+  get name() {
+    return this.#name
+  }
+
+  get from() {
+    return this.#from
+  }
+
+  get to() {
+    return this.#to
+  }
+
+  get host() {
+    return this.#host
+  }
+
+  async acquire(options) {
+    const port = await this.getPort(options)
+    return createLease(port, (p) => this.release(p))
+  }
+
+  async getPort(options) {
+    const { port, exclude, host } = checkOptions(options)
+    const preferred = portList('options.port', port, this.#from, this.#to, true)
+    const excluded = new Set(portList('options.exclude', exclude, 1, 65535, false))
+    if (host !== undefined) await checkHost(host)
+    return this.#from + (await this.#take(preferred, excluded, host ?? this.#host))
+  }
+
+  /**
+   * Claims the first preferred port, or else any port of the pool, that is not excluded and can
+   * be listened on. Ports found taken by other programs are held while the search goes on (so
+   * it moves past them) and freed at the end, so they are tried again by later calls.
+   */
+  async #take(preferred, excluded, host) {
+    const held = []
+    let winner = -1
+    let reclaimed = false
+    // Dead holders' ports come back at most once a call: reclaim() reads every holder record.
+    const reclaimOnce = () => !reclaimed && (reclaimed = true) && this.#bitmap.reclaim() > 0
+    try {
+      for (const port of preferred) {
+        if (excluded.has(port)) continue
+        const n = port - this.#from
+        let claimed = this.#bitmap.tryAllocateInRange(n, n)
+        if (claimed === null && reclaimOnce()) claimed = this.#bitmap.tryAllocateInRange(n, n)
+        if (claimed === null) continue
+        held.push(n)
+        if (await canListen(port, host)) return (winner = n)
+      }
+      for (;;) {
+        const n = this.#fallback ? this.#bitmap.tryAllocateInRange(...this.#fallback) : this.#bitmap.tryAllocate()
+        if (n === null) {
+          if (reclaimOnce()) continue
+          throw this.#noFreePort(held.length)
+        }
+        held.push(n)
+        const port = this.#from + n
+        if (!excluded.has(port) && (await canListen(port, host))) return (winner = n)
+      }
+    } finally {
+      const others = held.filter((n) => n !== winner)
+      if (others.length > 0) this.#bitmap.freeMany(others)
+    }
+  }
+
+  #noFreePort(skipped) {
+    const [first, last] = this.#fallback ?? [0, this.#to - this.#from]
+    const held = this.#bitmap.count() - skipped
+    return codedError(
+      Error,
+      'ERR_NO_FREE_NUMBER',
+      `no free port in ${this.#from + first}-${this.#from + last}: ${held} held through the pool, ${skipped} excluded or in use by other programs`,
+    )
+  }
+
+  release(port) {
+    checkPort('port', port, this.#from, this.#to)
+    this.#bitmap.free(port - this.#from)
+  }
+
+  holderOf(port) {
+    checkPort('port', port, this.#from, this.#to)
+    return this.#bitmap.holderOf(port - this.#from)
+  }
+
+  count() {
+    return this.#bitmap.count()
+  }
+
+  reclaim() {
+    return this.#bitmap.reclaim()
+  }
+
+  close(options) {
+    this.#bitmap.close(options)
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'PortPool'
+  }
+}
+
+let defaultPool
+
+/** get-port's `getPort(options)`, coordinated through this user's machine-wide pool. */
+async function getPort(options) {
+  defaultPool ??= PortPool.defaultPool()
+  return defaultPool.getPort(options)
+}
+
+function releasePort(port) {
+  defaultPool ??= PortPool.defaultPool()
+  defaultPool.release(port)
+}
+
+module.exports = { PortPool, getPort, releasePort, portNumbers, portRangeOfTag }
