@@ -1,6 +1,7 @@
 'use strict'
 // What a user gets: `npm pack`, then `npm install ./numballoc-*.tgz` in a new empty app builds the
-// addon from source without the napi CLI (a devDependency), and require('numballoc') allocates.
+// addon from source without the napi CLI (a devDependency), require('numballoc') allocates, and
+// the numballoc command runs.
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { execFileSync } = require('node:child_process')
@@ -38,4 +39,8 @@ test('the packed tarball installs into an empty app, builds from source and allo
   const got = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, encoding: 'utf8' }))
   assert.equal(got.length, 2)
   assert.notEqual(got[0], got[1])
+
+  // The command is installed as a bin.
+  const help = execFileSync(path.join(app, 'node_modules', '.bin', 'numballoc'), ['--help'], { encoding: 'utf8' })
+  assert.match(help, /Usage: numballoc COMMAND/)
 })

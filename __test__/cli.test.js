@@ -1,0 +1,181 @@
+'use strict'
+// The numballoc command, run as a user runs it: a process, its output and its exit status.
+const test = require('node:test')
+const assert = require('node:assert')
+const { spawnSync } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { ConcurrentBitmap, PortPool, listShared, loadShared } = require('..')
+const { scratchName, forkFixture, waitFor, freePortRange } = require('./helpers')
+
+const BIN = path.join(__dirname, '..', 'bin', 'numballoc.js')
+
+function run(...args) {
+  return runAs({}, ...args)
+}
+
+function runAs(user, ...args) {
+  const { status, stdout, stderr } = spawnSync(process.execPath, [BIN, ...args], { ...user, encoding: 'utf8' })
+  return { status, stdout, stderr }
+}
+
+function json(...args) {
+  const result = run(...args, '--json')
+  assert.strictEqual(result.status, 0, result.stderr)
+  return JSON.parse(result.stdout)
+}
+
+/** A region where a killed child held `dead` numbers and this process holds `alive`. */
+async function regionWithDeadHolder(t, capacity, dead, alive) {
+  const name = scratchName(t, 'cli')
+  const ids = ConcurrentBitmap.open(name, { capacity, policy: 'lowest' })
+  t.after(() => ids.close())
+  const child = forkFixture('agent.js', [name, capacity, 'lowest'])
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  await waitFor(child, (m) => m === 'ready')
+  child.send({ id: 1, method: 'allocate', times: dead })
+  const { results } = await waitFor(child, (m) => m?.id === 1)
+  assert.strictEqual(results.length, dead)
+  child.kill('SIGKILL')
+  await exited
+  for (let i = 0; i < alive; i++) ids.allocate()
+  return { name, ids, deadPid: child.pid }
+}
+
+test('inspect shows counts, holders alive and dead, and an occupancy picture', async (t) => {
+  const { name, deadPid } = await regionWithDeadHolder(t, 1024, 100, 28)
+  const out = run('inspect', name)
+  assert.strictEqual(out.status, 0, out.stderr)
+  assert.match(out.stdout, new RegExp(`region +${name}`))
+  assert.match(out.stdout, /capacity +1024 numbers/)
+  assert.match(out.stdout, /in use +128 \(12\.5%\)/)
+  assert.match(out.stdout, /2 processes: 1 alive, 1 dead holding 100/)
+  assert.match(out.stdout, new RegExp(`${deadPid} +100 +dead`))
+  assert.match(out.stdout, new RegExp(`${process.pid} +28 +alive`))
+  // 256 cells of 4 numbers in 4 rows of 64: the first 32 cells full, the rest empty.
+  const rows = out.stdout.split('\n').filter((line) => /^ +\d+ [·░▒▓█]+$/.test(line))
+  assert.deepStrictEqual(rows.map((r) => r.trim().split(' ')[0]), ['0', '256', '512', '768'])
+  assert.strictEqual(rows[0].trim().split(' ')[1], '█'.repeat(32) + '·'.repeat(32))
+  assert.strictEqual(rows[3].trim().split(' ')[1], '·'.repeat(64))
+
+  const report = json('inspect', name, '--cells', '8')
+  assert.strictEqual(report.inUse, 128)
+  assert.strictEqual(report.heldByDead, 100)
+  assert.deepStrictEqual(report.cells, [128, 0, 0, 0, 0, 0, 0, 0])
+  assert.deepStrictEqual(report.holders.map((h) => [h.pid, h.alive, h.count]), [[deadPid, false, 100], [process.pid, true, 28]])
+})
+
+test('inspect shades partly full cells and labels a port pool by port', async (t) => {
+  const name = scratchName(t, 'clipool')
+  const from = await freePortRange(16)
+  const pool = await PortPool.open(name, { from, to: from + 15 })
+  t.after(() => pool.close())
+  for (const port of [from, from + 1, from + 2, from + 3, from + 4, from + 8]) await pool.getPort({ port })
+  const out = run('inspect', name, '--cells', '4')
+  assert.strictEqual(out.status, 0, out.stderr)
+  assert.match(out.stdout, new RegExp(`ports ${from}-${from + 15} \\(a port pool\\)`))
+  assert.match(out.stdout, /capacity +16 ports/)
+  // Cells of 4 ports: full, 1 of 4, 1 of 4, empty.
+  assert.match(out.stdout, new RegExp(`\\n +${from} █░░·\\n`))
+})
+
+test('list shows every region with its counts; reclaim frees what the dead held', async (t) => {
+  const { name } = await regionWithDeadHolder(t, 256, 10, 3)
+  const row = json('list').find((r) => r.name === name)
+  assert.deepStrictEqual(
+    { capacity: row.capacity, inUse: row.inUse, alive: row.holdersAlive, dead: row.holdersDead, heldByDead: row.heldByDead },
+    { capacity: 256, inUse: 13, alive: 1, dead: 1, heldByDead: 10 },
+  )
+  const text = run('list')
+  assert.match(text.stdout, /^NAME +HOLDS +CAPACITY +IN USE +ALIVE +DEAD +HELD BY DEAD$/m)
+  assert.match(text.stdout, new RegExp(`^${name} +numbers 0-255 +256 +13 +1 +1 +10$`, 'm'))
+
+  const reclaimed = run('reclaim', name)
+  assert.strictEqual(reclaimed.status, 0, reclaimed.stderr)
+  assert.match(reclaimed.stdout, /reclaimed 10 numbers held by dead processes/)
+  assert.deepStrictEqual(json('reclaim', name), { name, reclaimed: 0, tracksHolders: true })
+  const after = json('inspect', name)
+  assert.deepStrictEqual([after.inUse, after.heldByDead], [3, 0])
+})
+
+test('destroy removes a region and refuses what is not one', (t) => {
+  const name = scratchName(t, 'clidestroy')
+  loadShared(name, 8).close()
+  assert.deepStrictEqual(json('destroy', name), { name, destroyed: true })
+  assert.ok(!listShared().includes(name))
+  const again = run('destroy', name)
+  assert.deepStrictEqual([again.status, again.stderr], [1, `numballoc: no region named '${name}'\n`])
+
+  const foreign = scratchName(t, 'foreign')
+  fs.writeFileSync(path.join('/dev/shm', foreign), 'x'.repeat(200))
+  const refused = run('destroy', foreign)
+  assert.strictEqual(refused.status, 1)
+  assert.match(refused.stderr, /^numballoc: .*not a compatible numballoc region.*\n$/)
+  assert.ok(fs.existsSync(path.join('/dev/shm', foreign)), 'a foreign object is left alone')
+})
+
+test('errors are one line with a non-zero exit, also as JSON', (t) => {
+  const missing = scratchName(t, 'missing')
+  for (const command of ['inspect', 'reclaim', 'destroy']) {
+    const out = run(command, missing)
+    assert.deepStrictEqual([out.status, out.stdout, out.stderr], [1, '', `numballoc: no region named '${missing}'\n`], command)
+  }
+  const asJson = run('inspect', missing, '--json')
+  assert.strictEqual(asJson.status, 1)
+  assert.deepStrictEqual(JSON.parse(asJson.stderr), { error: { code: 'ENOENT', message: `no region named '${missing}'` } })
+
+  const usage = [run('frobnicate'), run('inspect'), run('list', 'extra'), run('inspect', 'x', '--bogus'), run('inspect', 'x', '--cells', 'many')]
+  for (const out of usage) {
+    assert.strictEqual(out.status, 2, out.stderr)
+    assert.strictEqual(out.stderr.split('\n').length, 2, `one line: ${out.stderr}`)
+    assert.match(out.stderr, /^numballoc: /)
+  }
+  assert.match(run('inspect', 'bad/name').stderr, /^numballoc: invalid region name/)
+})
+
+test('permission denied is one clear line, and list leaves such regions out', (t) => {
+  const name = scratchName(t, 'locked')
+  loadShared(name, 8, { mode: 0o600 }).close()
+  // Root reads every file: run the command as nobody instead, where it can run at all.
+  let user = {}
+  if (process.getuid() === 0) {
+    user = { uid: 65534, gid: 65534 }
+    if (runAs(user, '--help').status !== 0) return t.skip('the command cannot run as nobody here')
+  } else {
+    fs.chmodSync(path.join('/dev/shm', name), 0o000)
+  }
+  for (const command of ['inspect', 'reclaim', 'destroy']) {
+    const out = runAs(user, command, name)
+    assert.deepStrictEqual([out.status, out.stderr], [1, `numballoc: permission denied: region '${name}' (/${name})\n`], command)
+  }
+  assert.ok(listShared().includes(name), 'destroy did not remove it')
+  const listed = runAs(user, 'list', '--json')
+  assert.strictEqual(listed.status, 0, listed.stderr)
+  assert.ok(!JSON.parse(listed.stdout).some((r) => r.name === name))
+})
+
+test('regions kept in a directory are listed and inspected with --dir', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-cli-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const ids = ConcurrentBitmap.open('in-a-dir', { capacity: 64, directory: dir })
+  ids.allocateMany(5)
+  ids.close()
+  fs.writeFileSync(path.join(dir, 'README'), 'not a region')
+  assert.deepStrictEqual(json('list', '--dir', dir).map((r) => [r.name, r.inUse]), [['in-a-dir', 5]])
+  assert.strictEqual(json('inspect', 'in-a-dir', '--dir', dir).inUse, 5)
+  assert.match(run('list', '--dir', path.join(dir, 'nope')).stderr, /^numballoc: /)
+})
+
+test('--help on every command', () => {
+  const top = run('--help')
+  assert.strictEqual(top.status, 0)
+  for (const command of ['list', 'inspect', 'reclaim', 'destroy']) {
+    assert.match(top.stdout, new RegExp(`^  ${command} `, 'm'))
+    for (const help of [run(command, '--help'), run('help', command)]) {
+      assert.strictEqual(help.status, 0)
+      assert.match(help.stdout, new RegExp(`^Usage: numballoc ${command}`))
+    }
+  }
+  assert.strictEqual(run().status, 0)
+})

@@ -1,0 +1,280 @@
+#!/usr/bin/env node
+'use strict'
+// The `numballoc` command: see and repair the regions on this machine. Every command reads
+// through the library's public API; nothing here knows the region format.
+
+const { parseArgs } = require('node:util')
+const { listShared, inspectShared, destroyShared, loadShared, ConcurrentBitmap } = require('..')
+const { portRangeOfTag } = require('../lib/ports.js')
+
+const COMMON = {
+  dir: { type: 'string', short: 'd' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+}
+
+const COMMANDS = {
+  list: {
+    usage: 'numballoc list [--dir DIR] [--json]',
+    summary: 'list the regions on this machine',
+    details: `Lists every numballoc region in POSIX shared memory (/dev/shm), or in DIR: its name,
+capacity, numbers in use, processes holding numbers (alive and dead) and the numbers the dead
+ones hold (which "numballoc reclaim NAME" frees).`,
+    positionals: 0,
+    run: list,
+  },
+  inspect: {
+    usage: 'numballoc inspect NAME [--dir DIR] [--cells N] [--json]',
+    summary: 'counts, holders and a picture of occupancy',
+    details: `Shows one region: capacity, numbers in use, every process holding numbers (alive or
+dead), and a picture of where the allocated numbers are: one cell per run of numbers, shaded by
+how full it is, so fragmentation shows at a glance. --cells sets about how many cells (default
+256). Reads the region without changing it; needs only read permission.`,
+    positionals: 1,
+    options: { cells: { type: 'string' } },
+    run: inspect,
+  },
+  reclaim: {
+    usage: 'numballoc reclaim NAME [--dir DIR] [--json]',
+    summary: 'free the numbers of processes that died',
+    details: `Frees every number of the region whose holder process is no longer running, and says
+how many. Numbers of live processes are never touched. Safe while the region is in use.`,
+    positionals: 1,
+    run: reclaim,
+  },
+  destroy: {
+    usage: 'numballoc destroy NAME [--dir DIR] [--json]',
+    summary: 'remove a region',
+    details: `Removes the region NAME. Processes that have it open keep working on their mapping;
+the next process to open the name gets a fresh, empty region. Refuses objects that are not
+numballoc regions.`,
+    positionals: 1,
+    run: destroy,
+  },
+}
+
+const HELP = `numballoc: unique numbers across processes, from shared memory
+
+Usage: numballoc COMMAND [options]
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(9)}${c.summary}`)
+  .join('\n')}
+
+Options:
+  -d, --dir DIR  regions kept as files in DIR instead of POSIX shared memory
+  --json         print JSON for scripts
+  -h, --help     help (also "numballoc COMMAND --help")
+`
+
+/** An error to print as one line with a non-zero exit status: 1, or 2 for a wrong command line. */
+class Failure extends Error {
+  constructor(message, code, status = 1) {
+    super(message)
+    this.code = code
+    this.status = status
+  }
+}
+
+function main(argv) {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' && COMMANDS[rest[0]]
+    process.stdout.write(topic ? commandHelp(topic) : HELP)
+    return 0
+  }
+  const command = COMMANDS[name]
+  if (!command) throw new Failure(`unknown command '${name}' (see numballoc --help)`, 'ERR_USAGE', 2)
+  let parsed
+  try {
+    parsed = parseArgs({ args: rest, options: { ...COMMON, ...command.options }, allowPositionals: true })
+  } catch (error) {
+    throw new Failure(`${error.message} (see numballoc ${name} --help)`, 'ERR_USAGE', 2)
+  }
+  const { values, positionals } = parsed
+  if (values.help) {
+    process.stdout.write(commandHelp(command))
+    return 0
+  }
+  if (positionals.length !== command.positionals) {
+    const wanted = command.positionals === 0 ? 'no arguments' : 'a region NAME'
+    throw new Failure(`${name} takes ${wanted} (usage: ${command.usage})`, 'ERR_USAGE', 2)
+  }
+  const result = command.run(positionals[0], values)
+  process.stdout.write(values.json ? `${JSON.stringify(result.json, jsonValue, 2)}\n` : result.text)
+  return 0
+}
+
+function commandHelp(command) {
+  return `Usage: ${command.usage}\n\n${command.details}\n`
+}
+
+function jsonValue(_key, value) {
+  return typeof value === 'bigint' ? `0x${value.toString(16)}` : value
+}
+
+function regionOptions(values) {
+  return values.dir === undefined ? {} : { directory: values.dir }
+}
+
+/** Runs a library call on region `name`, turning its errors into one clear line. */
+function onRegion(name, values, call) {
+  try {
+    return call()
+  } catch (error) {
+    const where = values.dir === undefined ? '' : ` in ${values.dir}`
+    switch (error.code) {
+      case 'ENOENT':
+        throw new Failure(`no region named '${name}'${where}`, error.code)
+      case 'EACCES':
+      case 'EPERM':
+        throw new Failure(`permission denied: region '${name}'${where} (${error.path ?? name})`, error.code)
+      case 'ERR_INCOMPATIBLE_REGION':
+      case 'ERR_INVALID_NAME':
+        throw new Failure(error.message, error.code)
+      default:
+        throw new Failure(`${error.message}`, error.code)
+    }
+  }
+}
+
+function describeKind(report) {
+  const range = portRangeOfTag(report.tag)
+  return range ? `ports ${range.from}-${range.to}` : `numbers 0-${report.capacity - 1}`
+}
+
+/** How many numbers the region's users hand out: a pool's ports, else its whole capacity. */
+function usable(report) {
+  const range = portRangeOfTag(report.tag)
+  return range ? Math.min(range.to - range.from + 1, report.capacity) : report.capacity
+}
+
+function summary(report) {
+  const alive = report.holders.filter((h) => h.alive)
+  return {
+    name: report.name,
+    path: report.path,
+    kind: describeKind(report),
+    capacity: usable(report),
+    inUse: report.inUse,
+    tracksHolders: report.tracksHolders,
+    holdersAlive: alive.length,
+    holdersDead: report.holders.length - alive.length,
+    heldByDead: report.heldByDead,
+  }
+}
+
+function list(_name, values) {
+  const names = onRegion('', values, () => listShared(regionOptions(values)))
+  const rows = names.map((name) => {
+    try {
+      return summary(inspectShared(name, { ...regionOptions(values), cells: 1 }))
+    } catch (error) {
+      return { name, error: { code: error.code, message: error.message } }
+    }
+  })
+  if (rows.length === 0) return { json: rows, text: `no numballoc regions in ${values.dir ?? '/dev/shm'}\n` }
+  const header = ['NAME', 'HOLDS', 'CAPACITY', 'IN USE', 'ALIVE', 'DEAD', 'HELD BY DEAD']
+  const table = rows.map((r) =>
+    r.error
+      ? [r.name, `unreadable: ${r.error.message}`]
+      : [r.name, r.kind, r.capacity, r.inUse, r.tracksHolders ? r.holdersAlive : '-', r.tracksHolders ? r.holdersDead : '-', r.tracksHolders ? r.heldByDead : '-'],
+  )
+  return { json: rows, text: formatTable([header, ...table]) }
+}
+
+function formatTable(rows) {
+  const widths = []
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, String(cell).length)))
+  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? String(cell) : String(cell).padEnd(widths[i]))).join('  ')).join('\n') + '\n'
+}
+
+// Shades for a cell's fill: empty, up to a quarter, up to a half, less than full, full.
+const SHADES = ['·', '░', '▒', '▓', '█']
+const ROW_CELLS = 64
+
+function shade(used, size) {
+  if (used === 0) return SHADES[0]
+  if (used >= size) return SHADES[4]
+  const fill = used / size
+  return fill <= 0.25 ? SHADES[1] : fill <= 0.5 ? SHADES[2] : SHADES[3]
+}
+
+function inspect(name, values) {
+  let cells = 256
+  if (values.cells !== undefined) {
+    cells = Number(values.cells)
+    if (!Number.isInteger(cells) || cells < 1 || cells > 65536) {
+      throw new Failure(`--cells must be an integer from 1 to 65536, got '${values.cells}'`, 'ERR_USAGE', 2)
+    }
+  }
+  const report = onRegion(name, values, () => inspectShared(name, { ...regionOptions(values), cells }))
+  const range = portRangeOfTag(report.tag)
+  const first = range ? range.from : 0
+  const capacity = usable(report)
+  const pct = (100 * report.inUse) / capacity
+  const lines = [
+    `region    ${report.name} (${report.path})`,
+    `holds     ${describeKind(report)}${range ? ' (a port pool)' : ''}`,
+    `capacity  ${capacity} ${range ? 'ports' : 'numbers'} (${report.size}-byte bitmap, ${report.tracksHolders ? 'with' : 'without'} holder records)`,
+    `in use    ${report.inUse} (${pct.toFixed(1)}%)`,
+  ]
+  if (report.tracksHolders) {
+    const alive = report.holders.filter((h) => h.alive).length
+    const dead = report.holders.length - alive
+    let holders = `holders   ${report.holders.length} process${report.holders.length === 1 ? '' : 'es'}: ${alive} alive, ${dead} dead`
+    if (dead > 0) holders += ` holding ${report.heldByDead} (numballoc reclaim ${name} frees them)`
+    lines.push(holders)
+    if (report.holders.length > 0) {
+      lines.push('', formatTable([['  PID', 'HOLDS', 'STATE'], ...report.holders.map((h) => [`  ${h.pid}`, h.count, h.alive ? 'alive' : 'dead'])]).trimEnd())
+    }
+  } else {
+    lines.push('holders   not recorded (the region was created with holders: false)')
+  }
+  const unit = range ? 'port' : 'number'
+  lines.push('', `occupancy (one cell = ${report.cellSize} ${unit}${report.cellSize === 1 ? '' : 's'}: ${SHADES[0]} empty, ${SHADES[1]} <=25%, ${SHADES[2]} <=50%, ${SHADES[3]} <100%, ${SHADES[4]} full)`)
+  const labelWidth = String(first + capacity - 1).length
+  // Cells past the usable numbers (a pool's padding to whole bytes) are left out.
+  const shown = report.cells.slice(0, Math.ceil(capacity / report.cellSize))
+  for (let row = 0; row < shown.length; row += ROW_CELLS) {
+    const picture = shown
+      .slice(row, row + ROW_CELLS)
+      .map((used, i) => shade(used, Math.min(report.cellSize, capacity - (row + i) * report.cellSize)))
+      .join('')
+    lines.push(`  ${String(first + row * report.cellSize).padStart(labelWidth)} ${picture}`)
+  }
+  return { json: { ...summary(report), ...(range ?? {}), holders: report.holders, cells: report.cells, cellSize: report.cellSize }, text: `${lines.join('\n')}\n` }
+}
+
+function reclaim(name, values) {
+  const reclaimed = onRegion(name, values, () => {
+    const mem = loadShared(name, undefined, regionOptions(values))
+    try {
+      return { count: new ConcurrentBitmap(mem).reclaim(), tracksHolders: mem.tracksHolders }
+    } finally {
+      mem.close()
+    }
+  })
+  const text = reclaimed.tracksHolders
+    ? `reclaimed ${reclaimed.count} number${reclaimed.count === 1 ? '' : 's'} held by dead processes in '${name}'\n`
+    : `'${name}' does not record holders (created with holders: false): nothing to reclaim\n`
+  return { json: { name, reclaimed: reclaimed.count, tracksHolders: reclaimed.tracksHolders }, text }
+}
+
+function destroy(name, values) {
+  // Look first: never unlink an object that is not a numballoc region.
+  onRegion(name, values, () => inspectShared(name, { ...regionOptions(values), cells: 1 }))
+  const existed = onRegion(name, values, () => destroyShared(name, regionOptions(values)))
+  if (!existed) throw new Failure(`no region named '${name}'`, 'ENOENT')
+  return { json: { name, destroyed: true }, text: `destroyed '${name}'\n` }
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2))
+} catch (error) {
+  if (!(error instanceof Failure)) throw error
+  const json = process.argv.includes('--json')
+  process.stderr.write(json ? `${JSON.stringify({ error: { code: error.code, message: error.message } })}\n` : `numballoc: ${error.message}\n`)
+  process.exitCode = error.status
+}
