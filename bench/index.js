@@ -123,6 +123,43 @@ async function processesScaling() {
   ]
 }
 
+/**
+ * examples/test-workers.js's scenario, many rounds: 8 processes started at once each get a port
+ * and listen on it. Counts collisions (EADDRINUSE) and the time each getPort() call took.
+ */
+async function portsUnderRace() {
+  const { runRound } = require('../examples/test-workers.js')
+  const rounds = quick ? 2 : 20
+  const workers = 8
+  const pool = name('ports')
+  const rows = []
+  for (const ask of ['range', 'any']) {
+    const results = {}
+    for (const impl of ['get-port', 'numballoc']) results[impl] = { collisions: 0, micros: [] }
+    for (let r = 0; r < rounds; r++) {
+      // Alternate which library goes first, so neither always meets a warmer machine.
+      for (const impl of r % 2 ? ['numballoc', 'get-port'] : ['get-port', 'numballoc']) {
+        const got = await runRound({ workers, impl, ask, env: { NUMBALLOC_PORT_POOL: pool } })
+        results[impl].collisions += got.filter((g) => g.error === 'EADDRINUSE').length
+        results[impl].micros.push(...got.map((g) => g.micros))
+      }
+    }
+    const base = median(results['get-port'].micros)
+    for (const impl of ['get-port', 'numballoc']) {
+      const { collisions, micros } = results[impl]
+      const scenario = ask === 'range' ? 'getPort({ port: portNumbers(3000, 3100) })' : 'getPort()'
+      rows.push([scenario, impl, `${rounds} × ${workers}`, collisions, median(micros), median(micros) / base])
+    }
+  }
+  destroyShared(pool)
+  console.log('\n### Ports for 8 processes started at once (examples/test-workers.js; time ratio to get-port)\n')
+  console.log('| call | library | rounds × processes | EADDRINUSE | median time per port | ratio |')
+  console.log('|---|---|---|---|---|---|')
+  for (const [scenario, impl, runs, collisions, micros, ratio] of rows) {
+    console.log(`| \`${scenario}\` | ${impl} | ${runs} | ${collisions} | ${fmt(micros * 1000)} | ${ratio.toFixed(2)}× |`)
+  }
+}
+
 function print(title, rows, unit = 'ns') {
   console.log(`\n### ${title}\n`)
   console.log(`| what | ${unit === 'ns' ? 'median per call' : 'median'} | ratio |`)
@@ -138,6 +175,7 @@ async function main() {
   print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
   print('Two processes churning on one region (ratio to one process)', await processesScaling(), 'ops')
+  await portsUnderRace()
 }
 
 main().catch((error) => {
