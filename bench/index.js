@@ -11,7 +11,7 @@ const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 3 : 7
 const name = (tag) => `numballoc-bench-${tag}-${process.pid}`
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
+const fmt = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
 
 /** ns per iteration of `body`, median of ROUNDS timed runs of `count` iterations. */
 function measure(count, body) {
