@@ -10,6 +10,14 @@ import {
   SharedMemory,
   destroyShared,
   loadShared,
+  inspectShared,
+  listShared,
+  PortPool,
+  GetPortOptions,
+  RegionReport,
+  getPort,
+  releasePort,
+  portNumbers,
 } from '../..'
 
 const mem: SharedMemory = loadShared('typed-consumer', 128, { create: true, mode: 0o600 })
@@ -59,3 +67,30 @@ const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
 
 export { size, name, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }
 export { tracked, reclaimed, pid, untracked, leased, scoped, onExit }
+
+async function ports(): Promise<number> {
+  const pool: PortPool = await PortPool.open('typed-ports', { from: 9000, to: 9099, host: '127.0.0.1' })
+  const options: GetPortOptions = { port: portNumbers(9000, 9010), exclude: [9001], host: '::1' }
+  const port: number = await pool.getPort(options)
+  pool.release(port)
+  {
+    using lease = await pool.acquire({ port: 9005 })
+    const leasedPort: number = lease.value
+    void leasedPort
+  }
+  const holderPid: number | undefined = pool.holderOf(9000)?.pid
+  void holderPid
+  const range: [number, number, string | undefined] = [pool.from, pool.to, pool.host]
+  void range
+  pool.close({ release: true })
+  const any: number = await getPort()
+  releasePort(any)
+  return getPort({ port: 3000 })
+}
+const report: RegionReport = inspectShared('typed-consumer', { cells: 16 })
+const dead: number = report.heldByDead + report.holders.filter((h) => !h.alive).length
+const tag: bigint = loadShared('typed-consumer').tag + report.tag
+const names: string[] = listShared({ directory: '/tmp' })
+const tagged = loadShared('typed-tagged', 8, { tag: 0x50n })
+
+export { ports, dead, tag, names, tagged }
