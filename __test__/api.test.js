@@ -2,7 +2,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { loadShared, destroyShared, ConcurrentBitmap, SharedMemory } = require('..')
+const { loadShared, destroyShared, inspectShared, listShared, ConcurrentBitmap, SharedMemory } = require('..')
 const { scratchName } = require('./helpers')
 
 test('the Go README example, translated', (t) => {
@@ -155,4 +155,41 @@ test('handles that are never closed are released when garbage-collected', async 
   const [report] = await collect(child)
   assert.equal(report.before, 200, 'every open handle maps the region')
   assert.equal(report.after, 0, 'collected handles unmapped it')
+})
+
+test('an existing region opens by name alone, whatever its size, and keeps its tag', (t) => {
+  const name = scratchName(t, 'existing')
+  const created = loadShared(name, 37, { tag: 0xabcn })
+  t.after(() => created.close())
+  assert.equal(created.tag, 0xabcn)
+  const opened = loadShared(name)
+  t.after(() => opened.close())
+  assert.deepEqual([opened.size, opened.tag], [37, 0xabcn])
+  const ids = ConcurrentBitmap.open(name)
+  t.after(() => ids.close())
+  assert.equal(ids.max, 296)
+  const n = new ConcurrentBitmap(created).allocate()
+  assert.ok(ids.isAllocated(n), 'both handles see one region')
+  assert.equal(loadShared(name, 37).tag, 0xabcn, 'an opener that asks no tag accepts any')
+  assert.throws(() => loadShared(name, 37, { tag: 0xabdn }), (e) => e.code === 'ERR_TAG_MISMATCH' && /0xabc/.test(e.message))
+  assert.equal(loadShared(scratchName(t, 'untagged'), 8).tag, 0n)
+})
+
+test('inspectShared reports counts, holders and cells; listShared finds the region', (t) => {
+  const name = scratchName(t, 'inspect')
+  const ids = ConcurrentBitmap.open(name, { capacity: 256, policy: 'lowest' })
+  t.after(() => ids.close())
+  ids.allocateMany(70)
+  ids.allocateInRange(200, 255)
+  const report = inspectShared(name, { cells: 4 })
+  assert.deepEqual(
+    { capacity: report.capacity, inUse: report.inUse, heldByDead: report.heldByDead, cells: report.cells, cellSize: report.cellSize },
+    { capacity: 256, inUse: 71, heldByDead: 0, cells: [64, 6, 0, 1], cellSize: 64 },
+  )
+  assert.deepEqual(report.holders, [{ pid: process.pid, alive: true, count: 71 }])
+  assert.equal(report.path, `/${name}`)
+  assert.ok(listShared().includes(name))
+  assert.equal(ids.count(), 71, 'inspecting changed nothing')
+  assert.throws(() => inspectShared(name, { cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
+  assert.throws(() => inspectShared(scratchName(t, 'absent')), { code: 'ENOENT' })
 })
