@@ -4,6 +4,7 @@ const test = require('node:test')
 const assert = require('node:assert')
 const { PortPool, portNumbers, inspectShared, listShared, Lease } = require('..')
 const { scratchName, collect, forkFixture, waitFor, freePortRange, occupy, portIsFree } = require('./helpers')
+const { portRangeOfTag } = require('../lib/ports.js')
 
 async function openPool(t, count, tag = 'pool') {
   const name = scratchName(t, tag)
@@ -150,4 +151,32 @@ test('a host given to the pool is where ports are checked', async (t) => {
   assert.strictEqual(await pool.getPort(), from + 1)
   const tag = inspectShared(name).tag
   assert.strictEqual(tag, (0x50n << 56n) | (BigInt(from) << 16n) | BigInt(from + 1))
+})
+
+test('getPort, releasePort: the drop-in over the per-user pool (here NUMBALLOC_PORT_POOL)', async (t) => {
+  const pool = scratchName(t, 'dropin')
+  const from = await freePortRange(3)
+  const script = `
+    const { getPort, releasePort, portNumbers } = require(${JSON.stringify(require.resolve('..'))})
+    ;(async () => {
+      const first = await getPort({ port: portNumbers(${from}, ${from + 2}) })
+      const second = await getPort({ port: portNumbers(${from}, ${from + 2}), reserve: true })
+      const excluded = await getPort({ port: [${from}, ${from + 2}], exclude: [${from + 2}] })
+      releasePort(first)
+      const again = await getPort({ port: ${from} })
+      const any = await getPort()
+      let doubleRelease = null
+      releasePort(any)
+      try { releasePort(any) } catch (e) { doubleRelease = e.code }
+      console.log(JSON.stringify({ first, second, excluded, again, any, doubleRelease }))
+    })()`
+  const { execFileSync } = require('node:child_process')
+  const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, NUMBALLOC_PORT_POOL: pool }, encoding: 'utf8' })
+  const got = JSON.parse(out)
+  assert.deepStrictEqual([got.first, got.second, got.again, got.doubleRelease], [from, from + 1, from, 'ERR_NOT_ALLOCATED'])
+  assert.ok(got.excluded >= 49152 && got.excluded <= 65535, `no preferred port free: the dynamic range (${got.excluded})`)
+  assert.ok(got.any >= 49152 && got.any <= 65535 && got.any !== got.excluded, `${got.any}`)
+  const report = inspectShared(pool)
+  assert.strictEqual(portRangeOfTag(report.tag).to, 65535)
+  assert.strictEqual(report.capacity, 65536)
 })
