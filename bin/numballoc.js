@@ -130,11 +130,8 @@ function onRegion(name, values, call) {
       case 'EACCES':
       case 'EPERM':
         throw new Failure(`permission denied: region '${name}'${where} (${error.path ?? name})`, error.code)
-      case 'ERR_INCOMPATIBLE_REGION':
-      case 'ERR_INVALID_NAME':
-        throw new Failure(error.message, error.code)
       default:
-        throw new Failure(`${error.message}`, error.code)
+        throw new Failure(error.message, error.code)
     }
   }
 }

@@ -51,11 +51,14 @@ function portList(name, value, from, to, single) {
 }
 
 /**
- * Listens on `port` of `host` for a moment: true if that worked, false if the port is taken
- * (EADDRINUSE) or not ours to take (EACCES); anything else (a host that is not this machine's)
- * rejects.
+ * Whether `port` can be listened on at `host`, found by listening for a moment: false if it is
+ * taken (EADDRINUSE) or not ours to take (EACCES); anything else (a host that is not this
+ * machine's) rejects. Without a host, exactly as `server.listen(port)` will: on the IPv6
+ * wildcard, which sees IPv4 listeners too (dual stack), or the IPv4 wildcard where there is no
+ * IPv6. (No host also skips the DNS lookup that listening on a named host does, which costs
+ * ~15 ms the first time in a process.)
  */
-function probe(port, host) {
+function canListen(port, host) {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
     server.unref()
@@ -68,21 +71,11 @@ function probe(port, host) {
   })
 }
 
-/**
- * Whether `port` can be listened on at `host`. Without a host, exactly as `server.listen(port)`
- * will: on the IPv6 wildcard, which sees IPv4 listeners too (dual stack), or the IPv4 wildcard
- * where there is no IPv6. (No host also skips the DNS lookup that listening on a named host
- * does, which costs ~15 ms the first time in a process.)
- */
-function canListen(port, host) {
-  return probe(port, host)
-}
-
 async function checkHost(host) {
   if (host === undefined) return
   checkString('options.host', host)
   try {
-    await probe(0, host)
+    await canListen(0, host)
   } catch (cause) {
     const error = codedError(Error, 'ERR_INVALID_HOST', `cannot listen on host ${JSON.stringify(host)}: ${cause.message}`)
     error.cause = cause
@@ -124,8 +117,6 @@ class PortPool {
   static async open(name, options) {
     checkString('name', name)
     const { from, to, host, directory, mode } = checkOptions(options)
-    if (from === undefined) throw invalidType('options.from', 'of type number', from)
-    if (to === undefined) throw invalidType('options.to', 'of type number', to)
     checkPort('options.from', from)
     checkPort('options.to', to)
     if (to < from) throw outOfRange('options.to', `>= options.from (${from})`, to)

@@ -104,6 +104,20 @@ impl Header {
         (self.l1_offset() + self.l1_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
     }
 
+    /// Each section's (offset in bytes, length in 64-bit words): bitmap, summary level 1,
+    /// summary level 2, holder records (0 words without holders).
+    pub fn sections(&self) -> [(usize, usize); 4] {
+        [
+            (HEADER_LEN, self.words()),
+            (self.l1_offset() as usize, self.l1_words()),
+            (self.l2_offset() as usize, self.l2_words()),
+            (
+                self.holders_offset() as usize,
+                (self.holders_len() / 8) as usize,
+            ),
+        ]
+    }
+
     /// Total length of the region in bytes: header, bitmap, summary levels, holder records.
     pub fn region_len(&self) -> u64 {
         if self.holders {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::header::{Header, HEADER_LEN, MAGIC};
-use crate::region::{map_initialised, validate_name, Location, MapAccess};
+use crate::header::{Header, MAGIC};
+use crate::region::{map_initialised, unfinished, validate_name, Location, MapAccess};
 use crate::Holder;
 
 /// What one region holds, as [`inspect`] found it.
@@ -64,20 +64,19 @@ impl Report {
 pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Report> {
     let location = Location::new(name, directory)?;
     let file = location.open(libc::O_RDONLY, 0)?;
+    // Without the creation lock a region being created looks the same as an abandoned one;
+    // a read-only look does not wait for a creator.
     let Some((map, header)) = map_initialised(&file, &location, name, MapAccess::ReadOnly)? else {
-        return Err(Error::IncompatibleRegion {
-            name: name.to_owned(),
-            reason: "its creator has not finished it (or died before finishing it)".into(),
-        });
+        return Err(unfinished(name));
     };
-    let section = |offset: u64, words: usize| -> &[AtomicU64] {
+    let sections = header.sections();
+    let section = |index: usize| -> &[AtomicU64] {
+        let (offset, words) = sections[index];
         // SAFETY: `map_initialised` checked the mapping covers the header's region length, and
         // every section lies inside it, 8-byte aligned (FORMAT.md). Only atomic loads are made.
-        unsafe {
-            std::slice::from_raw_parts(map.as_ptr().add(offset as usize) as *const AtomicU64, words)
-        }
+        unsafe { std::slice::from_raw_parts(map.as_ptr().add(offset) as *const AtomicU64, words) }
     };
-    let words = section(HEADER_LEN as u64, header.words());
+    let words = section(0);
     let capacity = header.capacity();
     let cell_size = capacity.div_ceil(cells.max(1) as u64).max(1);
     let mut counts = vec![0u64; capacity.div_ceil(cell_size) as usize];
@@ -101,7 +100,7 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
     }
     let mut holders = Vec::new();
     if header.holders {
-        let records = section(header.holders_offset(), capacity as usize);
+        let records = section(3);
         let mut per_holder: HashMap<u64, u64> = HashMap::new();
         for record in records {
             let value = record.load(Ordering::Relaxed);

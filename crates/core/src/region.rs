@@ -256,10 +256,7 @@ impl Region {
                 return Ok(region);
             }
             let Some(size) = size else {
-                return Err(incompatible(
-                    name,
-                    "its creator stopped before finishing it (open it with a size to complete it, or destroy it)",
-                ));
+                return Err(unfinished(name));
             };
             let header = Header::new(size, options.holders).with_tag(options.tag.unwrap_or(0));
             return initialise(&file, &location, name, header, created);
@@ -292,20 +289,11 @@ impl Region {
     }
 
     fn new(map: MmapRaw, name: &str, header: Header) -> Region {
-        let sections = [
-            (HEADER_LEN, header.words()),
-            (header.l1_offset() as usize, header.l1_words()),
-            (header.l2_offset() as usize, header.l2_words()),
-            (
-                header.holders_offset() as usize,
-                (header.holders_len() / 8) as usize,
-            ),
-        ];
         Region {
             map,
             name: name.to_owned(),
             header,
-            sections,
+            sections: header.sections(),
             me: crate::Holder::current(),
         }
     }
@@ -471,6 +459,15 @@ fn map(file: &File, len: u64, location: &Location, access: MapAccess) -> Result<
         MapAccess::ReadOnly => options.map_raw_read_only(file),
     }
     .map_err(|e| Error::os("mmap", location.shown(), e))
+}
+
+/// A region whose magic number is still zero after its creation lock was free: its creator died
+/// before finishing it. Opening it with a size completes it.
+pub(crate) fn unfinished(name: &str) -> Error {
+    incompatible(
+        name,
+        "its creator stopped before finishing it (open it with a size to complete it, or destroy it)",
+    )
 }
 
 fn incompatible(name: &str, reason: impl Into<String>) -> Error {
