@@ -25,7 +25,7 @@ export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array
 /**
  * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
  * still holds (that nobody took from it: with holders, those whose record still names this
- * process). With `closeRegion`, closes its region too.
+ * thread's holder). With `closeRegion`, closes its region too.
  */
 export declare function bitmapClose(bitmapId: HandleId, closeRegion: boolean, release: boolean): void
 
@@ -38,7 +38,10 @@ export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count
 /** Frees every number of `numbers` (checked first: nothing changes on an error). */
 export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array): void
 
-/** The pid holding `n`, or -1 if nobody does (or the region does not record holders). */
+/**
+ * The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
+ * record holders).
+ */
 export declare function bitmapHolderOf(bitmapId: HandleId, n: number): number
 
 /** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
@@ -69,6 +72,9 @@ export interface HolderReport {
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number
 
+/** How many numbers the region was created for. */
+export declare function regionCapacity(memoryId: HandleId): number
+
 /** Closes a region handle; idempotent. Allocators built on it see it closed. */
 export declare function regionClose(memoryId: HandleId): void
 
@@ -88,7 +94,13 @@ export declare function regionList(directory?: string | undefined | null): Array
  * Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
  * its size. Returns its handle.
  */
-export declare function regionOpen(name: string, size: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag?: bigint | undefined | null): HandleId
+export declare function regionOpen(name: string, size: number | undefined | null, capacity: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag?: bigint | undefined | null): HandleId
+
+/**
+ * Opens an existing region without reclaiming, then reclaims: how many numbers came back (see
+ * `reclaimShared`).
+ */
+export declare function regionReclaim(name: string, directory?: string | undefined | null): number
 
 /** What `regionInspect` found in a region. */
 export interface RegionReport {

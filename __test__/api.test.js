@@ -154,7 +154,8 @@ test('handles that are never closed are released when garbage-collected', async 
   const child = fork(path.join(__dirname, 'fixtures', 'collect.js'), [name], { execArgv: ['--expose-gc'] })
   const [report] = await collect(child)
   assert.equal(report.before, 200, 'every open handle maps the region')
-  assert.equal(report.after, 0, 'collected handles unmapped it')
+  // The thread's holder slot stays, with one mapping, while it holds the numbers it took.
+  assert.equal(report.after, 1, 'collected handles unmapped it, all but the holder slot')
 })
 
 test('an existing region opens by name alone, whatever its size, and keeps its tag', (t) => {

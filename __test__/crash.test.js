@@ -43,17 +43,44 @@ test('a process killed with SIGKILL holding 100 numbers: reclaim() gives back ex
 
 test('a full region reclaims dead holders before reporting ERR_NO_FREE_NUMBER (unless told not to)', async (t) => {
   const name = scratchName(t, 'full')
+  // Both open before the holder dies, so opening reclaims nothing: a full region must.
+  const strict = ConcurrentBitmap.open(name, { capacity: 50, reclaimWhenFull: false })
+  t.after(() => strict.close())
+  const pool = ConcurrentBitmap.open(name, { capacity: 50 })
+  t.after(() => pool.close())
   const { child, numbers } = await holderOf(name, 50, 50)
   assert.equal(numbers.length, 50)
   await kill9(child)
-  const strict = ConcurrentBitmap.open(name, { capacity: 50, reclaimWhenFull: false })
-  t.after(() => strict.close())
   assert.throws(() => strict.allocate(), { code: 'ERR_NO_FREE_NUMBER' })
-  const pool = ConcurrentBitmap.open(name, { capacity: 50 })
-  t.after(() => pool.close())
   const n = pool.allocate()
   assert.ok(numbers.includes(n))
   assert.equal(pool.count(), 1, 'the other 49 came back free')
+})
+
+test('opening a region reclaims what dead holders held: lowest gives 0 after a SIGKILL and after normal exits', async (t) => {
+  const name = scratchName(t, 'reopen')
+  const { child, numbers } = await holderOf(name, 50, 50)
+  await kill9(child)
+  const ids = ConcurrentBitmap.open(name, { capacity: 50, policy: 'lowest' })
+  t.after(() => ids.close())
+  assert.equal(ids.count(), 0, `opening reclaimed the killed holder's ${numbers.length} numbers`)
+  assert.equal(ids.allocate(), 0)
+  ids.free(0)
+  // Three processes one after another, each taking the lowest ID and exiting normally.
+  const got = []
+  for (let i = 0; i < 3; i++) {
+    const agent = forkFixture('agent.js', [name, 50, 'lowest'])
+    await waitFor(agent, (m) => m === 'ready')
+    const reply = waitFor(agent, (m) => m.id === i)
+    agent.send({ id: i, method: 'allocate' })
+    got.push((await reply).results[0])
+    await new Promise((resolve) => {
+      agent.once('exit', resolve)
+      agent.disconnect()
+    })
+  }
+  assert.deepEqual(got, [0, 0, 0], 'a process that exits gives its ID back')
+  assert.equal(ids.count(), 0)
 })
 
 test('a region without holders keeps a killed process\'s numbers (and says so)', async (t) => {
@@ -117,8 +144,7 @@ test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live 
 
 test('4 processes reclaiming at the same instant free each dead holder\'s number exactly once', async (t) => {
   const name = scratchName(t, 'reclaimrace')
-  const { child } = await holderOf(name, 4096, 1000)
-  await kill9(child)
+  // The reclaimers open first: opening after the death would reclaim on its own.
   const agents = []
   for (let i = 0; i < 4; i++) {
     const agent = forkFixture('agent.js', [name, 4096, 'any'])
@@ -126,6 +152,8 @@ test('4 processes reclaiming at the same instant free each dead holder\'s number
     await waitFor(agent, (m) => m === 'ready')
     agents.push(agent)
   }
+  const { child } = await holderOf(name, 4096, 1000)
+  await kill9(child)
   const startAt = Date.now() + 50
   const replies = agents.map((agent, id) => {
     const reply = waitFor(agent, (m) => m.id === id)

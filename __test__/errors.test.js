@@ -103,8 +103,10 @@ test('opening with another size than another process: ERR_SIZE_MISMATCH naming b
   })
   assert.throws(() => ConcurrentBitmap.open(name, { capacity: 129 }), { code: 'ERR_SIZE_MISMATCH' })
   child.send('go')
-  const [, { numbers }] = await done
+  const { numbers } = await waitFor(child, (m) => m.numbers)
   assert.equal(numbers.length, 128, 'the other process was not disturbed')
+  child.send('exit')
+  await done
 })
 
 test('garbage, foreign, truncated and future-version regions: ERR_INCOMPATIBLE_REGION, untouched', (t) => {

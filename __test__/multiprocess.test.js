@@ -22,7 +22,7 @@ test('4 forked children and 4 cluster workers exhaust one region: every number e
   const results = children.map((child) => collect(child.process ?? child))
   await Promise.all(children.map((child) => waitFor(child.process ?? child, (m) => m === 'ready')))
   for (const child of children) child.send('go')
-  const reports = (await Promise.all(results)).map((messages) => messages.find((m) => m.numbers))
+  const reports = await Promise.all(children.map((child) => waitFor(child.process ?? child, (m) => m.numbers)))
   const all = reports.flatMap((r) => r.numbers)
   assert.equal(all.length, capacity, 'every number handed out once in total')
   assert.deepEqual(all.sort((a, b) => a - b), range(capacity), 'no number twice, none missing')
@@ -30,6 +30,9 @@ test('4 forked children and 4 cluster workers exhaust one region: every number e
   const check = ConcurrentBitmap.open(name, { capacity })
   t.after(() => check.close())
   assert.equal(check.count(), capacity)
+  for (const child of children) child.send('exit')
+  await Promise.all(results)
+  assert.equal(check.count(), 0, 'processes that exit normally give their numbers back')
 })
 
 test('churn across 4 processes: no number is ever held by two processes at once', async (t) => {

@@ -4,7 +4,7 @@
 // through the library's public API; nothing here knows the region format.
 
 const { parseArgs } = require('node:util')
-const { listShared, inspectShared, destroyShared, loadShared, ConcurrentBitmap } = require('..')
+const { listShared, inspectShared, destroyShared, reclaimShared } = require('..')
 const { portRangeOfTag } = require('../lib/ports.js')
 
 const COMMON = {
@@ -245,14 +245,10 @@ function inspect(name, values) {
 }
 
 function reclaim(name, values) {
-  const reclaimed = onRegion(name, values, () => {
-    const mem = loadShared(name, undefined, regionOptions(values))
-    try {
-      return { count: new ConcurrentBitmap(mem).reclaim(), tracksHolders: mem.tracksHolders }
-    } finally {
-      mem.close()
-    }
-  })
+  const reclaimed = onRegion(name, values, () => ({
+    tracksHolders: inspectShared(name, { ...regionOptions(values), cells: 1 }).tracksHolders,
+    count: reclaimShared(name, regionOptions(values)),
+  }))
   const text = reclaimed.tracksHolders
     ? `reclaimed ${reclaimed.count} number${reclaimed.count === 1 ? '' : 's'} held by dead processes in '${name}'\n`
     : `'${name}' does not record holders (created with holders: false): nothing to reclaim\n`

@@ -58,6 +58,10 @@ class SharedMemory {
     return this.#size
   }
 
+  get capacity() {
+    return native.regionCapacity(this.#handle)
+  }
+
   get tracksHolders() {
     return native.regionTracksHolders(this.#handle)
   }
@@ -84,8 +88,12 @@ class SharedMemory {
 function loadShared(name, size, options) {
   checkString('name', name)
   if (size !== undefined) checkInteger('size', size, 1, MAX_SIZE)
-  const { create, mode, directory, holders, tag } = regionOptions(options)
-  const handle = native.regionOpen(name, size ?? null, create, mode, directory, holders, tag)
+  return openRegion(name, size, undefined, regionOptions(options))
+}
+
+/** Opens a region with checked arguments; `capacity` is asked of it only when given. */
+function openRegion(name, size, capacity, { create, mode, directory, holders, tag }) {
+  const handle = native.regionOpen(name, size ?? null, capacity ?? null, create, mode, directory, holders, tag)
   return new SharedMemory(constructing, handle, name, size ?? native.regionSize(handle))
 }
 
@@ -101,6 +109,12 @@ function inspectShared(name, options) {
   checkInteger('options.cells', cells, 1, 1 << 20)
   const { directory } = regionOptions(rest)
   return native.regionInspect(name, directory, cells)
+}
+
+function reclaimShared(name, options) {
+  checkString('name', name)
+  const { directory } = regionOptions(options)
+  return native.regionReclaim(name, directory)
 }
 
 function listShared(options) {
@@ -167,7 +181,7 @@ class ConcurrentBitmap {
     if (capacity !== undefined) checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
     checkPolicy({ policy })
     if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
-    const mem = loadShared(name, capacity === undefined ? undefined : Math.ceil(capacity / 8), rest)
+    const mem = openRegion(name, capacity === undefined ? undefined : Math.ceil(capacity / 8), capacity, regionOptions(rest))
     try {
       const bitmap = new ConcurrentBitmap(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit })
       bitmap.#ownsMemory = true
@@ -295,4 +309,4 @@ class ConcurrentBitmap {
   }
 }
 
-module.exports = { loadShared, destroyShared, inspectShared, listShared, SharedMemory, ConcurrentBitmap, MAX_SIZE }
+module.exports = { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE }

@@ -24,7 +24,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 use numballoc_core::{
-    Allocator, ConcurrentBitmap, Error as CoreError, OpenOptions, Policy, Region,
+    Allocator, ConcurrentBitmap, Error as CoreError, HolderScope, OpenOptions, Policy, Region,
 };
 
 use handles::{Handle, HandleId};
@@ -171,6 +171,16 @@ fn to_u64(n: f64) -> u64 {
     n as u64
 }
 
+thread_local! {
+    /// The holder of every number taken on this JavaScript thread (the main thread, or one
+    /// worker): its slots stay while the thread runs, even after the handles that took numbers
+    /// are closed or collected, and are given back with every number still held when the thread
+    /// ends: a worker that exits or is terminated, or the process exiting normally (glibc runs
+    /// the exiting thread's thread-local destructors in `exit`). A process that dies otherwise
+    /// leaves them to be reclaimed.
+    static SCOPE: Arc<HolderScope> = HolderScope::new(true);
+}
+
 /// Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
 /// its size. Returns its handle.
 #[napi]
@@ -179,6 +189,7 @@ pub fn region_open(
     env: Env,
     name: String,
     size: Option<f64>,
+    capacity: Option<f64>,
     create: bool,
     mode: u32,
     directory: Option<String>,
@@ -191,6 +202,9 @@ pub fn region_open(
         directory: directory.map(PathBuf::from),
         holders,
         tag: tag.map(|t| t.get_u64().1),
+        capacity: capacity.map(to_u64),
+        scope: Some(SCOPE.with(Arc::clone)),
+        reclaim: true,
     };
     let region = match size {
         Some(size) => Region::open(&name, to_u64(size), &options),
@@ -206,6 +220,12 @@ pub fn region_open(
 #[napi]
 pub fn region_size(env: Env, memory_id: HandleId) -> Result<f64> {
     Ok(memory(&env, memory_id)?.region(&env)?.size() as f64)
+}
+
+/// How many numbers the region was created for.
+#[napi]
+pub fn region_capacity(env: Env, memory_id: HandleId) -> Result<f64> {
+    Ok(memory(&env, memory_id)?.region(&env)?.capacity() as f64)
 }
 
 /// The region's application tag.
@@ -252,7 +272,7 @@ pub fn region_inspect(
     Ok(RegionReport {
         held_by_dead: report.held_by_dead() as f64,
         size: report.header.size as f64,
-        capacity: report.header.capacity() as f64,
+        capacity: report.header.capacity as f64,
         tracks_holders: report.header.holders,
         tag: BigInt::from(report.header.tag),
         in_use: report.in_use as f64,
@@ -260,7 +280,7 @@ pub fn region_inspect(
             .holders
             .iter()
             .map(|h| HolderReport {
-                pid: h.holder.pid(),
+                pid: h.holder.pid,
                 alive: h.alive,
                 count: h.count as f64,
             })
@@ -305,7 +325,32 @@ pub fn region_copy_blocks(env: Env, memory_id: HandleId, mut out: Uint32ArraySli
 #[napi]
 pub fn region_close(env: Env, memory_id: HandleId) -> Result<()> {
     memory(&env, memory_id)?.close();
+    release_unused_slots();
     Ok(())
+}
+
+/// Gives back this thread's holder slots in regions that no handle has open any more and in
+/// which it holds no number, so that regions opened and closed over a thread's life do not
+/// each keep a mapping and a descriptor.
+fn release_unused_slots() {
+    SCOPE.with(|scope| scope.release_unused());
+}
+
+/// Opens an existing region without reclaiming, then reclaims: how many numbers came back (see
+/// `reclaimShared`).
+#[napi]
+pub fn region_reclaim(env: Env, name: String, directory: Option<String>) -> Result<f64> {
+    let options = OpenOptions {
+        directory: directory.map(PathBuf::from),
+        reclaim: false,
+        scope: Some(SCOPE.with(Arc::clone)),
+        ..OpenOptions::default()
+    };
+    let region = Region::open_existing(&name, &options).map_err(|e| to_js(&env, e))?;
+    let reclaimed = region.reclaim();
+    drop(region);
+    release_unused_slots();
+    Ok(reclaimed as f64)
 }
 
 /// Removes a region; returns whether it existed.
@@ -443,7 +488,8 @@ pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
     Ok(slot.live(&env)?.reclaim() as f64)
 }
 
-/// The pid holding `n`, or -1 if nobody does (or the region does not record holders).
+/// The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
+/// record holders).
 #[napi]
 pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
     let slot = bitmap(&env, bitmap_id)?;
@@ -451,12 +497,12 @@ pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
         .live(&env)?
         .holder_of(to_u64(n))
         .map_err(|e| to_js(&env, e))?;
-    Ok(holder.map_or(-1.0, |h| h.pid() as f64))
+    Ok(holder.map_or(-1.0, |h| h.pid as f64))
 }
 
 /// Closes an allocator handle; idempotent. With `release`, first frees every number this handle
 /// still holds (that nobody took from it: with holders, those whose record still names this
-/// process). With `closeRegion`, closes its region too.
+/// thread's holder). With `closeRegion`, closes its region too.
 #[napi]
 pub fn bitmap_close(
     env: Env,
@@ -466,18 +512,17 @@ pub fn bitmap_close(
 ) -> Result<()> {
     let slot = bitmap(&env, bitmap_id)?;
     if release && !slot.closed.get() && slot.memory.is_open() {
-        let me = numballoc_core::Holder::current();
+        let tracks_holders = slot.bitmap.region().tracks_holders();
         let mine: Vec<u64> = slot
             .held
             .take_all()
             .into_iter()
-            .filter(|&n| match slot.bitmap.holder_of(n) {
-                Ok(Some(holder)) => holder == me,
-                Ok(None) => {
-                    !slot.bitmap.region().tracks_holders()
-                        && slot.bitmap.is_allocated(n).unwrap_or(false)
+            .filter(|&n| {
+                if tracks_holders {
+                    slot.bitmap.holds(n)
+                } else {
+                    slot.bitmap.is_allocated(n).unwrap_or(false)
                 }
-                Err(_) => false,
             })
             .collect();
         slot.bitmap.free_many(&mine).map_err(|e| to_js(&env, e))?;
@@ -485,6 +530,7 @@ pub fn bitmap_close(
     slot.closed.set(true);
     if close_region {
         slot.memory.close();
+        release_unused_slots();
     }
     Ok(())
 }
@@ -494,6 +540,7 @@ pub fn bitmap_close(
 #[napi]
 pub fn release_handle(id: HandleId) {
     handles::remove(id);
+    release_unused_slots();
 }
 
 /// The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`).

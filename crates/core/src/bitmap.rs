@@ -133,15 +133,24 @@ impl ConcurrentBitmap {
         }
     }
 
-    /// Frees every number of the region whose holder is dead; returns how many. See
-    /// [`Bits::reclaim`].
+    /// Frees every number of the region whose holder is gone; returns how many. See
+    /// [`Region::reclaim`].
     pub fn reclaim(&self) -> u64 {
-        self.region.bits(self.region.capacity()).reclaim()
+        self.region.reclaim()
     }
 
-    /// The process holding `n`, if the region keeps holders and someone holds it.
+    /// Who holds `n`, if the region keeps holders and someone holds it. `OutOfRange` unless
+    /// `n < max`.
     pub fn holder_of(&self, n: u64) -> Result<Option<Holder>> {
-        self.bits().holder_of(n)
+        self.bits().record_of_number(n)?;
+        self.region.holder_of(n)
+    }
+
+    /// Whether `n` is held through this allocator's region, that is by its holder (its process,
+    /// or [`crate::HolderScope`]). Always false in a region without holders.
+    pub fn holds(&self, n: u64) -> bool {
+        let me = self.region.holder_record();
+        me != 0 && matches!(self.bits().record_of_number(n), Ok(Some(record)) if record == me)
     }
 
     /// How this allocator picks numbers.

@@ -58,8 +58,8 @@
 //! (or earlier). `NoFreeNumber` therefore means every number was taken at some moment of the call.
 
 use crate::error::{Error, Result};
-use crate::holder::Holder;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::holder::{record, record_generation, record_slot, SWEEPING};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The low `n` bits set (`n` up to 64).
 #[inline]
@@ -86,9 +86,9 @@ pub struct Bits<'a> {
     l1: &'a [AtomicU64],
     l2: &'a [AtomicU64],
     /// One holder record per number, if the region keeps them (see "Holders" above).
-    holders: Option<&'a [AtomicU64]>,
-    /// The record this process writes for the numbers it claims.
-    me: u64,
+    holders: Option<&'a [AtomicU32]>,
+    /// The record this holder writes for the numbers it claims (see [`crate::holder`]).
+    me: u32,
     capacity: u64,
     max: u64,
     /// Words holding numbers below `max`: the only ones this view hands numbers from.
@@ -98,27 +98,15 @@ pub struct Bits<'a> {
 impl<'a> Bits<'a> {
     /// A view of the numbers `0..max` of a bitmap of `capacity` numbers with its summaries.
     /// `words`, `l1` and `l2` must have the lengths [`crate::header::Header`] gives them.
-    /// `holders`, if given, has one record per number of the capacity.
+    /// `holders`, if given, has one record per number of the capacity, and `me` is the record
+    /// this view writes for the numbers it claims (a live holder's: see [`crate::holder`]).
     #[inline]
     pub fn new(
         words: &'a [AtomicU64],
         l1: &'a [AtomicU64],
         l2: &'a [AtomicU64],
-        holders: Option<&'a [AtomicU64]>,
-        capacity: u64,
-        max: u64,
-    ) -> Bits<'a> {
-        Bits::with_holder(words, l1, l2, holders, Holder::current(), capacity, max)
-    }
-
-    /// As [`Bits::new`], writing `me` into the holder records it claims.
-    #[inline]
-    pub fn with_holder(
-        words: &'a [AtomicU64],
-        l1: &'a [AtomicU64],
-        l2: &'a [AtomicU64],
-        holders: Option<&'a [AtomicU64]>,
-        me: Holder,
+        holders: Option<&'a [AtomicU32]>,
+        me: u32,
         capacity: u64,
         max: u64,
     ) -> Bits<'a> {
@@ -134,7 +122,7 @@ impl<'a> Bits<'a> {
             l1,
             l2,
             holders,
-            me: me.0,
+            me,
             capacity,
             max,
             searched: max.div_ceil(64) as usize,
@@ -274,18 +262,41 @@ impl<'a> Bits<'a> {
     /// Claims number `n`'s holder record for this process: the allocation itself, when the
     /// region keeps holders. Acquire pairs with the Release that cleared the record on free.
     #[inline]
-    fn take_holder(&self, holders: &[AtomicU64], n: u64) -> bool {
+    fn take_holder(&self, holders: &[AtomicU32], n: u64) -> bool {
         holders[n as usize]
             .compare_exchange(0, self.me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// Clears number `n`'s holder record after its bit was cleared. Release: the holder's work
-    /// with the number happens-before the next claim of the record.
+    /// Number `n`'s holder record, read before a free clears the bit (0 without holders): the
+    /// value that free may then clear, and no other.
     #[inline]
-    fn drop_holder(&self, n: u64) {
+    fn record_of(&self, n: u64) -> u32 {
+        // Relaxed: it is only the expected value of the compare-and-swap in `drop_holder`.
+        self.holders
+            .map_or(0, |holders| holders[n as usize].load(Ordering::Relaxed))
+    }
+
+    /// Clears number `n`'s holder record after this call cleared its bit, if it still is
+    /// `expected` (what it was before the bit was cleared). Release: the holder's work with the
+    /// number happens-before the next claim of the record.
+    ///
+    /// Our own record nobody else may change while we live (only a holder of our slot's lock
+    /// writes records naming it), so a store does. Another holder's may have been taken over and
+    /// cleared by whoever reclaims its slot, and then claimed by the slot's next holder, whose
+    /// generation differs: so a compare-and-swap, and if it fails the record is not ours to clear.
+    /// A record taken over by a sweep ([`SWEEPING`]) is the sweeper's to clear, after its own
+    /// clear of the bit: cleared here, a claimer could take the number in between and the
+    /// sweeper would clear that claimer's bit.
+    #[inline]
+    fn drop_holder(&self, n: u64, expected: u32) {
         if let Some(holders) = self.holders {
-            holders[n as usize].store(0, Ordering::Release);
+            let record = &holders[n as usize];
+            if expected == self.me {
+                record.store(0, Ordering::Release);
+            } else if expected != 0 && record_generation(expected) != SWEEPING {
+                let _ = record.compare_exchange(expected, 0, Ordering::Release, Ordering::Relaxed);
+            }
         }
     }
 
@@ -368,17 +379,42 @@ impl<'a> Bits<'a> {
             }
         }
         for (w, bits) in words {
-            let before = self.words[w].fetch_and(!bits, Ordering::SeqCst);
-            let mut cleared = bits;
-            while cleared != 0 {
-                self.drop_holder(w as u64 * 64 + cleared.trailing_zeros() as u64);
-                cleared &= cleared - 1;
-            }
-            if before & self.existing(w) == self.existing(w) {
-                self.mark_open(w);
-            }
+            self.release_word(w, bits);
         }
         Ok(())
+    }
+
+    /// Clears the bits `bits` of word `w` (all allocated), then their holder records, then the
+    /// word's summary bits if it was full.
+    fn release_word(&self, w: usize, bits: u64) {
+        let numbers = || {
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let n = w as u64 * 64 + rest.trailing_zeros() as u64;
+                    rest &= rest - 1;
+                    n
+                })
+            })
+        };
+        let mut expected = [0u32; 64];
+        if self.holders.is_some() {
+            for n in numbers() {
+                expected[(n % 64) as usize] = self.record_of(n);
+            }
+        }
+        let before = self.words[w].fetch_and(!bits, Ordering::SeqCst);
+        // Only the bits this call cleared: one that was already clear was freed by someone else,
+        // whose record is theirs to clear.
+        let mut rest = bits & before;
+        while rest != 0 {
+            let bit = rest.trailing_zeros();
+            self.drop_holder(w as u64 * 64 + bit as u64, expected[bit as usize]);
+            rest &= rest - 1;
+        }
+        if before & self.existing(w) == self.existing(w) {
+            self.mark_open(w);
+        }
     }
 
     /// The bits of word `w` for the numbers `first..=last` that this view may hand out.
@@ -463,7 +499,7 @@ impl<'a> Bits<'a> {
             for n in first..=last {
                 if !self.take_holder(holders, n) {
                     for taken in first..n {
-                        self.drop_holder(taken);
+                        self.drop_holder(taken, self.me);
                     }
                     return Err(n);
                 }
@@ -505,14 +541,7 @@ impl<'a> Bits<'a> {
         }
         let last = first + count - 1;
         for w in (first / 64) as usize..=(last / 64) as usize {
-            let before =
-                self.words[w].fetch_and(!self.range_mask(w, first, last), Ordering::SeqCst);
-            if before & self.existing(w) == self.existing(w) {
-                self.mark_open(w);
-            }
-        }
-        for n in first..=last {
-            self.drop_holder(n);
+            self.release_word(w, self.range_mask(w, first, last));
         }
     }
 
@@ -577,54 +606,53 @@ impl<'a> Bits<'a> {
         }
     }
 
-    /// Frees every number (of the whole region) whose holder is dead; returns how many.
+    /// Frees every number (of the whole region) whose record names a slot for which
+    /// `swept(slot)` is true, and returns how many numbers it made free. The caller holds the
+    /// lock of every such slot (see [`crate::holder`]), so no holder of them lives or can start.
     ///
-    /// A record names a dead process: this call takes it over with a compare-and-swap (so of
-    /// several reclaimers exactly one wins each number), clears the bit, then the record. A live
-    /// holder's numbers are never touched, even mid-allocation (record written, bit not yet set).
-    /// A record with its bit clear is a holder that died mid-allocation or mid-free: cleared too,
-    /// but not counted, as its number was not in use. If this process dies halfway, the records
-    /// it took over name it, a dead process, and the next reclaim finishes the job.
-    pub fn reclaim(&self) -> u64 {
+    /// Each record is first taken over (compare-and-swap to the slot's [`SWEEPING`] record), so a
+    /// third party's free of the same number, which clears only the record it read before, cannot
+    /// clear it twice; then the bit is cleared, then the record. A record whose bit was already
+    /// clear is a holder that stopped mid-claim or mid-free: it is freed and counted too, since
+    /// the number could not be handed out before. If the caller dies halfway, the records left
+    /// name the same slot (generation [`SWEEPING`]), and whoever takes the slot's lock next
+    /// finishes the job.
+    pub fn sweep(&self, swept: impl Fn(usize) -> bool) -> u64 {
         let Some(holders) = self.holders else {
             return 0;
         };
-        let mut verdicts: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
         let mut freed = 0;
-        for (n, record) in holders.iter().enumerate().take(self.capacity as usize) {
-            let holder = record.load(Ordering::Acquire);
-            if holder == 0
-                || *verdicts
-                    .entry(holder)
-                    .or_insert_with(|| Holder(holder).is_alive())
-            {
+        for (n, entry) in holders.iter().enumerate().take(self.capacity as usize) {
+            let value = entry.load(Ordering::Relaxed);
+            if value == 0 || !swept(record_slot(value)) {
                 continue;
             }
-            if record
-                .compare_exchange(holder, self.me, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+            let sweeping = record(record_slot(value), SWEEPING);
+            if value != sweeping
+                && entry
+                    .compare_exchange(value, sweeping, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
             {
-                continue; // another reclaimer (or nobody: it changed) has it
+                continue; // freed by a third party meanwhile
             }
             let (w, bit) = (n / 64, 1u64 << (n % 64));
             let before = self.words[w].fetch_and(!bit, Ordering::SeqCst);
-            record.store(0, Ordering::Release);
-            if before & bit != 0 {
-                freed += 1;
-                if before & self.existing(w) == self.existing(w) {
-                    self.mark_open(w);
-                }
+            entry.store(0, Ordering::Release);
+            freed += 1;
+            if before & bit != 0 && before & self.existing(w) == self.existing(w) {
+                self.mark_open(w);
             }
         }
         freed
     }
 
-    /// Who holds `n` (also while it is being claimed), if the region keeps holders.
-    pub fn holder_of(&self, n: u64) -> Result<Option<Holder>> {
+    /// The record of `n` (also while it is being claimed), if the region keeps holders and
+    /// someone holds it.
+    pub fn record_of_number(&self, n: u64) -> Result<Option<u32>> {
         self.check_range(n)?;
         Ok(self.holders.and_then(|holders| {
-            let holder = holders[n as usize].load(Ordering::Acquire);
-            (holder != 0).then_some(Holder(holder))
+            let value = holders[n as usize].load(Ordering::Acquire);
+            (value != 0).then_some(value)
         }))
     }
 
@@ -645,11 +673,12 @@ impl<'a> Bits<'a> {
         self.check_range(n)?;
         let w = (n / 64) as usize;
         let bit = 1u64 << (n % 64);
+        let expected = self.record_of(n);
         let before = self.words[w].fetch_and(!bit, Ordering::SeqCst);
         if before & bit == 0 {
             return Err(Error::NotAllocated(n));
         }
-        self.drop_holder(n);
+        self.drop_holder(n, expected);
         // Only a word that was full can have its summary bit set (but for a crash's leftovers,
         // which pass 2 repairs).
         if before & self.existing(w) == self.existing(w) {
@@ -688,9 +717,14 @@ pub(crate) mod tests {
         words: Vec<AtomicU64>,
         l1: Vec<AtomicU64>,
         l2: Vec<AtomicU64>,
-        holders: Option<Vec<AtomicU64>>,
+        holders: Option<Vec<AtomicU32>>,
         capacity: u64,
     }
+
+    /// The record of the live holder the tests' views write.
+    pub(crate) const ME: u32 = record(1, 1);
+    /// The record of a holder whose slot (2) a test sweeps, as if it had died.
+    pub(crate) const DEAD: u32 = record(2, 5);
 
     fn zeroed(n: usize) -> Vec<AtomicU64> {
         (0..n).map(|_| AtomicU64::new(0)).collect()
@@ -708,8 +742,12 @@ pub(crate) mod tests {
                 words: zeroed(h.words()),
                 l1: zeroed(h.l1_words()),
                 l2: zeroed(h.l2_words()),
-                holders: holders.then(|| zeroed(h.capacity() as usize)),
-                capacity: h.capacity(),
+                holders: holders.then(|| {
+                    (0..h.bitmap_capacity())
+                        .map(|_| AtomicU32::new(0))
+                        .collect()
+                }),
+                capacity: h.bitmap_capacity(),
             }
         }
 
@@ -719,6 +757,7 @@ pub(crate) mod tests {
                 &self.l1,
                 &self.l2,
                 self.holders.as_deref(),
+                ME,
                 self.capacity,
                 max,
             )
@@ -728,14 +767,14 @@ pub(crate) mod tests {
         pub(crate) fn hold(&self, n: usize) {
             self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
             if let Some(holders) = &self.holders {
-                holders[n].store(Holder::current().0, Ordering::SeqCst);
+                holders[n].store(ME, Ordering::SeqCst);
             }
         }
 
         /// Marks `n` as held by `holder` (bit and record), as a process that then died leaves it.
-        pub(crate) fn hold_as(&self, n: usize, holder: Holder) {
+        pub(crate) fn hold_as(&self, n: usize, holder: u32) {
             self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
-            self.holders.as_ref().unwrap()[n].store(holder.0, Ordering::SeqCst);
+            self.holders.as_ref().unwrap()[n].store(holder, Ordering::SeqCst);
         }
 
         /// Checks that every set bit has a holder record (with holders).
@@ -1067,67 +1106,73 @@ pub(crate) mod tests {
         memory.assert_summaries_sound();
     }
 
-    /// What a dead process's record looks like: our pid, another start time (PID reuse).
-    fn dead_holder() -> Holder {
-        let me = Holder::current();
-        Holder::new(me.pid(), me.start_ticks() + 1)
-    }
-
     #[test]
-    fn reclaim_frees_dead_holders_numbers_only() {
+    fn a_sweep_frees_the_swept_slots_numbers_only_and_counts_half_done_claims() {
         let memory = Memory::new(16); // 128 numbers
         let bits = memory.bits(128);
         let mine: Vec<u64> = (0..10).map(|_| bits.allocate_from(0).unwrap().0).collect();
         for n in 50..80 {
-            memory.hold_as(n, dead_holder());
+            memory.hold_as(n, DEAD);
         }
-        // Died mid-allocation: record written, bit not yet set.
-        memory.holders.as_ref().unwrap()[100].store(dead_holder().0, Ordering::SeqCst);
-        assert_eq!(bits.holder_of(60).unwrap(), Some(dead_holder()));
-        assert_eq!(bits.holder_of(mine[0]).unwrap(), Some(Holder::current()));
-        assert_eq!(bits.holder_of(120).unwrap(), None);
+        // Stopped mid-allocation: record written, bit not yet set.
+        memory.holders.as_ref().unwrap()[100].store(DEAD, Ordering::SeqCst);
+        // Another live holder's numbers.
+        memory.hold_as(90, record(3, 1));
+        assert_eq!(bits.record_of_number(60).unwrap(), Some(DEAD));
+        assert_eq!(bits.record_of_number(mine[0]).unwrap(), Some(ME));
+        assert_eq!(bits.record_of_number(120).unwrap(), None);
         assert_eq!(
-            bits.reclaim(),
-            30,
-            "the 30 numbers in use; the orphaned record not counted"
+            bits.sweep(|slot| slot == 2),
+            31,
+            "the 30 numbers in use and the half-done claim"
         );
-        assert_eq!(bits.count(), 10);
-        for n in mine {
+        assert_eq!(bits.count(), 11);
+        for n in mine.iter().copied().chain([90]) {
             assert!(
                 bits.is_allocated(n).unwrap(),
-                "a live holder's number was reclaimed"
+                "a live holder's number was swept"
             );
         }
-        assert_eq!(
-            bits.holder_of(100).unwrap(),
-            None,
-            "the orphaned record was cleared"
-        );
-        assert_eq!(bits.reclaim(), 0);
+        assert_eq!(bits.record_of_number(100).unwrap(), None);
+        assert_eq!(bits.sweep(|slot| slot == 2), 0);
         memory.assert_summaries_sound();
         // Everything else can be allocated again, 100 included.
         let again: BTreeSet<u64> =
             std::iter::from_fn(|| bits.allocate_from(0).map(|(n, _)| n)).collect();
-        assert_eq!(again.len(), 118);
+        assert_eq!(again.len(), 117);
         assert!(again.contains(&100) && again.contains(&50));
     }
 
     #[test]
-    fn concurrent_reclaimers_free_each_number_once() {
+    fn third_party_frees_racing_a_sweep_free_each_number_once() {
         let memory = Arc::new(Memory::new(2048)); // 16,384 numbers
         for n in 0..10_000 {
-            memory.hold_as(n, dead_holder());
+            memory.hold_as(n, DEAD);
         }
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
+        let sweeper = {
+            let memory = memory.clone();
+            std::thread::spawn(move || memory.bits(16_384).sweep(|slot| slot == 2))
+        };
+        let freers: Vec<_> = (0..3u64)
+            .map(|t| {
                 let memory = memory.clone();
-                std::thread::spawn(move || memory.bits(16_384).reclaim())
+                std::thread::spawn(move || {
+                    let bits = memory.bits(16_384);
+                    (t..10_000)
+                        .step_by(3)
+                        .filter(|&n| bits.free(n).is_ok())
+                        .count() as u64
+                })
             })
             .collect();
-        let freed: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(freed, 10_000);
+        let swept = sweeper.join().unwrap();
+        let freed: u64 = freers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(swept + freed >= 10_000, "swept {swept} + freed {freed}");
         assert_eq!(memory.bits(16_384).count(), 0);
         memory.assert_summaries_sound();
+        let bits = memory.bits(16_384);
+        let again = std::iter::from_fn(|| bits.allocate_from(0)).count();
+        assert_eq!(again, 16_384, "no number lost");
     }
 
     #[derive(Debug, Clone)]

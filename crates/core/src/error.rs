@@ -21,6 +21,14 @@ pub enum Error {
         existing: u64,
         requested: u64,
     },
+    /// The region exists with another capacity than the one asked for.
+    CapacityMismatch {
+        name: String,
+        existing: u64,
+        requested: u64,
+    },
+    /// Every holder slot of the region is taken by a live holder.
+    TooManyHolders { name: String, slots: usize },
     /// The region exists with another application tag than the one asked for.
     TagMismatch {
         name: String,
@@ -46,7 +54,8 @@ impl Error {
             Error::NotAllocated(_) => "ERR_NOT_ALLOCATED",
             Error::OutOfRange(_) => "ERR_OUT_OF_RANGE",
             Error::InvalidName(_) => "ERR_INVALID_NAME",
-            Error::SizeMismatch { .. } => "ERR_SIZE_MISMATCH",
+            Error::SizeMismatch { .. } | Error::CapacityMismatch { .. } => "ERR_SIZE_MISMATCH",
+            Error::TooManyHolders { .. } => "ERR_TOO_MANY_HOLDERS",
             Error::TagMismatch { .. } => "ERR_TAG_MISMATCH",
             Error::IncompatibleRegion { .. } => "ERR_INCOMPATIBLE_REGION",
             Error::Os { source, .. } => source.raw_os_error().map_or("UNKNOWN", errno_name),
@@ -105,6 +114,18 @@ impl fmt::Display for Error {
                 f,
                 "region '{name}' exists with size {existing} bytes, not the {requested} bytes requested"
             ),
+            Error::CapacityMismatch {
+                name,
+                existing,
+                requested,
+            } => write!(
+                f,
+                "region '{name}' exists with capacity {existing}, not the {requested} requested"
+            ),
+            Error::TooManyHolders { name, slots } => write!(
+                f,
+                "region '{name}' has no free holder slot: all {slots} are held by live holders"
+            ),
             Error::TagMismatch {
                 name,
                 existing,
@@ -155,6 +176,7 @@ fn errno_name(errno: i32) -> &'static str {
         libc::EBUSY => "EBUSY",
         libc::EEXIST => "EEXIST",
         libc::ENODEV => "ENODEV",
+        libc::ENXIO => "ENXIO",
         libc::ENOTDIR => "ENOTDIR",
         libc::EISDIR => "EISDIR",
         libc::EINVAL => "EINVAL",

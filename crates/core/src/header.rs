@@ -8,29 +8,69 @@ pub const MAGIC: [u8; 8] = *b"NUMBALOC";
 /// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
 pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
-/// The header's length in bytes: two cache lines, so the bitmap starts on a line of its own.
-pub const HEADER_LEN: usize = 128;
+pub const FORMAT_VERSION: u32 = 5;
+/// The header's length in bytes: three cache lines, so the bitmap starts on a line of its own.
+pub const HEADER_LEN: usize = 192;
 /// Offset of the application tag: what the numbers stand for, written at creation and compared
 /// by openers that ask for one (a port pool stores its port range there).
-pub const TAG_OFFSET: usize = 112;
-/// Offset of the cyclic policy's shared cursor: the header's one mutable field, alone with
-/// fields that are only read when a region is opened, so it shares a cache line with no hot data.
-pub const CURSOR_OFFSET: usize = 120;
+pub const TAG_OFFSET: usize = 128;
+/// Offset of the cyclic policy's shared cursor: the header's one mutable field, on the header's
+/// last cache line with fields that are only read when a region is opened.
+pub const CURSOR_OFFSET: usize = 184;
 /// Alignment of each section: a cache line, so no two sections share one.
 const SECTION_ALIGN: u64 = 64;
 /// The largest bitmap size in bytes a region may have (1 TiB, 2^43 numbers: every number stays
 /// exactly representable as a JavaScript number).
 pub const MAX_SIZE: u64 = 1 << 40;
+/// Bytes of one holder record (see [`crate::holder`]).
+const RECORD_LEN: u64 = 4;
+/// Bytes of one holder slot entry.
+const SLOT_ENTRY_LEN: u64 = 8;
 
-/// Flag: the region keeps a holder record per number.
+/// Flag: the region keeps a holder table and a holder record per number.
 const FLAG_HOLDERS: u32 = 1;
+
+/// What kind of allocator a region holds: each kind lays out its own sections after the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// [`crate::ConcurrentBitmap`]: a bitmap with two summary levels.
+    Bitmap,
+}
+
+impl Kind {
+    /// The value stored in the header.
+    pub fn code(self) -> u32 {
+        match self {
+            Kind::Bitmap => 1,
+        }
+    }
+
+    /// The kind a header value names, if this build knows it.
+    pub fn from_code(code: u32) -> Option<Kind> {
+        match code {
+            1 => Some(Kind::Bitmap),
+            _ => None,
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Bitmap => "bitmap",
+        }
+    }
+}
 
 /// The fields of a valid header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The allocator kind.
+    pub kind: Kind,
     /// Bitmap size in bytes as requested at creation (Go's `size`).
     pub size: u64,
+    /// How many numbers the region was created for: `1..=size * 8` (the whole bitmap unless the
+    /// creator asked for fewer).
+    pub capacity: u64,
     /// Whether the region records who holds each number (fixed at creation).
     pub holders: bool,
     /// What the numbers stand for, set by the creator (0: nothing said). Never interpreted by
@@ -38,13 +78,34 @@ pub struct Header {
     pub tag: u64,
 }
 
+/// A section of the region: where it starts and how many bytes it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Section {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The sections of a bitmap region, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sections {
+    pub bitmap: Section,
+    pub l1: Section,
+    pub l2: Section,
+    /// The holder slot table ([`crate::holder::SLOTS`] entries of 8 bytes); empty without holders.
+    pub slots: Section,
+    /// A 4-byte holder record per number of the bitmap; empty without holders.
+    pub records: Section,
+}
+
 impl Header {
-    /// A header for a bitmap of `size` bytes, with or without holder records. `size` must be in
-    /// `1..=MAX_SIZE`.
+    /// A bitmap header for `size` bytes (`size * 8` numbers), with or without holder records.
+    /// `size` must be in `1..=MAX_SIZE`.
     pub fn new(size: u64, holders: bool) -> Header {
         debug_assert!((1..=MAX_SIZE).contains(&size));
         Header {
+            kind: Kind::Bitmap,
             size,
+            capacity: size * 8,
             holders,
             tag: 0,
         }
@@ -55,22 +116,14 @@ impl Header {
         Header { tag, ..self }
     }
 
-    /// Offset of the holder records: one `u64` per number (see [`crate::Holder`]).
-    pub fn holders_offset(&self) -> u64 {
-        (self.l2_offset() + self.l2_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
+    /// The same header for `capacity` numbers (`1..=size * 8`).
+    pub fn with_capacity(self, capacity: u64) -> Header {
+        debug_assert!((1..=self.bitmap_capacity()).contains(&capacity));
+        Header { capacity, ..self }
     }
 
-    /// Length of the holder records in bytes: 8 per number, or 0 without holders.
-    pub fn holders_len(&self) -> u64 {
-        if self.holders {
-            self.capacity() * 8
-        } else {
-            0
-        }
-    }
-
-    /// How many numbers the region holds: 8 per byte of bitmap.
-    pub fn capacity(&self) -> u64 {
+    /// How many numbers the bitmap has room for: 8 per byte.
+    pub fn bitmap_capacity(&self) -> u64 {
         self.size * 8
     }
 
@@ -94,62 +147,89 @@ impl Header {
         self.l1_words().div_ceil(64)
     }
 
-    /// Offset of the first summary level.
-    pub fn l1_offset(&self) -> u64 {
-        (HEADER_LEN as u64 + self.bitmap_len()).next_multiple_of(SECTION_ALIGN)
-    }
-
-    /// Offset of the second summary level.
-    pub fn l2_offset(&self) -> u64 {
-        (self.l1_offset() + self.l1_words() as u64 * 8).next_multiple_of(SECTION_ALIGN)
-    }
-
-    /// Each section's (offset in bytes, length in 64-bit words): bitmap, summary level 1,
-    /// summary level 2, holder records (0 words without holders).
-    pub fn sections(&self) -> [(usize, usize); 4] {
-        [
-            (HEADER_LEN, self.words()),
-            (self.l1_offset() as usize, self.l1_words()),
-            (self.l2_offset() as usize, self.l2_words()),
-            (
-                self.holders_offset() as usize,
-                (self.holders_len() / 8) as usize,
-            ),
-        ]
-    }
-
-    /// Total length of the region in bytes: header, bitmap, summary levels, holder records.
-    pub fn region_len(&self) -> u64 {
-        if self.holders {
-            self.holders_offset() + self.holders_len()
+    /// Every section, each starting on a cache line after the one before.
+    pub fn sections(&self) -> Sections {
+        let after = |s: Section| (s.offset + s.len).next_multiple_of(SECTION_ALIGN);
+        let bitmap = Section {
+            offset: HEADER_LEN as u64,
+            len: self.bitmap_len(),
+        };
+        let l1 = Section {
+            offset: after(bitmap),
+            len: self.l1_words() as u64 * 8,
+        };
+        let l2 = Section {
+            offset: after(l1),
+            len: self.l2_words() as u64 * 8,
+        };
+        let (slots, records) = if self.holders {
+            let slots = Section {
+                offset: after(l2),
+                len: crate::holder::SLOTS as u64 * SLOT_ENTRY_LEN,
+            };
+            let records = Section {
+                offset: after(slots),
+                len: self.bitmap_capacity() * RECORD_LEN,
+            };
+            (slots, records)
         } else {
-            self.l2_offset() + self.l2_words() as u64 * 8
+            let none = Section { offset: 0, len: 0 };
+            (none, none)
+        };
+        Sections {
+            bitmap,
+            l1,
+            l2,
+            slots,
+            records,
+        }
+    }
+
+    /// Total length of the region in bytes: the end of its last section.
+    pub fn region_len(&self) -> u64 {
+        let s = self.sections();
+        if self.holders {
+            s.records.offset + s.records.len
+        } else {
+            s.l2.offset + s.l2.len
         }
     }
 
     /// The header's bytes, magic included.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
-        b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        b[16..24].copy_from_slice(&self.size.to_le_bytes());
-        b[24..32].copy_from_slice(&self.capacity().to_le_bytes());
-        b[32..40].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
-        b[40..48].copy_from_slice(&self.bitmap_len().to_le_bytes());
-        b[48..56].copy_from_slice(&self.region_len().to_le_bytes());
-        b[56..64].copy_from_slice(&self.l1_offset().to_le_bytes());
-        b[64..72].copy_from_slice(&(self.l1_words() as u64 * 8).to_le_bytes());
-        b[72..80].copy_from_slice(&self.l2_offset().to_le_bytes());
-        b[80..88].copy_from_slice(&(self.l2_words() as u64 * 8).to_le_bytes());
+        let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &MAGIC);
+        put(8, &FORMAT_VERSION.to_le_bytes());
+        put(12, &(HEADER_LEN as u32).to_le_bytes());
+        put(16, &self.kind.code().to_le_bytes());
         let flags = if self.holders { FLAG_HOLDERS } else { 0 };
-        b[88..92].copy_from_slice(&flags.to_le_bytes());
-        if self.holders {
-            b[96..104].copy_from_slice(&self.holders_offset().to_le_bytes());
-            b[104..112].copy_from_slice(&self.holders_len().to_le_bytes());
+        put(20, &flags.to_le_bytes());
+        put(24, &self.size.to_le_bytes());
+        put(32, &self.capacity.to_le_bytes());
+        put(40, &self.region_len().to_le_bytes());
+        for (at, value) in self.section_fields() {
+            put(at, &value.to_le_bytes());
         }
-        b[TAG_OFFSET..TAG_OFFSET + 8].copy_from_slice(&self.tag.to_le_bytes());
+        put(TAG_OFFSET, &self.tag.to_le_bytes());
         b
+    }
+
+    /// The section fields at offsets 48..128: (offset in the header, value).
+    fn section_fields(&self) -> [(usize, u64); 10] {
+        let s = self.sections();
+        [
+            (48, s.bitmap.offset),
+            (56, s.bitmap.len),
+            (64, s.l1.offset),
+            (72, s.l1.len),
+            (80, s.l2.offset),
+            (88, s.l2.len),
+            (96, s.slots.offset),
+            (104, s.slots.len),
+            (112, s.records.offset),
+            (120, s.records.len),
+        ]
     }
 
     /// Parses and cross-checks a header. Every field must agree with the others; anything else is
@@ -176,40 +256,50 @@ impl Header {
         if header_len as usize != HEADER_LEN {
             return Err(format!("header length {header_len}, expected {HEADER_LEN}"));
         }
-        let size = u64_at(16);
-        if !(1..=MAX_SIZE).contains(&size) {
-            return Err(format!("size {size} outside 1..={MAX_SIZE}"));
-        }
-        let flags = u32_at(88);
+        let kind = Kind::from_code(u32_at(16))
+            .ok_or_else(|| format!("unknown allocator kind {}", u32_at(16)))?;
+        let flags = u32_at(20);
         if flags & !FLAG_HOLDERS != 0 {
             return Err(format!("unknown flags {flags:#x}"));
         }
+        let size = u64_at(24);
+        if !(1..=MAX_SIZE).contains(&size) {
+            return Err(format!("size {size} outside 1..={MAX_SIZE}"));
+        }
+        let capacity = u64_at(32);
+        if !(1..=size * 8).contains(&capacity) {
+            return Err(format!(
+                "corrupt header: capacity {capacity} outside 1..={}",
+                size * 8
+            ));
+        }
         let header = Header {
+            kind,
             size,
+            capacity,
             holders: flags & FLAG_HOLDERS != 0,
             tag: u64_at(TAG_OFFSET),
         };
-        let (holders_offset, holders_len) = if header.holders {
-            (header.holders_offset(), header.holders_len())
-        } else {
-            (0, 0)
-        };
-        let checks = [
-            ("capacity", 24, header.capacity()),
-            ("bitmap offset", 32, HEADER_LEN as u64),
-            ("bitmap length", 40, header.bitmap_len()),
-            ("region length", 48, header.region_len()),
-            ("summary level 1 offset", 56, header.l1_offset()),
-            ("summary level 1 length", 64, header.l1_words() as u64 * 8),
-            ("summary level 2 offset", 72, header.l2_offset()),
-            ("summary level 2 length", 80, header.l2_words() as u64 * 8),
-            ("holders offset", 96, holders_offset),
-            ("holders length", 104, holders_len),
+        if bytes[136..CURSOR_OFFSET].iter().any(|&b| b != 0) {
+            return Err(format!(
+                "corrupt header: reserved bytes 136..{CURSOR_OFFSET} are not zero"
+            ));
+        }
+        let mut checks = vec![("region length", 40, header.region_len())];
+        let names = [
+            "bitmap offset",
+            "bitmap length",
+            "summary level 1 offset",
+            "summary level 1 length",
+            "summary level 2 offset",
+            "summary level 2 length",
+            "holder slots offset",
+            "holder slots length",
+            "holder records offset",
+            "holder records length",
         ];
-        // Bytes 112..120 are the tag (any value) and 120..128 the cyclic cursor, which changes
-        // while the region is in use.
-        if bytes[92..96].iter().any(|&b| b != 0) {
-            return Err("corrupt header: reserved bytes 92..96 are not zero".into());
+        for (name, (at, expected)) in names.into_iter().zip(header.section_fields()) {
+            checks.push((name, at, expected));
         }
         for (field, at, expected) in checks {
             let found = u64_at(at);
@@ -234,7 +324,9 @@ mod tests {
             .into_iter()
             .flat_map(|size| [(size, false), (size, true)])
         {
-            let h = Header::new(size, holders).with_tag(size ^ 0xdead_beef_0000_0000);
+            let h = Header::new(size, holders)
+                .with_tag(size ^ 0xdead_beef_0000_0000)
+                .with_capacity(size * 8 - size / 2);
             assert_eq!(Header::parse(&h.encode()), Ok(h));
             assert_eq!(h.region_len() % 8, 0);
             assert!(h.bitmap_len() >= size && h.bitmap_len() < size + 8);
@@ -245,14 +337,17 @@ mod tests {
     fn summary_overhead_is_under_two_percent_and_sections_do_not_overlap() {
         for size in [1u64, 8, 100, 256, 1 << 17, 1 << 21, 1 << 24, MAX_SIZE] {
             let h = Header::new(size, true);
-            assert!(h.holders_offset() >= h.l2_offset() + h.l2_words() as u64 * 8);
-            assert_eq!(h.holders_offset() % 64, 0);
-            assert_eq!(h.region_len(), h.holders_offset() + size * 64);
+            let s = h.sections();
+            let order = [s.bitmap, s.l1, s.l2, s.slots, s.records];
+            for pair in order.windows(2) {
+                assert!(pair[1].offset >= pair[0].offset + pair[0].len);
+                assert_eq!(pair[1].offset % 64, 0);
+            }
+            assert_eq!(s.bitmap.offset, HEADER_LEN as u64);
+            assert_eq!(h.region_len(), s.records.offset + size * 8 * 4);
             let h = Header::new(size, false);
-            assert!(h.l1_offset() >= HEADER_LEN as u64 + h.bitmap_len());
-            assert!(h.l2_offset() >= h.l1_offset() + h.l1_words() as u64 * 8);
-            assert_eq!(h.l1_offset() % 64, 0);
-            assert_eq!(h.l2_offset() % 64, 0);
+            let s = h.sections();
+            assert_eq!(h.region_len(), s.l2.offset + s.l2.len);
             let summary = h.region_len() - HEADER_LEN as u64 - h.bitmap_len();
             if size >= 1 << 14 {
                 assert!(
@@ -268,7 +363,7 @@ mod tests {
     #[test]
     fn rejects_each_corrupt_field() {
         let good = Header::new(100, true).encode();
-        for at in 0..TAG_OFFSET {
+        for at in (0..TAG_OFFSET).chain(TAG_OFFSET + 8..CURSOR_OFFSET) {
             let mut bad = good;
             bad[at] ^= 0x40;
             assert!(
@@ -290,13 +385,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5000))]
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..260)) {
             let _ = Header::parse(&bytes);
         }
 
         #[test]
         fn random_bytes_after_a_valid_magic_never_panic(
-            rest in proptest::collection::vec(any::<u8>(), 120..200)
+            rest in proptest::collection::vec(any::<u8>(), 184..260)
         ) {
             let mut bytes = MAGIC.to_vec();
             bytes.extend(rest);

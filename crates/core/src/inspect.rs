@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::header::{Header, MAGIC};
-use crate::region::{map_initialised, unfinished, validate_name, Location, MapAccess};
+use crate::holder::{probe, record_slot, Liveness};
+use crate::region::{map_initialised, unfinished, validate_name, Location, MapAccess, Mapping};
 use crate::Holder;
 
 /// What one region holds, as [`inspect`] found it.
@@ -24,7 +25,7 @@ pub struct Report {
     pub header: Header,
     /// Numbers allocated (bits set).
     pub in_use: u64,
-    /// Each process named by a holder record, with how many numbers it holds, most first.
+    /// Each holder named by a holder record, with how many numbers it holds, most first.
     /// Empty for a region without holder records.
     pub holders: Vec<HolderUsage>,
     /// Numbers allocated in each run of `cell_size` consecutive numbers, from 0 up: a coarse
@@ -34,12 +35,13 @@ pub struct Report {
     pub cell_size: u64,
 }
 
-/// One process named by holder records.
+/// One holder named by holder records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HolderUsage {
-    /// The process, as recorded.
+    /// The holder: its slot, generation, and the pid that took the slot.
     pub holder: Holder,
-    /// Whether it is still running (a dead holder's numbers are what `reclaim` frees).
+    /// Whether it is still running: the kernel holds its slot's lock, or that could not be
+    /// checked (a dead holder's numbers are what `reclaim` frees).
     pub alive: bool,
     /// How many numbers it holds.
     pub count: u64,
@@ -69,23 +71,21 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
     let Some((map, header)) = map_initialised(&file, &location, name, MapAccess::ReadOnly)? else {
         return Err(unfinished(name));
     };
-    let sections = header.sections();
-    let section = |index: usize| -> &[AtomicU64] {
-        let (offset, words) = sections[index];
-        // SAFETY: `map_initialised` checked the mapping covers the header's region length, and
-        // every section lies inside it, 8-byte aligned (FORMAT.md). Only atomic loads are made.
-        unsafe { std::slice::from_raw_parts(map.as_ptr().add(offset) as *const AtomicU64, words) }
-    };
-    let words = section(0);
-    let capacity = header.capacity();
+    let mapping = Mapping::new(map, header);
+    let capacity = header.capacity;
     let cell_size = capacity.div_ceil(cells.max(1) as u64).max(1);
     let mut counts = vec![0u64; capacity.div_ceil(cell_size) as usize];
     let mut in_use = 0;
-    for (i, word) in words.iter().enumerate() {
+    let words = mapping.words();
+    for (i, word) in words
+        .iter()
+        .enumerate()
+        .take(capacity.div_ceil(64) as usize)
+    {
         let mut bits = word.load(Ordering::Relaxed);
         let first = i as u64 * 64;
         if capacity - first < 64 {
-            bits &= (1u64 << (capacity - first)) - 1; // padding bits are never numbers
+            bits &= (1u64 << (capacity - first)) - 1; // bits past the capacity are never numbers
         }
         in_use += u64::from(bits.count_ones());
         if cell_size % 64 == 0 {
@@ -99,27 +99,37 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
         }
     }
     let mut holders = Vec::new();
-    if header.holders {
-        let records = section(3);
-        let mut per_holder: HashMap<u64, u64> = HashMap::new();
-        for record in records {
+    if let Some(records) = mapping.records() {
+        let mut per_holder: HashMap<u32, u64> = HashMap::new();
+        for record in records.iter().take(capacity as usize) {
             let value = record.load(Ordering::Relaxed);
             if value != 0 {
                 *per_holder.entry(value).or_default() += 1;
             }
         }
+        let slots = mapping.slots();
         holders = per_holder
             .into_iter()
             .map(|(value, count)| {
-                let holder = Holder(value);
+                let slot = record_slot(value);
+                let holder = Holder::from_record(value, slots[slot].load(Ordering::Relaxed));
+                // Through our own read-only description, which holds no lock: a holder's lock
+                // shows. A probe that fails cannot tell, and a holder nobody can tell of lives.
+                let alive = probe(&file, mapping.lock_offset(slot)) != Liveness::Gone;
                 HolderUsage {
                     holder,
-                    alive: holder.is_alive(),
+                    alive,
                     count,
                 }
             })
             .collect();
-        holders.sort_by_key(|h| (std::cmp::Reverse(h.count), h.holder.pid()));
+        holders.sort_by_key(|h| {
+            (
+                std::cmp::Reverse(h.count),
+                h.holder.slot,
+                h.holder.generation,
+            )
+        });
     }
     Ok(Report {
         name: name.to_owned(),

@@ -21,7 +21,7 @@ mod bitmap;
 mod bits;
 mod error;
 pub mod header;
-mod holder;
+pub mod holder;
 #[cfg(not(loom))]
 pub mod inspect;
 #[cfg(not(loom))]
@@ -33,5 +33,7 @@ pub use bitmap::{Allocator, ConcurrentBitmap, Policy};
 pub use bits::Bits;
 pub use error::{Error, Result};
 pub use holder::Holder;
+#[cfg(not(loom))]
+pub use holder::HolderScope;
 #[cfg(not(loom))]
 pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};

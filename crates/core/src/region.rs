@@ -13,8 +13,14 @@
 //!    *or dies*, so a region left empty or half-written by a creator that was killed is completed
 //!    by the next opener instead of being refused forever.
 //!
-//! A half-written region is recognised by its magic number still being zero; nothing else that was
-//! written before it is trusted, and it is rewritten from scratch.
+//! A half-written region is recognised precisely: its magic number is still zero, its header
+//! bytes are either all zero or a valid header's, and every byte after the header is zero. It is
+//! completed in place: its file is extended if it must be, never shrunk, since other processes
+//! may have it mapped with the length they saw. Anything else is refused and never modified.
+//!
+//! # Holders
+//! A process that opens a region which tracks holders takes a holder slot in it for its
+//! [`HolderScope`] (see [`crate::holder`]), then reclaims the numbers of holders that are gone.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -22,12 +28,16 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{Header, HEADER_LEN, MAGIC_WORD, MAX_SIZE};
+use crate::header::{Header, Section, Sections, HEADER_LEN, MAGIC_WORD, MAX_SIZE};
+use crate::holder::{
+    entry_generation, entry_in_use, entry_pid, next_generation, slot_entry, HolderScope, SLOTS,
+};
 
 /// The longest region name: the platform's limit on one path component (Linux `NAME_MAX`), or
 /// on macOS the POSIX shared-memory name limit less its leading `/`.
@@ -57,6 +67,16 @@ pub struct OpenOptions {
     /// region; when it exists, its tag must be this one (`TagMismatch`). `None` (the default)
     /// creates with tag 0 and accepts any.
     pub tag: Option<u64>,
+    /// How many numbers the region is for, `1..=size * 8`: recorded when this call creates the
+    /// region (allocators over it hand out `0..capacity`); when it exists, its capacity must be
+    /// this one (`CapacityMismatch`). `None` (the default) creates with `size * 8` and accepts any.
+    pub capacity: Option<u64>,
+    /// Who holds the numbers taken through this region: `None` (the default) for
+    /// [`HolderScope::process`].
+    pub scope: Option<Arc<HolderScope>>,
+    /// Reclaim the numbers of holders that are gone when the region is opened (default `true`).
+    /// Off for a tool that reclaims by itself to report how many numbers came back.
+    pub reclaim: bool,
 }
 
 impl Default for OpenOptions {
@@ -67,6 +87,9 @@ impl Default for OpenOptions {
             directory: None,
             holders: true,
             tag: None,
+            capacity: None,
+            scope: None,
+            reclaim: true,
         }
     }
 }
@@ -144,7 +167,8 @@ impl Location {
     }
 
     pub(crate) fn open(&self, flags: libc::c_int, mode: u32) -> Result<File> {
-        let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+        // O_NONBLOCK: opening a FIFO left under a region's name must not wait for a writer.
+        let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
         let (fd, syscall) = match self {
             // SAFETY: a NUL-terminated name; shm_open has no other preconditions.
             Location::Shm { name, .. } => (
@@ -185,26 +209,264 @@ impl Location {
     }
 }
 
+/// A mapping of a region whose header is complete, with its sections.
+pub(crate) struct Mapping {
+    map: MmapRaw,
+    header: Header,
+    sections: Sections,
+}
+
+impl Mapping {
+    pub(crate) fn new(map: MmapRaw, header: Header) -> Mapping {
+        Mapping {
+            map,
+            header,
+            sections: header.sections(),
+        }
+    }
+
+    /// A section as atomics of type `T`.
+    ///
+    /// # Safety
+    /// `T` must be an atomic integer type whose size divides the section's offset and length.
+    #[inline]
+    unsafe fn section<T>(&self, section: Section) -> &[T] {
+        // SAFETY: the mapping is at least `region_len` bytes (checked when attaching) and page
+        // aligned; every section lies inside it at a multiple of 64 (FORMAT.md), so it is aligned
+        // for T; it lives as long as `self`; every access to it is atomic.
+        std::slice::from_raw_parts(
+            self.map.as_ptr().add(section.offset as usize) as *const T,
+            section.len as usize / std::mem::size_of::<T>(),
+        )
+    }
+
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: a section of 64-bit words.
+        unsafe { self.section(self.sections.bitmap) }
+    }
+
+    /// The holder slot entries (empty without holders).
+    pub(crate) fn slots(&self) -> &[AtomicU64] {
+        // SAFETY: a section of 64-bit entries.
+        unsafe { self.section(self.sections.slots) }
+    }
+
+    /// The holder records, one per number, if the region keeps them.
+    pub(crate) fn records(&self) -> Option<&[AtomicU32]> {
+        // SAFETY: a section of 32-bit records.
+        self.header
+            .holders
+            .then(|| unsafe { self.section(self.sections.records) })
+    }
+
+    /// Where in the file the lock of holder slot `slot` is: its entry's first byte.
+    pub(crate) fn lock_offset(&self, slot: usize) -> u64 {
+        self.sections.slots.offset + 8 * slot as u64
+    }
+
+    #[inline]
+    fn bits(&self, max: u64, me: u32) -> crate::Bits<'_> {
+        // SAFETY: sections of 64-bit words.
+        let (l1, l2) = unsafe {
+            (
+                self.section(self.sections.l1),
+                self.section(self.sections.l2),
+            )
+        };
+        crate::Bits::new(
+            self.words(),
+            l1,
+            l2,
+            self.records(),
+            me,
+            self.header.bitmap_capacity(),
+            max,
+        )
+    }
+
+    /// A view of every number, for sweeping records (which never claims, so writes no record).
+    fn all_bits(&self) -> crate::Bits<'_> {
+        self.bits(self.header.bitmap_capacity(), 0)
+    }
+}
+
+/// A holder slot taken by a [`HolderScope`] in one region: the lock that says it lives, and the
+/// record its numbers carry. Given back, with every number still held through it, when dropped.
+pub(crate) struct Registration {
+    mapping: Arc<Mapping>,
+    /// A duplicate of a descriptor of the region file: its open file description holds the
+    /// slot's lock for as long as it (or a mapping made from it) exists.
+    file: File,
+    shown: String,
+    slot: usize,
+    generation: u32,
+    /// The process that took the slot: a child forked without exec inherits the registration
+    /// (and shares the lock) but must not give back its parent's slot.
+    pid: u32,
+    released: AtomicBool,
+    /// One reclaim at a time through this description: the kernel sees one lock owner for all of
+    /// them, so it could not keep two of them out of the same dead slot.
+    reclaiming: Mutex<()>,
+}
+
+impl Registration {
+    /// Takes a free holder slot of `mapping` through `file`'s open file description.
+    fn take(mapping: Arc<Mapping>, file: &File, location: &Location, name: &str) -> Result<Self> {
+        let file = file
+            .try_clone()
+            .map_err(|e| Error::os("dup", location.shown(), e))?;
+        let pid = std::process::id();
+        let slots = mapping.slots();
+        // Slots nobody holds first; then slots whose holder is gone, cleaned up before use.
+        for clean_only in [true, false] {
+            for (slot, entry) in slots.iter().enumerate() {
+                if clean_only && entry_in_use(entry.load(Ordering::Acquire)) {
+                    continue;
+                }
+                let taken = crate::holder::try_lock(&file, mapping.lock_offset(slot))
+                    .map_err(|e| Error::os("fcntl", location.shown(), e))?;
+                if !taken {
+                    continue;
+                }
+                // The lock is ours: nobody else can be in this slot until we let it go.
+                let before = entry.load(Ordering::Acquire);
+                if entry_in_use(before) {
+                    mapping.all_bits().sweep(|s| s == slot);
+                }
+                let generation = next_generation(entry_generation(before));
+                // Release: a reader that sees the entry sees the sweep before it.
+                entry.store(slot_entry(true, generation, pid), Ordering::Release);
+                return Ok(Registration {
+                    mapping,
+                    file,
+                    shown: location.shown().to_owned(),
+                    slot,
+                    generation,
+                    pid,
+                    released: AtomicBool::new(false),
+                    reclaiming: Mutex::new(()),
+                });
+            }
+        }
+        Err(Error::TooManyHolders {
+            name: name.to_owned(),
+            slots: SLOTS,
+        })
+    }
+
+    /// The record this holder writes for the numbers it takes.
+    pub(crate) fn record(&self) -> u32 {
+        crate::holder::record(self.slot, self.generation)
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Whether this process took the slot (not a child that inherited it by forking).
+    fn is_own(&self) -> bool {
+        std::process::id() == self.pid
+    }
+
+    /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`].
+    fn reclaim(&self) -> u64 {
+        if !self.is_own() {
+            return 0; // an inherited description: the parent may be reclaiming through it
+        }
+        let _one_at_a_time = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.mapping.slots();
+        let mut gone = vec![false; SLOTS];
+        let mut any = false;
+        for (slot, entry) in slots.iter().enumerate() {
+            if slot == self.slot || !entry_in_use(entry.load(Ordering::Acquire)) {
+                continue;
+            }
+            // A try-lock that fails for any reason counts as alive.
+            let taken = crate::holder::try_lock(&self.file, self.mapping.lock_offset(slot));
+            if !matches!(taken, Ok(true)) {
+                continue;
+            }
+            if entry_in_use(entry.load(Ordering::Acquire)) {
+                gone[slot] = true;
+                any = true;
+            } else {
+                // Given back cleanly between our two looks.
+                crate::holder::unlock(&self.file, self.mapping.lock_offset(slot));
+            }
+        }
+        if !any {
+            return 0;
+        }
+        let freed = self.mapping.all_bits().sweep(|slot| gone[slot]);
+        for (slot, _) in gone.iter().enumerate().filter(|(_, &g)| g) {
+            let entry = slots[slot].load(Ordering::Acquire);
+            slots[slot].store(
+                slot_entry(false, entry_generation(entry), entry_pid(entry)),
+                Ordering::Release,
+            );
+            crate::holder::unlock(&self.file, self.mapping.lock_offset(slot));
+        }
+        freed
+    }
+
+    /// Whether some number's record names this holder.
+    pub(crate) fn holds_any(&self) -> bool {
+        let me = self.record();
+        self.mapping
+            .records()
+            .is_some_and(|records| records.iter().any(|r| r.load(Ordering::Relaxed) == me))
+    }
+
+    /// Gives the slot back: frees every number still held through it, marks the slot free and
+    /// lets its lock go. Idempotent; does nothing in a child that inherited the registration.
+    pub(crate) fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) || !self.is_own() {
+            return;
+        }
+        let _one_at_a_time = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+        self.mapping.all_bits().sweep(|s| s == self.slot);
+        self.mapping.slots()[self.slot].store(
+            slot_entry(false, self.generation, self.pid),
+            Ordering::Release,
+        );
+        crate::holder::unlock(&self.file, self.mapping.lock_offset(self.slot));
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("region", &self.shown)
+            .field("slot", &self.slot)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
 /// A mapped region: the header and the bitmap words every process shares.
 ///
 /// The mapping stays valid until the `Region` is dropped, even if the region is destroyed
 /// (unlinked) meanwhile.
 pub struct Region {
-    map: MmapRaw,
+    mapping: Arc<Mapping>,
     name: String,
-    header: Header,
-    /// The sections' (offset, words), computed once: `bits()` is on every allocation's path.
-    /// Bitmap, summary level 1, summary level 2, holder records (0 words without).
-    sections: [(usize, usize); 4],
-    /// This process as a holder, read once.
-    me: crate::Holder,
+    /// This region's holder slot, for regions that track holders.
+    registration: Option<Arc<Registration>>,
+    /// The record written for the numbers taken through this region (0 without holders).
+    me: u32,
 }
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
             .field("name", &self.name)
-            .field("size", &self.header.size)
+            .field("size", &self.mapping.header.size)
             .finish()
     }
 }
@@ -213,12 +475,24 @@ impl Region {
     /// Creates the region `name` with a bitmap of `size` bytes (`size * 8` numbers), or opens it
     /// if it exists. See the module documentation for the creation protocol.
     ///
-    /// Errors: `InvalidName`, `OutOfRange` (size), `SizeMismatch` (exists with another size),
-    /// `IncompatibleRegion` (not a numballoc region of this version, corrupt or truncated), and
-    /// `Os` (`ENOENT` with `create: false`, `EACCES`, `ENOSPC` when its storage cannot be
-    /// reserved, ...).
+    /// In a region that tracks holders, the opener takes a holder slot for its scope (once per
+    /// scope and region) and then reclaims the numbers of every holder that is gone.
+    ///
+    /// Errors: `InvalidName`, `OutOfRange` (size or capacity), `SizeMismatch` /
+    /// `CapacityMismatch` (exists with another size or capacity), `IncompatibleRegion` (not a
+    /// numballoc region of this version, another kind, corrupt, truncated, or not a regular
+    /// file), `TooManyHolders`, and `Os` (`ENOENT` with `create: false`, `EACCES`, `ENOSPC`
+    /// when its storage cannot be reserved, `EMFILE`, ...).
     pub fn open(name: &str, size: u64, options: &OpenOptions) -> Result<Region> {
         validate_size(size)?;
+        if let Some(capacity) = options.capacity {
+            if !(1..=size * 8).contains(&capacity) {
+                return Err(Error::OutOfRange(format!(
+                    "capacity must be an integer from 1 to {} (8 per byte of size {size}), got {capacity}",
+                    size * 8
+                )));
+            }
+        }
         Region::open_with(name, Some(size), options)
     }
 
@@ -238,6 +512,7 @@ impl Region {
         let location = Location::new(name, options.directory.as_deref())?;
         let expect = Expect {
             size,
+            capacity: options.capacity,
             tag: options.tag,
         };
         // Each pass either returns or saw the object destroyed under it; give up after many.
@@ -245,21 +520,30 @@ impl Region {
             let (file, created) = open_or_create(&location, options)?;
             if !created {
                 if let Some(region) = attach(&file, &location, name, &expect)? {
-                    return Ok(region);
+                    return region.register(&file, &location, options);
                 }
             }
-            let _lock = ExclusiveLock::take(&file, &location)?;
-            if fstat(&file, &location)?.st_nlink == 0 {
-                continue; // destroyed while we waited for the lock: open the new one
-            }
-            if let Some(region) = attach(&file, &location, name, &expect)? {
-                return Ok(region);
-            }
-            let Some(size) = size else {
-                return Err(unfinished(name));
+            let region = {
+                let _lock = ExclusiveLock::take(&file, &location)?;
+                if fstat(&file, &location)?.st_nlink == 0 {
+                    continue; // destroyed while we waited for the lock: open the new one
+                }
+                match attach(&file, &location, name, &expect)? {
+                    Some(region) => region,
+                    None => {
+                        let Some(size) = size else {
+                            return Err(unfinished(name));
+                        };
+                        let mut header =
+                            Header::new(size, options.holders).with_tag(options.tag.unwrap_or(0));
+                        if let Some(capacity) = options.capacity {
+                            header = header.with_capacity(capacity);
+                        }
+                        initialise(&file, &location, name, header, created)?
+                    }
+                }
             };
-            let header = Header::new(size, options.holders).with_tag(options.tag.unwrap_or(0));
-            return initialise(&file, &location, name, header, created);
+            return region.register(&file, &location, options);
         }
         Err(Error::os(
             "shm_open",
@@ -275,78 +559,117 @@ impl Region {
 
     /// The bitmap size in bytes (Go's `Memory.Size()`).
     pub fn size(&self) -> u64 {
-        self.header.size
+        self.mapping.header.size
     }
 
-    /// How many numbers the bitmap holds: `size * 8`.
+    /// How many numbers the region was created for (`size * 8` unless its creator asked for
+    /// fewer): allocators over it hand out `0..capacity`.
     pub fn capacity(&self) -> u64 {
-        self.header.capacity()
+        self.mapping.header.capacity
     }
 
     /// The application tag written when the region was created (0 if none).
     pub fn tag(&self) -> u64 {
-        self.header.tag
+        self.mapping.header.tag
+    }
+
+    /// The region's header.
+    pub fn header(&self) -> &Header {
+        &self.mapping.header
     }
 
     fn new(map: MmapRaw, name: &str, header: Header) -> Region {
         Region {
-            map,
+            mapping: Arc::new(Mapping::new(map, header)),
             name: name.to_owned(),
-            header,
-            sections: header.sections(),
-            me: crate::Holder::current(),
+            registration: None,
+            me: 0,
         }
+    }
+
+    /// Takes this region's holder slot for the scope of `options` (the scope's existing one if it
+    /// has one), then reclaims the numbers of holders that are gone.
+    fn register(mut self, file: &File, location: &Location, options: &OpenOptions) -> Result<Self> {
+        if !self.mapping.header.holders {
+            return Ok(self);
+        }
+        let st = fstat(file, location)?;
+        let scope = options.scope.as_ref().unwrap_or(HolderScope::process());
+        let registration = scope.registration((st.st_dev as u64, st.st_ino as u64), || {
+            Registration::take(self.mapping.clone(), file, location, &self.name).map(Arc::new)
+        })?;
+        self.me = registration.record();
+        self.registration = Some(registration);
+        if options.reclaim {
+            self.reclaim();
+        }
+        Ok(self)
     }
 
     /// The bitmap as 64-bit words: number `n` is bit `n % 64` of word `n / 64`.
     pub fn words(&self) -> &[AtomicU64] {
-        self.section(0)
+        self.mapping.words()
     }
 
     /// Whether the region records who holds each number.
     pub fn tracks_holders(&self) -> bool {
-        self.header.holders
+        self.mapping.header.holders
     }
 
-    /// The holder records, one per number (see [`crate::Holder`]), if the region keeps them.
-    pub fn holders(&self) -> Option<&[AtomicU64]> {
-        self.header.holders.then(|| self.section(3))
+    /// The holder records, one per number of the bitmap (see [`crate::holder`]), if the region
+    /// keeps them. For tools and tests: the allocator is the way to change them.
+    pub fn holder_records(&self) -> Option<&[AtomicU32]> {
+        self.mapping.records()
     }
 
-    /// The shared cursor of the cyclic policy (header offset 120).
+    /// The holder slot entries (see [`crate::holder`]); empty if the region keeps no holders.
+    pub fn holder_slots(&self) -> &[AtomicU64] {
+        self.mapping.slots()
+    }
+
+    /// The record this region writes for the numbers taken through it: its holder's (0 in a
+    /// region without holders).
+    pub fn holder_record(&self) -> u32 {
+        self.me
+    }
+
+    /// Who holds `n` (also while it is being claimed or freed), if the region keeps holders and
+    /// someone does. `n` must be below the bitmap's `size * 8`.
+    pub fn holder_of(&self, n: u64) -> Result<Option<crate::Holder>> {
+        let record = self.mapping.all_bits().record_of_number(n)?;
+        Ok(record.map(|record| {
+            let entry =
+                self.holder_slots()[crate::holder::record_slot(record)].load(Ordering::Acquire);
+            crate::Holder::from_record(record, entry)
+        }))
+    }
+
+    /// Frees every number of the region whose holder is gone, and returns how many numbers it
+    /// made free (including numbers a holder was in the middle of taking or freeing when it
+    /// stopped). A holder is gone when the kernel no longer holds its slot's lock; a holder whose
+    /// state cannot be told (the lock cannot be tried) counts as alive. Costs one `fcntl` per
+    /// slot in use, and, only when a holder is gone, one pass over the holder records.
+    pub fn reclaim(&self) -> u64 {
+        self.registration.as_ref().map_or(0, |r| r.reclaim())
+    }
+
+    /// The shared cursor of the cyclic policy.
     pub fn cursor(&self) -> &AtomicU64 {
         // SAFETY: inside the header, 8-byte aligned, accessed only atomically.
-        unsafe { &*(self.map.as_ptr().add(crate::header::CURSOR_OFFSET) as *const AtomicU64) }
+        unsafe {
+            &*(self.mapping.map.as_ptr().add(crate::header::CURSOR_OFFSET) as *const AtomicU64)
+        }
     }
 
     /// Capacity, bitmap and summaries, ready for the allocator.
     #[inline]
     pub fn bits(&self, max: u64) -> crate::Bits<'_> {
-        crate::Bits::with_holder(
-            self.section(0),
-            self.section(1),
-            self.section(2),
-            self.holders(),
-            self.me,
-            self.capacity(),
-            max,
-        )
-    }
-
-    #[inline]
-    fn section(&self, index: usize) -> &[AtomicU64] {
-        let (offset, words) = self.sections[index];
-        // SAFETY: the mapping is at least `region_len` bytes (checked when attaching) and page
-        // aligned; every section lies inside it at a multiple of 8 (FORMAT.md), so it is 8-byte
-        // aligned; it lives as long as `self`; every access to it is atomic.
-        unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(offset) as *const AtomicU64, words)
-        }
+        self.mapping.bits(max, self.me)
     }
 
     /// How many 32-bit blocks [`Region::copy_blocks`] writes: enough to cover `size` bytes.
     pub fn block_count(&self) -> usize {
-        self.header.size.div_ceil(4) as usize
+        self.mapping.header.size.div_ceil(4) as usize
     }
 
     /// Copies the bitmap as 32-bit blocks (Go's `Memory.Blocks()`): number `n` is bit `n % 32` of
@@ -480,6 +803,7 @@ fn incompatible(name: &str, reason: impl Into<String>) -> Error {
 /// What an opener asks of an existing region: `None` accepts whatever it has.
 struct Expect {
     size: Option<u64>,
+    capacity: Option<u64>,
     tag: Option<u64>,
 }
 
@@ -492,6 +816,13 @@ fn attach(file: &File, location: &Location, name: &str, expect: &Expect) -> Resu
         return Err(Error::SizeMismatch {
             name: name.to_owned(),
             existing: header.size,
+            requested,
+        });
+    }
+    if let Some(requested) = expect.capacity.filter(|&c| c != header.capacity) {
+        return Err(Error::CapacityMismatch {
+            name: name.to_owned(),
+            existing: header.capacity,
             requested,
         });
     }
@@ -519,7 +850,11 @@ pub(crate) fn map_initialised(
     name: &str,
     access: MapAccess,
 ) -> Result<Option<(MmapRaw, Header)>> {
-    let len = fstat(file, location)?.st_size as u64;
+    let st = fstat(file, location)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(incompatible(name, "not a regular file"));
+    }
+    let len = st.st_size as u64;
     if len < HEADER_LEN as u64 {
         // Too short to hold a header: unfinished if the magic bytes it has are zero, else foreign.
         let mut head = vec![0u8; len.min(8) as usize];
@@ -562,8 +897,52 @@ pub(crate) fn map_initialised(
     Ok(Some((map, header)))
 }
 
+/// Checks, under the exclusive lock, that an object whose magic number is zero is an unfinished
+/// region and nothing else: its header bytes all zero or a valid header's (a creator that stopped
+/// after writing them), and every byte after the header zero (nobody writes there before the
+/// magic is published). Reads the whole object, which happens only when one is repaired.
+fn check_unfinished(file: &File, location: &Location, name: &str) -> Result<()> {
+    let len = fstat(file, location)?.st_size as u64;
+    let mut chunk = vec![0u8; (64 * 1024).min(len.max(1) as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let want = chunk.len().min((len - at) as usize);
+        file.read_exact_at(&mut chunk[..want], at)
+            .map_err(|e| Error::os("read", location.shown(), e))?;
+        let mut data = &chunk[..want];
+        if at == 0 {
+            let header_end = want.min(HEADER_LEN);
+            let head = &data[..header_end];
+            let zero = head.iter().all(|&b| b == 0);
+            let mut with_magic = [0u8; HEADER_LEN];
+            with_magic[..header_end].copy_from_slice(head);
+            with_magic[..8].copy_from_slice(&crate::header::MAGIC);
+            let a_header = head[..8.min(header_end)].iter().all(|&b| b == 0)
+                && header_end == HEADER_LEN
+                && Header::parse(&with_magic).is_ok();
+            if !zero && !a_header {
+                return Err(foreign(name));
+            }
+            data = &data[header_end..];
+        }
+        if data.iter().any(|&b| b != 0) {
+            return Err(foreign(name));
+        }
+        at += want as u64;
+    }
+    Ok(())
+}
+
+fn foreign(name: &str) -> Error {
+    incompatible(
+        name,
+        "it is not a numballoc region (no magic number, and not a region whose creator stopped before finishing it); it was left unchanged",
+    )
+}
+
 /// Initialises a region under the exclusive lock: reserve zeroed storage, write the header, and
-/// publish it by storing the magic number last.
+/// publish it by storing the magic number last. Never shrinks the object: others may have
+/// mapped it with the length they saw, and would fault on the pages cut off.
 fn initialise(
     file: &File,
     location: &Location,
@@ -573,32 +952,29 @@ fn initialise(
 ) -> Result<Region> {
     let fd = file.as_raw_fd();
     let len = header.region_len();
-    // Drop whatever a creator that died left behind, so the bitmap starts all zero.
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::ftruncate(fd, 0) } != 0 {
-        return Err(Error::last_os("ftruncate", location.shown()));
+    if !created {
+        check_unfinished(file, location, name)?;
     }
     if let Err(e) = reserve(fd, len) {
-        // Leave no region behind that a later opener would try to use.
-        // SAFETY: a valid descriptor.
-        unsafe { libc::ftruncate(fd, 0) };
+        // A region this call created and could not finish is removed; one it was repairing stays
+        // unfinished (it may be mapped), for the next opener to try again.
         if created {
             let _ = location.unlink();
         }
         return Err(Error::os(RESERVE_SYSCALL, location.shown(), e));
     }
-    let map = map(file, len, location, MapAccess::ReadWrite)?;
+    // One write: a creator killed now leaves either no header or all of it, which is how an
+    // unfinished region is told from a foreign file (`check_unfinished`).
     let bytes = header.encode();
-    // SAFETY: the mapping is `len >= HEADER_LEN` bytes; nobody reads the fields before the
-    // magic is published below, and every other writer would need the lock we hold.
+    file.write_all_at(&bytes[8..], 8)
+        .map_err(|e| Error::os("write", location.shown(), e))?;
+    let map = map(file, len, location, MapAccess::ReadWrite)?;
+    // SAFETY: the mapping is `len >= HEADER_LEN` bytes, page aligned; nobody reads the fields
+    // before the magic is published, and every other writer would need the lock we hold.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr().add(8),
-            map.as_mut_ptr().add(8),
-            HEADER_LEN - 8,
-        );
         let magic = &*(map.as_ptr() as *const AtomicU64);
-        // Release: publishes the fields above (and the zeroed bitmap) to every Acquire load.
+        // Release: publishes the header written above (the write returned before this store)
+        // and the zeroed sections to every Acquire load.
         magic.store(MAGIC_WORD, Ordering::Release);
     }
     Ok(Region::new(map, name, header))
@@ -624,12 +1000,21 @@ fn reserve(fd: libc::c_int, len: u64) -> io::Result<()> {
     }
 }
 
-/// Sets the object's length. Without `posix_fallocate` storage is not reserved up front.
+/// Extends the object to `len` bytes if it is shorter. Without `posix_fallocate` storage is not
+/// reserved up front.
 #[cfg(not(target_os = "linux"))]
 fn reserve(fd: libc::c_int, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: a valid descriptor and a zeroed out-parameter.
+    let current = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st.st_size
+    };
     // SAFETY: a valid descriptor.
-    if unsafe { libc::ftruncate(fd, len) } == 0 {
+    if current >= len || unsafe { libc::ftruncate(fd, len) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

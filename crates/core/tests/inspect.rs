@@ -4,7 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use numballoc_core::inspect::{inspect, list};
-use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, Holder, OpenOptions, Region};
+use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, OpenOptions, Region};
+
+mod common;
 
 struct Scratch(String, Option<std::path::PathBuf>);
 
@@ -100,17 +102,12 @@ fn inspect_counts_cells_and_holders_alive_and_dead() {
     for _ in 0..70 {
         bitmap.allocate().unwrap(); // 0..70, held by this live process
     }
-    // Two numbers held by a process that no longer exists: this pid with a start time no
-    // running process can have, which is what a dead holder's record looks like.
-    let dead = Holder::new(std::process::id(), (1 << 41) + 7);
-    for n in [200u64, 255] {
-        region.holders().unwrap()[n as usize].store(dead.0, Ordering::SeqCst);
-        region.words()[(n / 64) as usize].fetch_or(1 << (n % 64), Ordering::SeqCst);
-    }
+    // Two numbers held by a holder that no longer exists.
+    common::plant_dead_holder(&region, 4001, &[200, 255], true);
 
     let report = inspect(&name.0, None, 4).unwrap();
     assert_eq!(report.path, format!("/{}", name.0));
-    assert_eq!((report.header.size, report.header.capacity()), (32, 256));
+    assert_eq!((report.header.size, report.header.capacity), (32, 256));
     assert_eq!(report.in_use, 72);
     assert_eq!(report.cell_size, 64);
     assert_eq!(report.cells, vec![64, 6, 0, 2]);
@@ -118,11 +115,11 @@ fn inspect_counts_cells_and_holders_alive_and_dead() {
     assert_eq!(report.holders.len(), 2);
     assert_eq!(
         (
-            report.holders[0].holder,
+            report.holders[0].holder.pid,
             report.holders[0].alive,
             report.holders[0].count
         ),
-        (Holder::current(), true, 70)
+        (std::process::id(), true, 70)
     );
     assert_eq!(
         (report.holders[1].alive, report.holders[1].count),

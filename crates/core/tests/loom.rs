@@ -5,18 +5,26 @@
 //! (`npm run test:loom`; part of `npm test`)
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use numballoc_core::header::Header;
-use numballoc_core::{Bits, Holder};
+use numballoc_core::holder::record;
+use numballoc_core::Bits;
+
+/// The record of the live holder every view here writes.
+const ME: u32 = record(1, 1);
+/// The record of a holder that stopped (its slot, 2, is swept).
+const DEAD: u32 = record(2, 1);
+/// The record of another live holder, which frees numbers it did not take.
+const THIRD: u32 = record(3, 1);
 
 /// A region's words in ordinary memory: bitmap, summaries and holder records.
 struct Memory {
     words: Vec<AtomicU64>,
     l1: Vec<AtomicU64>,
     l2: Vec<AtomicU64>,
-    holders: Vec<AtomicU64>,
+    holders: Vec<AtomicU32>,
     capacity: u64,
 }
 
@@ -32,34 +40,64 @@ impl Memory {
             words: zeroed(h.words()),
             l1: zeroed(h.l1_words()),
             l2: zeroed(h.l2_words()),
-            holders: zeroed(h.capacity() as usize),
-            capacity: h.capacity(),
+            holders: (0..h.bitmap_capacity())
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            capacity: h.bitmap_capacity(),
         }
     }
 
     fn bits(&self) -> Bits<'_> {
+        self.bits_as(ME)
+    }
+
+    /// A view of another live holder, whose record is `me`.
+    fn bits_as(&self, me: u32) -> Bits<'_> {
         Bits::new(
             &self.words,
             &self.l1,
             &self.l2,
             Some(&self.holders),
+            me,
             self.capacity,
             self.capacity,
         )
     }
 
     /// Marks every number but `free` as held by `holder` (bit and record).
-    fn fill_except(&self, free: &[u64], holder: Holder) {
+    fn fill_except(&self, free: &[u64], holder: u32) {
         for n in 0..self.capacity {
             if !free.contains(&n) {
                 self.words[0].fetch_or(1 << n, Ordering::Relaxed);
-                self.holders[n as usize].store(holder.0, Ordering::Relaxed);
+                self.holders[n as usize].store(holder, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Never a nameless bit: every allocated number has a record (so no second claimer can take
+    /// it, whatever else happened).
+    fn assert_no_nameless_bit(&self) {
+        for n in 0..self.capacity as usize {
+            let set = self.words[0].load(Ordering::Relaxed) & (1 << n) != 0;
+            let record = self.holders[n].load(Ordering::Relaxed);
+            assert!(!set || record != 0, "number {n}: bit set, no record");
+        }
+    }
+
+    /// Every number is consistent: allocated with a record, or free without one.
+    fn assert_consistent(&self) {
+        for n in 0..self.capacity as usize {
+            let set = self.words[0].load(Ordering::Relaxed) & (1 << n) != 0;
+            let record = self.holders[n].load(Ordering::Relaxed);
+            assert_eq!(
+                set,
+                record != 0,
+                "number {n}: bit {set}, record {record:#x}"
+            );
         }
     }
 }
 
-/// What a dead process's record looks like: this pid, another start time (PID reuse).
 /// Every interleaving with at most 3 preemptions (loom's usual bound: most bugs need 2).
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -67,16 +105,11 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-fn dead() -> Holder {
-    let me = Holder::current();
-    Holder::new(me.pid(), me.start_ticks() + 1)
-}
-
 #[test]
 fn two_allocators_never_get_the_same_number() {
     model(|| {
         let memory = Arc::new(Memory::one_word());
-        memory.fill_except(&[2, 6], Holder::current());
+        memory.fill_except(&[2, 6], ME);
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let memory = memory.clone();
@@ -93,42 +126,91 @@ fn two_allocators_never_get_the_same_number() {
     });
 }
 
+/// The states a holder that stopped forever can leave number 7 in, at each step of a claim
+/// (record taken, bit not set; both) or of a free (bit cleared, record not yet).
+const STOPPED: [(bool, &str); 2] = [(true, "holding it"), (false, "mid-claim or mid-free")];
+
 #[test]
-fn a_dead_holders_number_is_reclaimed_once_and_never_lost() {
+fn a_stopped_holders_number_is_swept_once_while_others_allocate_and_free() {
+    for (bit_set, state) in STOPPED {
+        model(move || {
+            let memory = Arc::new(Memory::one_word());
+            // 7 is the stopped holder's; 3 is free; the rest are held by the live holder.
+            memory.fill_except(&[7, 3], ME);
+            memory.holders[7].store(DEAD, Ordering::Relaxed);
+            if bit_set {
+                memory.words[0].fetch_or(1 << 7, Ordering::Relaxed);
+            }
+            let sweeper = {
+                let memory = memory.clone();
+                thread::spawn(move || memory.bits().sweep(|slot| slot == 2))
+            };
+            let allocator = {
+                let memory = memory.clone();
+                thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
+            };
+            // A third party frees 7 too (anyone may free any number it was given).
+            let freer = {
+                let memory = memory.clone();
+                thread::spawn(move || memory.bits_as(THIRD).free(7).is_ok())
+            };
+            let swept = sweeper.join().unwrap();
+            let freed = freer.join().unwrap();
+            let got = allocator
+                .join()
+                .unwrap()
+                .expect("3 was free the whole time");
+            assert!(swept <= 1, "{state}: swept {swept}");
+            assert!(
+                swept == 1 || freed,
+                "{state}: 7 was neither swept nor freed"
+            );
+            assert!(bit_set || !freed, "{state}: a clear bit cannot be freed");
+            assert!(got == 3 || got == 7, "{state}: got {got}");
+            memory.assert_consistent();
+            // The one still free comes next; then the region is full.
+            let next = memory.bits().allocate_from(0).map(|(n, _)| n).unwrap();
+            assert_eq!(got + next, 10, "{state}");
+            assert_eq!(memory.bits().allocate_from(0), None);
+            memory.assert_consistent();
+        });
+    }
+}
+
+/// The record the next holder of the stopped holder's slot writes: the same slot, the next
+/// generation. (With the same generation, loom finds a delayed free clearing this holder's record
+/// under a set bit, so that a second claimer could take 7 too.)
+const NEXT_IN_SLOT: u32 = record(2, 2);
+
+#[test]
+fn a_delayed_free_never_clears_a_record_of_the_slots_next_holder() {
     model(|| {
         let memory = Arc::new(Memory::one_word());
-        // Number 7 is held by a dead process; 3 is free; the rest are held by this (live) one.
-        memory.fill_except(&[7, 3], Holder::current());
-        memory.words[0].fetch_or(1 << 7, Ordering::Relaxed);
-        memory.holders[7].store(dead().0, Ordering::Relaxed);
-        let reclaimers: Vec<_> = (0..2)
-            .map(|_| {
-                let memory = memory.clone();
-                thread::spawn(move || memory.bits().reclaim())
-            })
-            .collect();
-        let allocator = {
+        // 7 is held by the stopped holder in slot 2; every other number by the live holder.
+        memory.fill_except(&[], ME);
+        memory.holders[7].store(DEAD, Ordering::Relaxed);
+        // A third party frees 7, while slot 2 is swept and its next holder takes 7 again.
+        let freer = {
             let memory = memory.clone();
-            thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
+            thread::spawn(move || memory.bits_as(THIRD).free(7).is_ok())
         };
-        let freed: u64 = reclaimers.into_iter().map(|t| t.join().unwrap()).sum();
-        let got = allocator
-            .join()
-            .unwrap()
-            .expect("3 was free the whole time");
-        assert_eq!(freed, 1, "7 is freed by exactly one reclaimer");
-        assert!(got == 3 || got == 7);
-        // The one still free comes next; then the region is full.
-        let next = memory.bits().allocate_from(0).map(|(n, _)| n).unwrap();
-        assert_eq!(got + next, 10);
-        assert_eq!(memory.bits().allocate_from(0), None);
-        for n in 0..memory.capacity as usize {
-            let set = memory.words[0].load(Ordering::Relaxed) & (1 << n) != 0;
-            let record = memory.holders[n].load(Ordering::Relaxed);
-            assert!(
-                set && record == Holder::current().0,
-                "number {n}: bit {set}, record {record:#x}"
-            );
+        let next_holder = {
+            let memory = memory.clone();
+            thread::spawn(move || {
+                memory.bits().sweep(|slot| slot == 2);
+                memory
+                    .bits_as(NEXT_IN_SLOT)
+                    .allocate_from(0)
+                    .map(|(n, _)| n)
+            })
+        };
+        let freed = freer.join().unwrap();
+        let got = next_holder.join().unwrap();
+        // The free and the sweep are two frees of one number: if the free lands after 7 was
+        // taken again, it may clear the new holder's bit, never leave a bit without a record.
+        memory.assert_no_nameless_bit();
+        if got == Some(7) && memory.words[0].load(Ordering::Relaxed) & (1 << 7) != 0 {
+            assert_eq!(memory.holders[7].load(Ordering::Relaxed), NEXT_IN_SLOT);
         }
     });
 }
@@ -137,7 +219,7 @@ fn a_dead_holders_number_is_reclaimed_once_and_never_lost() {
 fn a_free_racing_a_search_leaves_no_wrong_full_mark() {
     model(|| {
         let memory = Arc::new(Memory::one_word());
-        memory.fill_except(&[], Holder::current());
+        memory.fill_except(&[], ME);
         let freer = {
             let memory = memory.clone();
             thread::spawn(move || memory.bits().free(5).unwrap())

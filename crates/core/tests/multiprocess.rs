@@ -18,15 +18,15 @@ fn child_exhausts_region() {
         return;
     };
     let region = Arc::new(Region::open(&name, SIZE, &OpenOptions::default()).unwrap());
-    let mut bitmap = ConcurrentBitmap::new(region, 0);
-    // Siblings exit holding their numbers; reclaiming those would hand them out again, which is
-    // right for dead holders but not what this test counts.
-    bitmap.set_reclaim_when_full(false);
+    let bitmap = ConcurrentBitmap::new(region, 0);
     let mut mine = Vec::new();
     while let Ok(n) = bitmap.allocate() {
         mine.push(n.to_string());
     }
     println!("NUMBERS {}", mine.join(","));
+    // Hold them until every sibling is done: a holder that ends gives its numbers back, and a
+    // sibling would rightly take them again.
+    let _ = std::io::stdin().read_line(&mut String::new());
 }
 
 /// The child: a creator caught mid-initialisation. It creates the object, takes the lock, sizes it
@@ -46,10 +46,11 @@ fn child_dying_creator() {
         .unwrap();
     // SAFETY: a valid descriptor.
     assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-    file.set_len(4096).unwrap();
-    let half = numballoc_core::header::Header::new(999, true).encode();
+    let header = numballoc_core::header::Header::new(999, true);
+    file.set_len(header.region_len()).unwrap();
+    // What a creator leaves when killed after writing the header, before the magic number.
     file.write_all(&[0; 8]).unwrap();
-    file.write_all(&half[8..40]).unwrap();
+    file.write_all(&header.encode()[8..]).unwrap();
     println!("LOCKED");
     std::io::stdout().flush().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(60));
@@ -100,7 +101,7 @@ fn processes_racing_to_create_one_region_share_every_number_exactly_once() {
     for round in 0..25 {
         let name = format!("numballoc-rs-race-{}-{round}", std::process::id());
         let _cleanup = DestroyOnDrop(&name);
-        let children: Vec<_> = (0..6)
+        let mut children: Vec<_> = (0..6)
             .map(|_| {
                 Command::new(&exe)
                     .args([
@@ -110,24 +111,33 @@ fn processes_racing_to_create_one_region_share_every_number_exactly_once() {
                         "--test-threads=1",
                     ])
                     .env(CHILD_ENV, &name)
+                    .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap()
             })
             .collect();
         let mut seen = BTreeSet::new();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "a child failed in round {round}: {out:?}"
-            );
-            let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = Vec::new();
+        for child in &mut children {
+            use std::io::BufRead;
+            let stdout = std::io::BufReader::new(child.stdout.as_mut().unwrap());
             // libtest may print its own "test ... " prefix on the same line.
-            let line = text
-                .split_once("NUMBERS ")
-                .and_then(|(_, rest)| rest.lines().next())
-                .expect("child printed its numbers");
+            let line = stdout
+                .lines()
+                .map_while(|line| line.ok())
+                .find_map(|line| Some(line.split_once("NUMBERS ")?.1.to_owned()))
+                .unwrap_or_else(|| panic!("a child printed no numbers in round {round}"));
+            lines.push(line);
+        }
+        for mut child in children {
+            drop(child.stdin.take());
+            assert!(
+                child.wait().unwrap().success(),
+                "a child failed in round {round}"
+            );
+        }
+        for line in lines {
             for n in line.split(',').filter(|s| !s.is_empty()) {
                 let n: u64 = n.parse().unwrap();
                 assert!(
@@ -137,8 +147,9 @@ fn processes_racing_to_create_one_region_share_every_number_exactly_once() {
             }
         }
         assert_eq!(seen, (0..SIZE * 8).collect(), "round {round}");
+        // The children ended normally, so they gave every number back.
         let region = Arc::new(Region::open(&name, SIZE, &OpenOptions::default()).unwrap());
-        assert_eq!(ConcurrentBitmap::new(region, 0).count(), SIZE * 8);
+        assert_eq!(ConcurrentBitmap::new(region, 0).count(), 0);
     }
 }
 

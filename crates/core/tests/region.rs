@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, OpenOptions, Region};
 
+mod common;
+
 /// A region name no other test or run uses, destroyed when dropped (even if the test panics).
 struct Scratch(String);
 
@@ -263,21 +265,15 @@ fn batches_are_all_or_nothing_for_every_policy() {
 
 #[test]
 fn a_full_region_reclaims_dead_holders_before_giving_up() {
-    use numballoc_core::Holder;
     let name = Scratch::new("reclaimfull");
     let region = Arc::new(Region::open(&name.0, 8, &OpenOptions::default()).unwrap());
     assert!(region.tracks_holders());
     let mut bitmap = ConcurrentBitmap::new(region.clone(), 0);
     let taken: Vec<u64> = (0..64).map(|_| bitmap.allocate().unwrap()).collect();
-    // Pretend a dead process holds 10 of them (its pid was reused: another start time).
-    let me = Holder::current();
-    let holders = region.holders().unwrap();
-    for &n in &taken[..10] {
-        holders[n as usize].store(
-            Holder::new(me.pid(), me.start_ticks() + 7).0,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-    }
+    // A holder that died holds 10 of them.
+    let dead = common::plant_dead_holder(&region, 4000, &taken[..10], true);
+    assert_eq!(bitmap.holder_of(taken[0]).unwrap().unwrap().slot, 4000);
+    assert_ne!(dead, region.holder_record());
     bitmap.set_reclaim_when_full(false);
     assert!(matches!(bitmap.allocate(), Err(Error::NoFreeNumber)));
     bitmap.set_reclaim_when_full(true);
@@ -288,7 +284,46 @@ fn a_full_region_reclaims_dead_holders_before_giving_up() {
         55,
         "nine reclaimed numbers free, one taken again"
     );
-    assert_eq!(bitmap.holder_of(n).unwrap(), Some(me));
+    let me = bitmap.holder_of(n).unwrap().unwrap();
+    assert_eq!(me.pid, std::process::id());
+    let freed = *taken[..10].iter().find(|&&x| x != n).unwrap();
+    assert!(bitmap.holds(n) && bitmap.holds(taken[20]) && !bitmap.holds(freed));
+    assert_eq!(bitmap.reclaim(), 0, "reclaimed once, not again");
+}
+
+#[test]
+fn reclaim_counts_a_half_done_claim_and_never_takes_a_live_holders_number() {
+    let name = Scratch::new("halfdone");
+    let region = Arc::new(Region::open(&name.0, 1, &OpenOptions::default()).unwrap()); // 8
+    let bitmap = ConcurrentBitmap::new(region.clone(), 0);
+    let mine: Vec<u64> = (0..6).map(|_| bitmap.allocate().unwrap()).collect();
+    let rest: Vec<u64> = (0..8).filter(|n| !mine.contains(n)).collect();
+    // A holder died mid-claim on both remaining numbers: records written, bits not set.
+    common::plant_dead_holder(&region, 77, &rest, false);
+    assert_eq!(bitmap.reclaim(), 2, "both half-done claims count");
+    // A second region handle in its own scope is another, live holder.
+    let other = Arc::new(
+        Region::open(
+            &name.0,
+            1,
+            &OpenOptions {
+                scope: Some(numballoc_core::HolderScope::new(false)),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    assert_ne!(other.holder_record(), region.holder_record());
+    let theirs = ConcurrentBitmap::new(other.clone(), 0);
+    let t = theirs.allocate().unwrap();
+    assert_eq!(bitmap.reclaim(), 0);
+    assert_eq!(theirs.reclaim(), 0);
+    assert!(theirs.holds(t) && !bitmap.holds(t));
+    // Dropping the other holder's last region gives its slot and numbers back.
+    drop(theirs);
+    drop(other);
+    assert!(!bitmap.is_allocated(t).unwrap());
+    assert_eq!(bitmap.count(), 6);
 }
 
 #[test]
