@@ -22,16 +22,18 @@ test('a Rust process and a Node process take numbers from one region: never the 
   const lines = readline.createInterface({ input: rust.stdout })
   const rustNumbers = []
   const exited = new Promise((resolve) => rust.on('exit', resolve))
-  const closed = new Promise((resolve) => lines.once('close', resolve))
   const ready = new Promise((resolve) => lines.once('line', resolve))
   assert.equal(await ready, 'ready')
-  lines.on('line', (line) => line && rustNumbers.push(Number(line)))
+  // The numbers, one a line, then an empty line.
+  const printed = new Promise((resolve) => lines.on('line', (line) => (line ? rustNumbers.push(Number(line)) : resolve())))
   rust.stdin.write('go\n')
   const nodeNumbers = []
   // Each side takes exactly half: whatever the interleaving, both counts and the union are fixed.
   for (let i = 0; i < (size * 8) / 2; i++) nodeNumbers.push(bitmap.allocate())
+  await printed
+  assert.equal(bitmap.count(), size * 8, 'both hold their halves')
+  rust.stdin.end()
   assert.equal(await exited, 0)
-  await closed
 
   const all = [...nodeNumbers, ...rustNumbers].sort((a, b) => a - b)
   assert.deepEqual(all, Array.from({ length: size * 8 }, (_, i) => i), 'every number exactly once between the two')

@@ -2,7 +2,8 @@
 //! a region with Node processes (used by the Node tests).
 //!
 //! Usage: take NAME SIZE COUNT. Prints "ready", waits for a line on stdin, then takes COUNT
-//! numbers (or until the region is full) and prints them.
+//! numbers (or until the region is full) and prints them, then an empty line; holds them until
+//! stdin closes, and ends normally, giving them back.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_while(|_| bitmap.try_allocate())
         .map(|n| n.to_string())
         .collect();
-    println!("{}", taken.join("\n"));
+    println!("{}\n", taken.join("\n"));
+    for _ in std::io::stdin().lock().lines() {}
     Ok(())
 }
