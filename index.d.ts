@@ -54,10 +54,12 @@ export interface RegionOptions {
    */
   directory?: string
   /**
-   * Record which process holds each number (default `true`), so that numbers held by processes
-   * that died can be reclaimed (`reclaim()`, and automatically when the region is full). Costs
-   * 8 bytes per number. Fixed when the region is created: opening an existing region keeps its
-   * choice (see `SharedMemory.tracksHolders`).
+   * Record who holds each number (default `true`): each holder (a process; in Node, each
+   * JavaScript thread) takes a slot in the region and holds a kernel lock on it while it lives,
+   * so the numbers of holders that ended come back: given back as a holder ends normally, and
+   * reclaimed after a crash whenever a process opens the region or finds it full (and by
+   * `reclaim()`). Costs 4 bytes per number and 32 KiB a region. Fixed when the region is
+   * created: opening an existing region keeps its choice (see `SharedMemory.tracksHolders`).
    */
   holders?: boolean
   /**
@@ -73,8 +75,14 @@ export declare class SharedMemory {
   private constructor()
   /** The region's name: on Linux, `/dev/shm/<name>` unless a `directory` was given. */
   readonly name: string
-  /** The bitmap size in bytes, as given to `loadShared` (Go's `Size()`); it holds `size * 8` numbers. */
+  /** The bitmap size in bytes, as given to `loadShared` (Go's `Size()`): room for `size * 8` numbers. */
   readonly size: number
+  /**
+   * How many numbers the region was created for: `size * 8`, unless it was created by
+   * `ConcurrentBitmap.open` with a smaller `capacity`. Allocators over it hand out `0` to
+   * `capacity - 1`.
+   */
+  readonly capacity: number
   /** Whether the region records which process holds each number (fixed at its creation). */
   readonly tracksHolders: boolean
   /** The tag written when the region was created (`0n` if none). */
@@ -98,9 +106,13 @@ export declare class SharedMemory {
  * @param name 1–255 letters, digits, `.`, `_` or `-`; not `.` or `..`.
  * @param size bytes of bitmap, an integer from 1 to `MAX_SIZE`. Absent: open the existing region
  *   whatever its size (read from its header); it is never created then.
+ * In a region with holders, opening it also takes this thread's holder slot (once per thread
+ * and region) and reclaims the numbers of holders that are gone.
+ *
  * @throws `ERR_INVALID_NAME`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_SIZE_MISMATCH`,
- *   `ERR_TAG_MISMATCH`, `ERR_INCOMPATIBLE_REGION`, `ENOENT` (with `create: false`, or no size),
- *   `EACCES`, `ENOSPC`.
+ *   `ERR_TAG_MISMATCH`, `ERR_INCOMPATIBLE_REGION` (also for a FIFO, socket or directory under
+ *   the name), `ERR_TOO_MANY_HOLDERS`, `ENOENT` (with `create: false`, or no size), `EACCES`,
+ *   `ENOSPC`, `EMFILE`.
  * @example
  * const mem = loadShared('ports', 128) // numbers 0..1023
  * const same = loadShared('ports') // the existing region, size 128
@@ -114,11 +126,17 @@ export declare function loadShared(name: string, size?: number, options?: Region
  */
 export declare function destroyShared(name: string, options?: Pick<RegionOptions, 'directory'>): boolean
 
-/** One process named by a region's holder records. */
+/** One holder named by a region's holder records. */
 export interface HolderReport {
-  /** Its process id. */
+  /**
+   * The process id of the holder, as it saw itself (in a container, its pid there); 0 if not
+   * known. For display: liveness never depends on it.
+   */
   pid: number
-  /** Whether it is still running; a dead holder's numbers are what `reclaim()` frees. */
+  /**
+   * Whether it is still running (the kernel holds its lock, or that could not be checked); a
+   * dead holder's numbers are what `reclaim()` frees.
+   */
   alive: boolean
   /** How many numbers it holds. */
   count: number
@@ -132,7 +150,7 @@ export interface RegionReport {
   path: string
   /** Bitmap size in bytes. */
   size: number
-  /** Numbers it holds: `size * 8`. */
+  /** Numbers it was created for (`size * 8` unless fewer were asked for). */
   capacity: number
   /** Whether it records which process holds each number. */
   tracksHolders: boolean
@@ -142,7 +160,7 @@ export interface RegionReport {
   inUse: number
   /** Numbers held by processes that are no longer running. */
   heldByDead: number
-  /** Every process holding numbers, most numbers first (empty without holder records). */
+  /** Every holder of numbers, most numbers first (empty without holder records). */
   holders: HolderReport[]
   /**
    * Numbers allocated in each run of `cellSize` consecutive numbers, from 0 up: a picture of
@@ -165,6 +183,15 @@ export interface InspectOptions extends Pick<RegionOptions, 'directory'> {
  * @throws `ENOENT`, `EACCES`, `ERR_INCOMPATIBLE_REGION`, `ERR_INVALID_NAME`.
  */
 export declare function inspectShared(name: string, options?: InspectOptions): RegionReport
+
+/**
+ * Opens the existing region `name`, frees every number whose holder is gone, and returns how
+ * many came back: what `numballoc reclaim` prints. 0 for a region without holders.
+ * @throws `ENOENT`, `EACCES`, `ERR_INCOMPATIBLE_REGION`, `ERR_INVALID_NAME`.
+ * @example
+ * reclaimShared('worker-ids') // 3 after a worker holding 3 IDs was killed
+ */
+export declare function reclaimShared(name: string, options?: Pick<RegionOptions, 'directory'>): number
 
 /**
  * The names of the numballoc regions in `directory`, or in POSIX shared memory (`/dev/shm`; Linux
@@ -248,7 +275,10 @@ export interface CloseOptions {
 
 /** The process holding a number. */
 export interface Holder {
-  /** Its process id. */
+  /**
+   * The holder's process id as it saw itself (in a container, its pid there), 0 if not known.
+   * For display: numballoc never judges a holder by its pid.
+   */
   readonly pid: number
 }
 
@@ -361,17 +391,19 @@ export declare class ConcurrentBitmap implements Allocator {
    */
   freeMany(numbers: ArrayLike<number>): void
   /**
-   * Frees every number of the region whose holder process has died, and returns how many. A
-   * holder is dead when its pid is gone, is a zombie, or belongs to a newer process (another
-   * start time: PID reuse). Never frees a number of a live process, even one in the middle of
-   * allocating it. Several processes may reclaim at once: each number is freed once. Returns 0
-   * for regions without holders.
+   * Frees every number of the region whose holder is gone, and returns how many came back
+   * (including numbers a holder was in the middle of taking or freeing when it died). A holder
+   * is gone when the kernel no longer holds its slot's lock, whatever its pid, namespace or
+   * `/proc` say; one whose state cannot be told counts as alive. Never frees a live holder's
+   * number. Several processes may reclaim at once: each number is freed once. Costs a system
+   * call per holder slot in use, and one pass over the holder records only when a holder is
+   * gone. Returns 0 for regions without holders.
    * @throws `ERR_REGION_CLOSED`.
    */
   reclaim(): number
   /**
-   * The process holding `n` right now (also while it is being allocated), or `null` if none is
-   * or the region does not record holders.
+   * The holder of `n` right now (also while it is being allocated): its `pid` as it saw itself,
+   * 0 if not known. `null` if nobody holds `n` or the region does not record holders.
    * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
    */
   holderOf(n: number): Holder | null

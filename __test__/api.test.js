@@ -2,7 +2,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { loadShared, destroyShared, inspectShared, listShared, ConcurrentBitmap, SharedMemory } = require('..')
+const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, ConcurrentBitmap, SharedMemory } = require('..')
 const { scratchName } = require('./helpers')
 
 test('the Go README example, translated', (t) => {
@@ -193,4 +193,43 @@ test('inspectShared reports counts, holders and cells; listShared finds the regi
   assert.equal(ids.count(), 71, 'inspecting changed nothing')
   assert.throws(() => inspectShared(name, { cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
   assert.throws(() => inspectShared(scratchName(t, 'absent')), { code: 'ENOENT' })
+})
+
+test('a region records the capacity it was created for: another capacity is ERR_SIZE_MISMATCH, inspect shows it', (t) => {
+  const name = scratchName(t, 'capacity')
+  const three = ConcurrentBitmap.open(name, { capacity: 3 })
+  t.after(() => three.close())
+  assert.equal(three.max, 3)
+  assert.throws(() => ConcurrentBitmap.open(name, { capacity: 5 }), (e) => e.code === 'ERR_SIZE_MISMATCH' && /capacity 3/.test(e.message) && /5/.test(e.message))
+  const byName = ConcurrentBitmap.open(name)
+  t.after(() => byName.close())
+  assert.equal(byName.max, 3, 'opened by name alone: the capacity it was created for')
+  const mem = loadShared(name, 1)
+  t.after(() => mem.close())
+  assert.deepEqual([mem.size, mem.capacity], [1, 3])
+  assert.equal(new ConcurrentBitmap(mem).max, 3)
+  assert.equal(inspectShared(name).capacity, 3)
+  assert.deepEqual([three.allocate(), three.allocate(), three.allocate()].sort(), [0, 1, 2])
+  assert.equal(three.tryAllocate(), null)
+})
+
+test('reclaimShared reports what came back; 0 when nobody died, and for a region without holders', async (t) => {
+  const { forkFixture, waitFor } = require('./helpers')
+  const name = scratchName(t, 'reclaimshared')
+  const agent = forkFixture('agent.js', [name, 64, 'any'])
+  await waitFor(agent, (m) => m === 'ready')
+  const reply = waitFor(agent, (m) => m.id === 1)
+  agent.send({ id: 1, method: 'allocate', times: 7 })
+  await reply
+  assert.equal(reclaimShared(name), 0, 'its holder lives')
+  await new Promise((resolve) => {
+    agent.once('exit', resolve)
+    agent.kill('SIGKILL')
+  })
+  assert.equal(reclaimShared(name), 7)
+  assert.equal(reclaimShared(name), 0)
+  const plain = scratchName(t, 'plain')
+  loadShared(plain, 8, { holders: false }).close()
+  assert.equal(reclaimShared(plain), 0)
+  assert.throws(() => reclaimShared(scratchName(t, 'absent')), { code: 'ENOENT' })
 })

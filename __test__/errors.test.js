@@ -2,7 +2,8 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { loadShared, destroyShared, listShared, ConcurrentBitmap, MAX_SIZE } = require('..')
+const path = require('node:path')
+const { loadShared, destroyShared, listShared, inspectShared, reclaimShared, ConcurrentBitmap, MAX_SIZE } = require('..')
 const { scratchName, forkFixture, waitFor, collect } = require('./helpers')
 
 const notNumbers = ['1', null, undefined, {}, [], 1n, true, Symbol('n'), () => 1]
@@ -123,7 +124,17 @@ test('garbage, foreign, truncated and future-version regions: ERR_INCOMPATIBLE_R
   const future = fs.readFileSync(`${directory}/future`)
   future.writeUInt32LE(99, 8)
   fs.writeFileSync(`${directory}/future`, future)
-  for (const [name, size] of [['garbage', 8], ['text', 8], ['short', 8], ['truncated', 1024], ['future', 8]]) {
+  // Eight zero bytes, then data: the magic is not set, but this is no unfinished region.
+  const zeroThenData = Buffer.alloc(4052, 0x41)
+  zeroThenData.fill(0, 0, 8)
+  fs.writeFileSync(`${directory}/zero-then-data`, zeroThenData)
+  // A valid header without its magic, but data after it: not what a dying creator leaves.
+  loadShared('header-then-data', 8, { directory }).close()
+  const headerThenData = fs.readFileSync(`${directory}/header-then-data`)
+  headerThenData.fill(0, 0, 8)
+  headerThenData[headerThenData.length - 1] = 7
+  fs.writeFileSync(`${directory}/header-then-data`, headerThenData)
+  for (const [name, size] of [['garbage', 8], ['text', 8], ['short', 8], ['truncated', 1024], ['future', 8], ['zero-then-data', 8], ['header-then-data', 8]]) {
     const before = fs.readFileSync(`${directory}/${name}`)
     assert.throws(() => loadShared(name, size, { directory }), { code: 'ERR_INCOMPATIBLE_REGION' }, name)
     assert.deepEqual(fs.readFileSync(`${directory}/${name}`), before, `${name} was modified`)
@@ -146,6 +157,33 @@ test('a region left empty or half-written by a dead creator is completed by the 
   t.after(() => b.close())
   assert.equal(b.max, 256)
   assert.equal(b.count(), 0)
+})
+
+test('a FIFO, socket, directory or symlink under a region name fails at once with a code, on every path', async (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-special-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  const { execFileSync } = require('node:child_process')
+  execFileSync('mkfifo', [`${directory}/fifo`])
+  fs.mkdirSync(`${directory}/dir`)
+  fs.symlinkSync('/etc/hostname', `${directory}/link`)
+  const server = require('node:net').createServer().listen(`${directory}/socket`)
+  await require('node:events').once(server, 'listening')
+  t.after(() => server.close())
+  const cli = path.join(__dirname, '..', 'bin', 'numballoc.js')
+  for (const [name, codes] of [['fifo', ['ERR_INCOMPATIBLE_REGION']], ['dir', ['EISDIR', 'ERR_INCOMPATIBLE_REGION']], ['link', ['ELOOP']], ['socket', ['ENXIO']]]) {
+    const coded = (e) => codes.includes(e.code)
+    assert.throws(() => loadShared(name, 8, { directory }), coded, `loadShared ${name}`)
+    assert.throws(() => loadShared(name, undefined, { directory }), coded, `loadShared ${name} without a size`)
+    assert.throws(() => ConcurrentBitmap.open(name, { capacity: 8, directory }), coded, `open ${name}`)
+    assert.throws(() => inspectShared(name, { directory }), (e) => /^E|^ERR_/.test(e.code), `inspectShared ${name}`)
+    assert.throws(() => reclaimShared(name, { directory }), (e) => /^E|^ERR_/.test(e.code), `reclaimShared ${name}`)
+    for (const command of ['inspect', 'destroy', 'reclaim']) {
+      const out = require('node:child_process').spawnSync(process.execPath, [cli, command, name, '--dir', directory], { encoding: 'utf8', timeout: 10_000 })
+      assert.equal(out.status, 1, `numballoc ${command} ${name}: ${out.stderr}${out.error ?? ''}`)
+    }
+  }
+  assert.ok(fs.statSync(`${directory}/fifo`).isFIFO(), 'the FIFO is still there')
+  assert.ok(fs.existsSync(`${directory}/link`), 'the symlink is still there')
 })
 
 test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {

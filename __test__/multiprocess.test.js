@@ -70,6 +70,28 @@ test('creation race: 8 processes open a new region at the same instant, 60 round
   await Promise.all(results) // every child exits 0: none died of SIGBUS or an error
 })
 
+test('repair race: processes open, open by name and inspect a region while one completes it, 150 rounds, none faults', async (t) => {
+  const roles = ['open', 'open', 'byname', 'byname', 'byname', 'inspect', 'inspect', 'inspect']
+  const children = roles.map((role) => forkFixture('repair.js', [role]))
+  const results = children.map(collect)
+  await Promise.all(children.map((child) => waitFor(child, (m) => m === 'ready')))
+  const outcomes = new Set()
+  for (let round = 0; round < 150; round++) {
+    const name = scratchName(t, `repair${round}`)
+    // Sized by a creator that died before the header: longer than the region the openers ask
+    // for, so a repair that shrank it would cut pages the others have mapped.
+    fs.writeFileSync(`/dev/shm/${name}`, Buffer.alloc(64 * 1024))
+    const startAt = Date.now() + 10
+    const replies = children.map((child) => waitFor(child, (m) => m.outcome))
+    for (const child of children) child.send({ name, startAt })
+    for (const { outcome } of await Promise.all(replies)) outcomes.add(outcome)
+    assert.equal(loadShared(name).size, 16, `round ${round}: completed as the openers asked`)
+  }
+  for (const child of children) child.send({ done: true })
+  await Promise.all(results) // every child exits 0: none died of SIGBUS
+  assert.ok([...outcomes].every((o) => ['ok', 'ERR_INCOMPATIBLE_REGION'].includes(o)), [...outcomes].join(', '))
+})
+
 test('never a spurious ERR_NO_FREE_NUMBER: a victim against an adversary, one number always free', async (t) => {
   const name = scratchName(t, 'adversary')
   // One 64-bit word: the adversary's churn and the always-free number share it, so every change

@@ -12,6 +12,7 @@ import {
   loadShared,
   inspectShared,
   listShared,
+  reclaimShared,
   PortPool,
   GetPortOptions,
   RegionReport,
@@ -91,6 +92,8 @@ const report: RegionReport = inspectShared('typed-consumer', { cells: 16 })
 const dead: number = report.heldByDead + report.holders.filter((h) => !h.alive).length
 const tag: bigint = loadShared('typed-consumer').tag + report.tag
 const names: string[] = listShared({ directory: '/tmp' })
+const cameBack: number = reclaimShared('ports', { directory: '/tmp' })
+const created: number = loadShared('ports').capacity
 const tagged = loadShared('typed-tagged', 8, { tag: 0x50n })
 
 export { ports, dead, tag, names, tagged }

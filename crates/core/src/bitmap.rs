@@ -45,6 +45,23 @@ fn spread(pid: u32, handle: usize, word_count: usize) -> usize {
     ((mixed >> 32) % word_count as u64) as usize
 }
 
+/// Moves the cyclic cursor past `n`, found by a search that started at the cursor value `start`.
+///
+/// The cursor is a count of positions that only grows (the next number to look at is
+/// `cursor % max`), so "never backwards" is a `fetch_max`: a slower caller that found an earlier
+/// number cannot store an older position over a newer one, even if the cursor has gone round
+/// since, and a number just freed behind the cursor does not come back early.
+fn advance_cursor(cursor: &std::sync::atomic::AtomicU64, start: u64, n: u64, max: u64) {
+    let from = start % max;
+    // How far past `from` the search went, wrapping; a whole lap if it came back to `from`.
+    let step = match (n + 1 + max - from) % max {
+        0 => max,
+        step => step,
+    };
+    // Relaxed: as above, the cursor only orders searches.
+    cursor.fetch_max(start.saturating_add(step), Ordering::Relaxed);
+}
+
 /// Which free number an allocator hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -192,10 +209,9 @@ impl ConcurrentBitmap {
             Policy::Cyclic => {
                 // Relaxed: the cursor only orders the search; the CAS on the bitmap decides.
                 let cursor = self.region.cursor();
-                let n = self
-                    .bits()
-                    .allocate_cyclic(cursor.load(Ordering::Relaxed))?;
-                cursor.store((n + 1) % self.max, Ordering::Relaxed);
+                let start = cursor.load(Ordering::Relaxed);
+                let n = self.bits().allocate_cyclic(start % self.max)?;
+                advance_cursor(cursor, start, n, self.max);
                 Some(n)
             }
         }
@@ -316,6 +332,25 @@ impl Allocator for ConcurrentBitmap {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn the_cyclic_cursor_only_moves_forwards() {
+        let cursor = std::sync::atomic::AtomicU64::new(0);
+        advance_cursor(&cursor, 0, 9, 100);
+        assert_eq!(cursor.load(Ordering::Relaxed), 10);
+        // A slower caller that started at 0 and found 5 does not move it back.
+        advance_cursor(&cursor, 0, 5, 100);
+        assert_eq!(cursor.load(Ordering::Relaxed), 10);
+        // One that started at 10 and wrapped round to 2: 103, number 3 next.
+        advance_cursor(&cursor, 10, 2, 100);
+        assert_eq!(cursor.load(Ordering::Relaxed), 103);
+        // A slow caller that also started at 10 and found 50 is behind it now.
+        advance_cursor(&cursor, 10, 50, 100);
+        assert_eq!(cursor.load(Ordering::Relaxed), 103);
+        // A search that went all the way round to the number it started at: a whole lap.
+        advance_cursor(&cursor, 103, 2, 100);
+        assert_eq!(cursor.load(Ordering::Relaxed), 203);
+    }
 
     #[test]
     fn hint_starts_of_consecutive_pids_spread_over_the_bitmap() {

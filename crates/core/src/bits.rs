@@ -20,17 +20,27 @@
 //! whoever frees a number in a full word reads the level-1 bit and clears it if set. A
 //! `fence(SeqCst)` stands between the write and the read on both sides, so in every interleaving
 //! at least one sees the other's write (Dekker's pattern), and the same holds one level up.
-//! (Fences rather than SeqCst accesses: loom checks fences fully; `tests/loom.rs` checks this.) A full word whose bit is not set yet costs one probe, after
-//! which it is marked.
+//! (Fences rather than SeqCst accesses: loom checks fences fully; `tests/loom.rs` checks this.)
+//! A full word whose bit is not set yet costs one probe, after which it is marked.
 //!
 //! # Holders
-//! A region may keep a holder record per number (see [`crate::Holder`]). Then the record is the
-//! claim: `allocate` takes the record from 0 to this process with a compare-and-swap, then sets
-//! the bit (only the record's owner ever sets that bit, so a plain `fetch_or` does); `free`
-//! clears the bit (where a double free shows), then the record. So a set bit always has a
-//! record, and a process that dies anywhere in between leaves a record naming a dead process,
-//! which `reclaim` takes over and clears. A search skips a free bit whose record is taken: its
-//! owner is in the middle of claiming or freeing it.
+//! A region may keep a holder record per number (see [`crate::holder`]: a record names a holder
+//! slot and its generation). Then the record is the claim: `allocate` takes the record from 0 to
+//! this holder's with a compare-and-swap, then sets the bit (only the record's owner ever sets
+//! that bit, so a plain `fetch_or` does); `free` reads the record, clears the bit (where a double
+//! free shows), then clears the record if it is still what it read. So a set bit always has a
+//! record, and a holder that stops anywhere in between leaves a record naming its slot, which a
+//! [`Bits::sweep`] of that slot takes over and clears. A search skips a free bit whose record is
+//! taken: its owner is in the middle of claiming or freeing it.
+//!
+//! Anyone may free a number it did not take. A free and a sweep of the same number are two frees:
+//! the one that clears the bit first frees it, and the record is cleared exactly once, by its
+//! owner's store, by a compare-and-swap from the value read before the bit was cleared, or by the
+//! sweep that took it over. The generation in the record keeps a free delayed past a sweep from
+//! clearing the record of the slot's next holder (`tests/loom.rs` shows the nameless bit it would
+//! leave otherwise). If such a delayed free lands after the number was taken again, it clears
+//! that holder's bit but never its record: the number stays out of everyone else's reach until
+//! that holder frees it or ends, as with any double free.
 //!
 //! # Memory orderings
 //! - Scanning a word or a summary (`load`, `Relaxed`): the value only picks a candidate and is
@@ -46,9 +56,11 @@
 //! - Summary updates (`AcqRel`) and the re-reads that check them (`Acquire`), with a
 //!   `fence(SeqCst)` between write and read on both sides: see above. They happen only when a
 //!   word is found full or stops being full.
-//! - Holder records: taken with `compare_exchange` (`Acquire`, pairing with the `Release` store
-//!   of 0 by the previous free); the bit then set with `fetch_or` (`AcqRel`); cleared with a
-//!   `Release` store after the bit. `reclaim` takes a dead record over with `AcqRel`.
+//! - Holder records: taken with `compare_exchange` (`Acquire`, pairing with the `Release` that
+//!   cleared it on the previous free); the bit then set with `fetch_or` (`AcqRel`). A free reads
+//!   the record first (`Relaxed`: only the expected value of what follows) and clears it after
+//!   the bit with a `Release` store or compare-and-swap. A sweep takes a record over with
+//!   `AcqRel` (acquiring what its holder did), then clears the bit and stores 0 (`Release`).
 //! - `is_allocated` (`Acquire`) and `count` (`Relaxed`) are snapshots.
 //!
 //! # Never a spurious "full"
@@ -599,6 +611,12 @@ impl<'a> Bits<'a> {
         let (l1_index, l1_bit) = (w / 64, 1u64 << (w % 64));
         if self.l1[l1_index].load(Ordering::Acquire) & l1_bit != 0 {
             self.l1[l1_index].fetch_and(!l1_bit, Ordering::AcqRel);
+            // Dekker one level up: `mark_full` marks level 2, fences, then re-reads level 1; we
+            // clear level 1, fence, then read level 2. Without this fence neither need see the
+            // other, and a level-2 bit could stay set over a level-1 word with a clear bit.
+            // (If we cleared no level-1 bit, no level-2 mark can follow ours: a marker re-reads
+            // level 1 after marking it, and sees our free or our clear.)
+            fence(Ordering::SeqCst);
         }
         let (l2_index, l2_bit) = (l1_index / 64, 1u64 << (l1_index % 64));
         if self.l2[l2_index].load(Ordering::Acquire) & l2_bit != 0 {

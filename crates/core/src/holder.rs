@@ -157,8 +157,8 @@ mod locks {
         }
     }
 
-    /// Open-file-description locks are Linux's. Elsewhere every probe answers "cannot tell", so
-    /// nothing is ever reclaimed, and taking a slot only checks its entry (untested).
+    /// Open-file-description locks are Linux's. Elsewhere every lock call fails (`ENOTSUP`), so a
+    /// region with holders cannot be opened, and a probe cannot tell (untested).
     #[cfg(not(target_os = "linux"))]
     fn fcntl_lock(_file: &File, _command: libc::c_int, _lock: &mut libc::flock) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(libc::ENOTSUP))

@@ -35,7 +35,12 @@ fn zeroed(n: usize) -> Vec<AtomicU64> {
 impl Memory {
     /// 8 numbers in one word, with holders: small, so every interleaving can be explored.
     fn one_word() -> Memory {
-        let h = Header::new(1, true);
+        Memory::with_size(1)
+    }
+
+    /// A bitmap of `size` bytes, with holders.
+    fn with_size(size: u64) -> Memory {
+        let h = Header::new(size, true);
         Memory {
             words: zeroed(h.words()),
             l1: zeroed(h.l1_words()),
@@ -239,6 +244,53 @@ fn a_free_racing_a_search_leaves_no_wrong_full_mark() {
                 assert_eq!(word & (1 << 5), 0, "5 is free once both are done");
                 assert!(!marked_full, "the word is marked full while 5 is free");
             }
+        }
+    });
+}
+
+#[test]
+fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
+    // A search over 64 words takes many more steps: a larger branch budget, 2 preemptions.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.max_branches = 100_000;
+    builder.check(|| {
+        // 64 full words: one level-1 word, which a search that finds word 0 full completes,
+        // and so marks level 2 too.
+        let memory = Arc::new(Memory::with_size(512));
+        for w in 0..64 {
+            memory.words[w].store(u64::MAX, Ordering::Relaxed);
+        }
+        for n in 0..memory.capacity as usize {
+            memory.holders[n].store(ME, Ordering::Relaxed);
+        }
+        memory.l1[0].store(u64::MAX & !1, Ordering::Relaxed); // every word but 0 marked full
+        let freer = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.bits().free(5).unwrap())
+        };
+        let searcher = {
+            let memory = memory.clone();
+            // Finds word 0 full (and marks levels 1 and 2) or finds 5 free (and takes it).
+            thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
+        };
+        freer.join().unwrap();
+        let got = searcher.join().unwrap();
+        let five_free = memory.words[0].load(Ordering::Relaxed) & (1 << 5) == 0;
+        let l1_full = memory.l1[0].load(Ordering::Relaxed) == u64::MAX;
+        let l2_marked = memory.l2[0].load(Ordering::Relaxed) & 1 != 0;
+        assert!(got.is_none() || got == Some(5));
+        assert_eq!(
+            five_free,
+            got.is_none(),
+            "5 is free exactly when the search found nothing"
+        );
+        if five_free {
+            assert!(!l1_full, "level 1 says word 0 is full while 5 is free");
+            assert!(
+                !l2_marked,
+                "level 2 says its words are full while 5 is free"
+            );
         }
     });
 }

@@ -344,3 +344,53 @@ fn regions_without_holders_work_and_reclaim_nothing() {
     assert_eq!(bitmap.reclaim(), 0);
     bitmap.free(n).unwrap();
 }
+
+#[test]
+fn the_cyclic_cursor_never_moves_backwards_under_contention() {
+    use numballoc_core::Policy;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let name = Scratch::new("cursor");
+    let region = Arc::new(Region::open(&name.0, 1 << 12, &OpenOptions::default()).unwrap());
+    let max = region.capacity();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (region, stop) = (region.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let bitmap = ConcurrentBitmap::with_policy(region, 0, Policy::Cyclic);
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    held.push_back(bitmap.allocate().unwrap());
+                    if held.len() > 100 {
+                        bitmap.free(held.pop_front().unwrap()).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    // A watcher, as a third process would: every change it sees must be a step forwards (the
+    // cursor counts positions: the next number is `cursor % max`), and a small one.
+    let (mut changes, mut backwards) = (0, 0);
+    let mut last = region.cursor().load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while std::time::Instant::now() < deadline {
+        let now = region.cursor().load(Ordering::Relaxed);
+        if now != last {
+            changes += 1;
+            if now < last {
+                backwards += 1;
+            }
+            last = now;
+        }
+    }
+    assert!(last > max, "the cursor went round ({last} positions)");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(changes > 100, "only {changes} changes seen");
+    assert_eq!(
+        backwards, 0,
+        "{backwards} of {changes} changes went backwards"
+    );
+}
