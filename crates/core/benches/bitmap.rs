@@ -14,6 +14,13 @@
 //!   The Go algorithm's handles all start searching at block 0.
 //! - `block/<count>x<align>` and `many/<n>`: blocks and batches at 2^14, 50% random fill; `many`
 //!   is per number.
+//! - `holder/register/<log2>`: a new holder opens an existing region (takes a slot, reclaims
+//!   nothing) and ends (gives the slot back, sweeping its records), with no number held.
+//! - `holder/reclaim-live/<k>`: `reclaim()` with `k` other live holders and none gone: the
+//!   cost of checking liveness (a try-lock per slot in use).
+//! - `holder/full/<log2>`: a failed `try_allocate` on a full region whose holders all live,
+//!   with reclaim-when-full on (a full scan, then a reclaim that finds nobody gone).
+//! - `holder/create/<log2>`: creating a new region (and destroying it).
 
 mod go_baseline;
 
@@ -24,7 +31,9 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
-use numballoc_core::{destroy, Allocator, ConcurrentBitmap, OpenOptions, Policy, Region};
+use numballoc_core::{
+    destroy, Allocator, ConcurrentBitmap, HolderScope, OpenOptions, Policy, Region,
+};
 
 use go_baseline::GoBitmap;
 
@@ -304,12 +313,64 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
+/// Options that open a region as a holder of its own (a new scope: a new slot and lock).
+fn own_holder() -> OpenOptions {
+    OpenOptions {
+        scope: Some(HolderScope::new(false)),
+        ..OpenOptions::default()
+    }
+}
+
+fn holder_lifecycle(c: &mut Criterion) {
+    let mut group = short_group(c, "holder");
+    for log2 in [14u32, 24] {
+        let capacity = 1u64 << log2;
+        let region = BenchRegion::new("register", capacity);
+        group.bench_function(BenchmarkId::new("register", log2), |b| {
+            b.iter(|| drop(Region::open(&region.name, capacity / 8, &own_holder()).unwrap()))
+        });
+    }
+    let region = BenchRegion::new("reclaimlive", 1 << 14);
+    let mut others = Vec::new();
+    for k in [1usize, 16, 256] {
+        while others.len() < k {
+            others.push(Region::open(&region.name, (1 << 14) / 8, &own_holder()).unwrap());
+        }
+        group.bench_function(BenchmarkId::new("reclaim-live", k), |b| {
+            b.iter(|| assert_eq!(region.region.reclaim(), 0))
+        });
+    }
+    drop(others);
+    for log2 in [20u32, 24] {
+        let capacity = 1u64 << log2;
+        let region = BenchRegion::new("full", capacity);
+        let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+        while bitmap.try_allocate_many(4096).is_some() {}
+        while bitmap.try_allocate().is_some() {}
+        group.bench_function(BenchmarkId::new("full", log2), |b| {
+            b.iter(|| assert_eq!(bitmap.try_allocate(), None))
+        });
+    }
+    for log2 in [14u32, 20, 24] {
+        let name = format!("numballoc-bench-create-{}", std::process::id());
+        group.bench_function(BenchmarkId::new("create", log2), |b| {
+            b.iter(|| {
+                let region = Region::open(&name, (1u64 << log2) / 8, &own_holder()).unwrap();
+                destroy(&name, None).unwrap();
+                drop(region);
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     pair,
     one_free,
     policies_blocks_batches,
     holders,
-    contention
+    contention,
+    holder_lifecycle
 );
 criterion_main!(benches);
