@@ -2,8 +2,12 @@
 // Numbers held by dead processes come back: processes killed with SIGKILL, real shared memory.
 const test = require('node:test')
 const assert = require('node:assert/strict')
+const { execFileSync, spawn } = require('node:child_process')
 const fs = require('node:fs')
+const path = require('node:path')
 const { ConcurrentBitmap } = require('..')
+
+const root = path.join(__dirname, '..')
 const { scratchName, forkFixture, waitFor } = require('./helpers')
 
 /** Forks an agent that allocates `count` numbers and reports them; resolves once it has. */
@@ -13,6 +17,16 @@ async function holderOf(name, capacity, count) {
   const reply = waitFor(child, (m) => m.id === 0)
   child.send({ id: 0, method: 'allocate', times: count })
   return { child, numbers: (await reply).results }
+}
+
+/** Builds the Rust example `holder` (crates/core/examples/holder.rs) and returns its path. */
+function rustHolder() {
+  if (!rustHolder.path) {
+    execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
+    const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
+    rustHolder.path = path.join(targetDir, 'debug', 'examples', 'holder')
+  }
+  return rustHolder.path
 }
 
 function kill9(child) {
@@ -94,7 +108,7 @@ test('a region without holders keeps a killed process\'s numbers (and says so)',
   assert.equal(own.count(), 10)
 })
 
-test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live holders hold numbers, none twice', { timeout: 180_000 }, async (t) => {
+test('crash torture: 100+ SIGKILLs at random moments, also mid-registration; after reclaim() only live holders hold numbers, none twice', { timeout: 180_000 }, async (t) => {
   const name = scratchName(t, 'torture')
   const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
   t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
@@ -108,16 +122,27 @@ test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live 
     child.send('go')
     return child
   }
+  // Rust processes that, in a loop, take a holder slot (reclaiming the dead), take 2 numbers and
+  // give the slot back: killed at random, they die mid-registration, mid-reclaim and mid-sweep.
+  const churner = () => spawn(rustHolder(), [name, capacity / 8, 2, 'register-churn'], { stdio: 'ignore' })
   const workers = await Promise.all([start(), start(), start(), start()])
-  t.after(() => workers.forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+  const churners = [churner(), churner()]
+  t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
   let kills = 0
-  while (kills < 110 && overlaps.length === 0) {
+  while (kills < 150 && overlaps.length === 0) {
     await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 20))
-    const index = Math.floor(Math.random() * workers.length)
-    await kill9(workers[index])
+    if (Math.random() < 0.4) {
+      const index = Math.floor(Math.random() * churners.length)
+      await kill9(churners[index])
+      churners[index] = churner()
+    } else {
+      const index = Math.floor(Math.random() * workers.length)
+      await kill9(workers[index])
+      workers[index] = await start()
+    }
     kills++
-    workers[index] = await start()
   }
+  for (const child of churners) await kill9(child)
   const reports = await Promise.all(workers.map((child) => {
     const reply = waitFor(child, (m) => m.holding !== undefined)
     child.send('stop')
@@ -125,7 +150,7 @@ test('crash torture: 100+ SIGKILLs at random moments; after reclaim() only live 
   }))
   for (const report of reports) overlaps.push(...report.overlaps)
   assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
-  assert.equal(kills, 110)
+  assert.equal(kills, 150)
 
   const check = ConcurrentBitmap.open(name, { capacity })
   t.after(() => check.close())

@@ -29,9 +29,17 @@ function namespacesUnavailable() {
 const noNamespaces = namespacesUnavailable()
 if (noNamespaces) console.log(`# skipping the namespace tests: ${noNamespaces}`)
 
-/** Starts a process and resolves with it and the first line it prints (parsed as JSON if it is). */
-function start(command, args, options = {}) {
+/**
+ * Starts a process whose lines `next()` reads. When the test ends, pass or fail, its stdin is
+ * closed (which ends every holder here, forked children included) and it is killed, so a failed
+ * assertion never leaves a holder running.
+ */
+function start(t, command, args, options = {}) {
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'], ...options })
+  t.after(() => {
+    child.stdin.end()
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
   const lines = readline.createInterface({ input: child.stdout })
   const queue = []
   const waiting = []
@@ -53,10 +61,10 @@ function start(command, args, options = {}) {
 }
 
 /** A Node holder of `count` numbers; under `prefix` (an unshare command line) if given. */
-async function nodeHolder(name, capacity, count, { prefix = [], directory } = {}) {
+async function nodeHolder(t, name, capacity, count, { prefix = [], directory } = {}) {
   const args = [fixture('holder.js'), name, capacity, count, ...(directory ? [directory] : [])]
   const [command, ...rest] = [...prefix, process.execPath, ...args]
-  const holder = start(command, rest)
+  const holder = start(t, command, rest)
   const first = JSON.parse(await holder.next())
   return { ...holder, ...first }
 }
@@ -87,7 +95,7 @@ for (const mountProc of [true, false]) {
     const reclaimer = ConcurrentBitmap.open(name, { capacity: 64 })
     t.after(() => reclaimer.close())
     const prefix = ['unshare', '--pid', '--fork', '--kill-child', ...(mountProc ? ['--mount-proc'] : [])]
-    const holder = await nodeHolder(name, 64, 5, { prefix })
+    const holder = await nodeHolder(t, name, 64, 5, { prefix })
     assert.equal(holder.pid, 1, 'the holder is pid 1 of its namespace')
     assertStillHeld(reclaimer, holder.numbers, 'pid namespace')
     holder.child.kill('SIGKILL') // --kill-child: the holder dies with unshare
@@ -102,7 +110,7 @@ test('a holder in another time namespace (boot time 100000 s ahead) keeps its nu
   const reclaimer = ConcurrentBitmap.open(name, { capacity: 64 })
   t.after(() => reclaimer.close())
   const prefix = ['unshare', '--time', '--boottime', '100000', '--monotonic', '100000', '--fork', '--kill-child']
-  const holder = await nodeHolder(name, 64, 5, { prefix })
+  const holder = await nodeHolder(t, name, 64, 5, { prefix })
   assertStillHeld(reclaimer, holder.numbers, 'time namespace')
   holder.child.stdin.end() // a normal exit gives them back
   await holder.exited
@@ -115,7 +123,7 @@ test('a holder that could not read /proc when it opened the region keeps its num
   t.after(() => reclaimer.close())
   const script = `mount -t tmpfs tmpfs /proc && exec "$0" "$@"`
   const prefix = ['unshare', '--mount', '--fork', '--kill-child', 'sh', '-c', script]
-  const holder = await nodeHolder(name, 64, 5, { prefix })
+  const holder = await nodeHolder(t, name, 64, 5, { prefix })
   assertStillHeld(reclaimer, holder.numbers, '/proc hidden from the holder')
   holder.child.kill('SIGKILL')
   await holder.exited
@@ -124,9 +132,8 @@ test('a holder that could not read /proc when it opened the region keeps its num
 
 test('a reclaimer out of file descriptors (EMFILE) takes no live holder\'s number', async (t) => {
   const name = scratchName(t, 'emfile')
-  const holder = await nodeHolder(name, 32, 5)
-  t.after(() => holder.child.kill('SIGKILL'))
-  const reclaimer = start(process.execPath, [fixture('reclaimer.js'), name, 32, '', 'emfile'])
+  const holder = await nodeHolder(t, name, 32, 5)
+  const reclaimer = start(t, process.execPath, [fixture('reclaimer.js'), name, 32, '', 'emfile'])
   const report = JSON.parse(await reclaimer.next())
   assert.ok(report.fdsOpened > 0 && report.stillOut, `the reclaimer ran out of descriptors (${JSON.stringify(report)})`)
   assert.equal(report.reclaimed, 0)
@@ -139,11 +146,10 @@ test('with /proc mounted hidepid=2, another user\'s reclaimer takes no live hold
   fs.chmodSync(directory, 0o777)
   t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
   const name = 'shared'
-  const holder = await nodeHolder(name, 32, 5, { directory })
-  t.after(() => holder.child.kill('SIGKILL'))
+  const holder = await nodeHolder(t, name, 32, 5, { directory })
   // Its own mount and pid namespaces, so the hidepid mount cannot touch the machine's /proc.
   const script = `mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$@"`
-  const nobody = start('unshare', ['--mount', '--pid', '--fork', '--kill-child', 'sh', '-c', script, process.execPath, fixture('reclaimer.js'), name, 32, directory])
+  const nobody = start(t, 'unshare', ['--mount', '--pid', '--fork', '--kill-child', 'sh', '-c', script, process.execPath, fixture('reclaimer.js'), name, 32, directory])
   const report = JSON.parse(await nobody.next())
   assert.equal(report.reclaimed, 0)
   assert.equal(report.taken.length, 27)
@@ -166,7 +172,7 @@ test('a process whose main thread exited while another thread runs keeps its num
   const name = scratchName(t, 'leader')
   const reclaimer = ConcurrentBitmap.open(name, { capacity: 64 })
   t.after(() => reclaimer.close())
-  const holder = start(rustHolder(), [name, 8, 5, 'leader-exits'])
+  const holder = start(t, rustHolder(), [name, 8, 5, 'leader-exits'])
   const numbers = numbersOf(await holder.next(), 'numbers')
   await new Promise((resolve) => setTimeout(resolve, 100)) // the main thread is gone by now
   const state = fs.readFileSync(`/proc/${holder.child.pid}/stat`, 'utf8').split(') ')[1][0]
@@ -186,7 +192,7 @@ test('a child forked without exec keeps its numbers after its parent exits; with
     // Under a shell that outlives the parent: Node closes a process's pipes when it exits, and
     // the child, which shares them, would see its stdin end.
     const script = '"$@"; echo "parent exited $?"; exec cat >/dev/null'
-    const holder = start('sh', ['-c', script, 'sh', exe, name, 8, 5, mode])
+    const holder = start(t, 'sh', ['-c', script, 'sh', exe, name, 8, 5, mode])
     const lines = [await holder.next(), await holder.next(), await holder.next()]
     const line = (label) => lines.find((l) => l.startsWith(`${label} `))
     const parent = numbersOf(line('numbers'), 'numbers')

@@ -13,6 +13,10 @@
 //! - `fork-own`: as `fork`, but the child first takes a holder of its own: it drops the region it
 //!   inherited and opens the region again in a new scope. Its parent's numbers then come back
 //!   when the parent exits, and the child's stay.
+//! - `register-churn`: after the first numbers, forever: open the region as a new holder (a new
+//!   scope: a slot taken, dead holders reclaimed), take COUNT numbers, end (the slot given back
+//!   with its numbers). For torture: killed at any moment, it must leave nothing behind that a
+//!   reclaim does not clean up, and take nothing from a live holder.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -34,7 +38,9 @@ fn wait_for_stdin_to_close() {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [name, size, count, mode] = args.as_slice() else {
-        return Err("usage: holder NAME SIZE COUNT plain|leader-exits|fork|fork-own".into());
+        return Err(
+            "usage: holder NAME SIZE COUNT plain|leader-exits|fork|fork-own|register-churn".into(),
+        );
     };
     let (size, count): (u64, u64) = (size.parse()?, count.parse()?);
     let region = Arc::new(Region::open(name, size, &OpenOptions::default())?);
@@ -79,6 +85,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 _ => unsafe { libc::_exit(0) },
             }
         }
+        "register-churn" => loop {
+            let options = OpenOptions {
+                scope: Some(HolderScope::new(false)),
+                ..OpenOptions::default()
+            };
+            let holder = ConcurrentBitmap::new(Arc::new(Region::open(name, size, &options)?), 0);
+            for _ in 0..count {
+                let _ = holder.try_allocate();
+            }
+        },
         other => return Err(format!("unknown mode {other}").into()),
     }
     Ok(())
