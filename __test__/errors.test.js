@@ -186,6 +186,24 @@ test('a FIFO, socket, directory or symlink under a region name fails at once wit
   assert.ok(fs.existsSync(`${directory}/link`), 'the symlink is still there')
 })
 
+test('a region cut short by another program while in use: reclaim() and opening refuse it, and the process still exits cleanly', (t) => {
+  const name = scratchName(t, 'cut')
+  const script = `
+    const fs = require('node:fs')
+    const { ConcurrentBitmap, loadShared } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const ids = ConcurrentBitmap.open(${JSON.stringify(name)}, { capacity: 512 })
+    ids.allocateMany(10)
+    fs.truncateSync('/dev/shm/${name}', 200)
+    const codes = []
+    try { ids.reclaim() } catch (e) { codes.push(e.code) }
+    try { loadShared(${JSON.stringify(name)}) } catch (e) { codes.push(e.code) }
+    console.log(JSON.stringify(codes))`
+  const out = require('node:child_process').spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+  assert.equal(out.signal, null, `the process died of ${out.signal}: ${out.stderr}`)
+  assert.equal(out.status, 0, out.stderr)
+  assert.deepEqual(JSON.parse(out.stdout), ['ERR_INCOMPATIBLE_REGION', 'ERR_INCOMPATIBLE_REGION'])
+})
+
 test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {
   const name = scratchName(t, 'nocreate')
   assert.throws(() => loadShared(name, 8, { create: false }), (e) => {

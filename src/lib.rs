@@ -350,7 +350,7 @@ pub fn region_reclaim(env: Env, name: String, directory: Option<String>) -> Resu
     let reclaimed = region.reclaim();
     drop(region);
     release_unused_slots();
-    Ok(reclaimed as f64)
+    reclaimed.map(|n| n as f64).map_err(|e| to_js(&env, e))
 }
 
 /// Removes a region; returns whether it existed.
@@ -485,7 +485,8 @@ pub fn bitmap_free_many(env: Env, bitmap_id: HandleId, numbers: Float64ArraySlic
 #[napi]
 pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
     let slot = bitmap(&env, bitmap_id)?;
-    Ok(slot.live(&env)?.reclaim() as f64)
+    let reclaimed = slot.live(&env)?.reclaim().map_err(|e| to_js(&env, e))?;
+    Ok(reclaimed as f64)
 }
 
 /// The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not

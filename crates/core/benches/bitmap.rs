@@ -337,7 +337,7 @@ fn holder_lifecycle(c: &mut Criterion) {
             others.push(Region::open(&region.name, (1 << 14) / 8, &own_holder()).unwrap());
         }
         group.bench_function(BenchmarkId::new("reclaim-live", k), |b| {
-            b.iter(|| assert_eq!(region.region.reclaim(), 0))
+            b.iter(|| assert_eq!(region.region.reclaim().unwrap(), 0))
         });
     }
     drop(others);

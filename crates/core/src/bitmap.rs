@@ -142,7 +142,10 @@ impl ConcurrentBitmap {
     /// them and runs `attempt` once more.
     #[cold]
     fn after_reclaim<T>(&self, attempt: impl Fn() -> Option<T>) -> Option<T> {
-        let freed = self.reclaim_when_full && self.region.tracks_holders() && self.reclaim() > 0;
+        // A region cut short under us reclaims nothing here; reclaim() reports it.
+        let freed = self.reclaim_when_full
+            && self.region.tracks_holders()
+            && self.reclaim().unwrap_or(0) > 0;
         if freed {
             attempt()
         } else {
@@ -152,7 +155,7 @@ impl ConcurrentBitmap {
 
     /// Frees every number of the region whose holder is gone; returns how many. See
     /// [`Region::reclaim`].
-    pub fn reclaim(&self) -> u64 {
+    pub fn reclaim(&self) -> Result<u64> {
         self.region.reclaim()
     }
 

@@ -71,7 +71,7 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
     let Some((map, header)) = map_initialised(&file, &location, name, MapAccess::ReadOnly)? else {
         return Err(unfinished(name));
     };
-    let mapping = Mapping::new(map, header);
+    let mapping = Mapping::new(map, header, file);
     let capacity = header.capacity;
     let cell_size = capacity.div_ceil(cells.max(1) as u64).max(1);
     let mut counts = vec![0u64; capacity.div_ceil(cell_size) as usize];
@@ -115,7 +115,7 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
                 let holder = Holder::from_record(value, slots[slot].load(Ordering::Relaxed));
                 // Through our own read-only description, which holds no lock: a holder's lock
                 // shows. A probe that fails cannot tell, and a holder nobody can tell of lives.
-                let alive = probe(&file, mapping.lock_offset(slot)) != Liveness::Gone;
+                let alive = probe(mapping.file(), mapping.lock_offset(slot)) != Liveness::Gone;
                 HolderUsage {
                     holder,
                     alive,

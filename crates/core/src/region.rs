@@ -209,20 +209,51 @@ impl Location {
     }
 }
 
-/// A mapping of a region whose header is complete, with its sections.
+/// A mapping of a region whose header is complete, with its sections, and a descriptor of its
+/// file: the open file description that holds this mapping's holder lock, if it takes one.
 pub(crate) struct Mapping {
     map: MmapRaw,
     header: Header,
     sections: Sections,
+    file: File,
 }
 
 impl Mapping {
-    pub(crate) fn new(map: MmapRaw, header: Header) -> Mapping {
+    pub(crate) fn new(map: MmapRaw, header: Header, file: File) -> Mapping {
         Mapping {
             map,
             header,
             sections: header.sections(),
+            file,
         }
+    }
+
+    /// The descriptor of the region file this mapping was made from.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// `IncompatibleRegion` if another program has cut the file shorter than the region since it
+    /// was mapped: touching the pages cut off would kill the process (`SIGBUS`). One `fstat`, so
+    /// checked before the calls that touch every record, not on every allocation. A failed
+    /// `fstat` tells nothing, and counts as intact.
+    pub(crate) fn check_intact(&self, name: &str) -> Result<()> {
+        // SAFETY: a valid descriptor and a zeroed out-parameter of the right type.
+        let len = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(self.file.as_raw_fd(), &mut st) != 0 {
+                return Ok(());
+            }
+            st.st_size as u64
+        };
+        let needed = self.header.region_len();
+        if len < needed {
+            return Err(incompatible(
+                name,
+                format!("it was cut to {len} bytes while in use, shorter than the {needed} bytes it needs (touching the rest would crash the process with SIGBUS)"),
+            ));
+        }
+        Ok(())
     }
 
     /// A section as atomics of type `T`.
@@ -293,11 +324,10 @@ impl Mapping {
 /// A holder slot taken by a [`HolderScope`] in one region: the lock that says it lives, and the
 /// record its numbers carry. Given back, with every number still held through it, when dropped.
 pub(crate) struct Registration {
+    /// The mapping through whose open file description the slot's lock is held: the lock lasts
+    /// as long as that description is referenced (its descriptor, or the mapping itself).
     mapping: Arc<Mapping>,
-    /// A duplicate of a descriptor of the region file: its open file description holds the
-    /// slot's lock for as long as it (or a mapping made from it) exists.
-    file: File,
-    shown: String,
+    name: String,
     slot: usize,
     generation: u32,
     /// The process that took the slot: a child forked without exec inherits the registration
@@ -310,11 +340,10 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Takes a free holder slot of `mapping` through `file`'s open file description.
-    fn take(mapping: Arc<Mapping>, file: &File, location: &Location, name: &str) -> Result<Self> {
-        let file = file
-            .try_clone()
-            .map_err(|e| Error::os("dup", location.shown(), e))?;
+    /// Takes a free holder slot of `mapping` through its open file description.
+    fn take(mapping: Arc<Mapping>, location: &Location, name: &str) -> Result<Self> {
+        mapping.check_intact(name)?;
+        let file = &mapping.file;
         let pid = std::process::id();
         let slots = mapping.slots();
         // Slots nobody holds first; then slots whose holder is gone, cleaned up before use.
@@ -323,7 +352,7 @@ impl Registration {
                 if clean_only && entry_in_use(entry.load(Ordering::Acquire)) {
                     continue;
                 }
-                let taken = crate::holder::try_lock(&file, mapping.lock_offset(slot))
+                let taken = crate::holder::try_lock(file, mapping.lock_offset(slot))
                     .map_err(|e| Error::os("fcntl", location.shown(), e))?;
                 if !taken {
                     continue;
@@ -337,9 +366,8 @@ impl Registration {
                 // Release: a reader that sees the entry sees the sweep before it.
                 entry.store(slot_entry(true, generation, pid), Ordering::Release);
                 return Ok(Registration {
+                    name: name.to_owned(),
                     mapping,
-                    file,
-                    shown: location.shown().to_owned(),
                     slot,
                     generation,
                     pid,
@@ -369,11 +397,14 @@ impl Registration {
     }
 
     /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`].
-    fn reclaim(&self) -> u64 {
+    fn reclaim(&self) -> Result<u64> {
         if !self.is_own() {
-            return 0; // an inherited description: the parent may be reclaiming through it
+            return Ok(0); // an inherited description: the parent may be reclaiming through it
         }
         let _one_at_a_time = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+        // The slot table and the records are read below: not in a file cut short under us.
+        self.mapping.check_intact(&self.name)?;
+        let file = &self.mapping.file;
         let slots = self.mapping.slots();
         let mut gone = vec![false; SLOTS];
         let mut any = false;
@@ -382,7 +413,7 @@ impl Registration {
                 continue;
             }
             // A try-lock that fails for any reason counts as alive.
-            let taken = crate::holder::try_lock(&self.file, self.mapping.lock_offset(slot));
+            let taken = crate::holder::try_lock(file, self.mapping.lock_offset(slot));
             if !matches!(taken, Ok(true)) {
                 continue;
             }
@@ -391,11 +422,11 @@ impl Registration {
                 any = true;
             } else {
                 // Given back cleanly between our two looks.
-                crate::holder::unlock(&self.file, self.mapping.lock_offset(slot));
+                crate::holder::unlock(file, self.mapping.lock_offset(slot));
             }
         }
         if !any {
-            return 0;
+            return Ok(0);
         }
         let freed = self.mapping.all_bits().sweep(|slot| gone[slot]);
         for (slot, _) in gone.iter().enumerate().filter(|(_, &g)| g) {
@@ -404,9 +435,9 @@ impl Registration {
                 slot_entry(false, entry_generation(entry), entry_pid(entry)),
                 Ordering::Release,
             );
-            crate::holder::unlock(&self.file, self.mapping.lock_offset(slot));
+            crate::holder::unlock(file, self.mapping.lock_offset(slot));
         }
-        freed
+        Ok(freed)
     }
 
     /// Whether some number's record names this holder.
@@ -424,12 +455,16 @@ impl Registration {
             return;
         }
         let _one_at_a_time = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
-        self.mapping.all_bits().sweep(|s| s == self.slot);
-        self.mapping.slots()[self.slot].store(
-            slot_entry(false, self.generation, self.pid),
-            Ordering::Release,
-        );
-        crate::holder::unlock(&self.file, self.mapping.lock_offset(self.slot));
+        // A region cut short under us is left as it is (its numbers are out of reach anyway):
+        // sweeping it would crash the process, at its exit as like as not.
+        if self.mapping.check_intact(&self.name).is_ok() {
+            self.mapping.all_bits().sweep(|s| s == self.slot);
+            self.mapping.slots()[self.slot].store(
+                slot_entry(false, self.generation, self.pid),
+                Ordering::Release,
+            );
+        }
+        crate::holder::unlock(&self.mapping.file, self.mapping.lock_offset(self.slot));
     }
 }
 
@@ -442,7 +477,7 @@ impl Drop for Registration {
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
-            .field("region", &self.shown)
+            .field("region", &self.name)
             .field("slot", &self.slot)
             .field("generation", &self.generation)
             .finish()
@@ -578,9 +613,9 @@ impl Region {
         &self.mapping.header
     }
 
-    fn new(map: MmapRaw, name: &str, header: Header) -> Region {
+    fn new(map: MmapRaw, file: File, name: &str, header: Header) -> Region {
         Region {
-            mapping: Arc::new(Mapping::new(map, header)),
+            mapping: Arc::new(Mapping::new(map, header, file)),
             name: name.to_owned(),
             registration: None,
             me: 0,
@@ -596,12 +631,12 @@ impl Region {
         let st = fstat(file, location)?;
         let scope = options.scope.as_ref().unwrap_or(HolderScope::process());
         let registration = scope.registration((st.st_dev as u64, st.st_ino as u64), || {
-            Registration::take(self.mapping.clone(), file, location, &self.name).map(Arc::new)
+            Registration::take(self.mapping.clone(), location, &self.name).map(Arc::new)
         })?;
         self.me = registration.record();
         self.registration = Some(registration);
         if options.reclaim {
-            self.reclaim();
+            self.reclaim()?;
         }
         Ok(self)
     }
@@ -649,8 +684,11 @@ impl Region {
     /// stopped). A holder is gone when the kernel no longer holds its slot's lock; a holder whose
     /// state cannot be told (the lock cannot be tried) counts as alive. Costs one `fcntl` per
     /// slot in use, and, only when a holder is gone, one pass over the holder records.
-    pub fn reclaim(&self) -> u64 {
-        self.registration.as_ref().map_or(0, |r| r.reclaim())
+    ///
+    /// `IncompatibleRegion` if another program cut the file short since it was opened (the
+    /// records cannot be read without crashing the process).
+    pub fn reclaim(&self) -> Result<u64> {
+        self.registration.as_ref().map_or(Ok(0), |r| r.reclaim())
     }
 
     /// The shared cursor of the cyclic policy.
@@ -833,7 +871,10 @@ fn attach(file: &File, location: &Location, name: &str, expect: &Expect) -> Resu
             requested,
         });
     }
-    Ok(Some(Region::new(map, name, header)))
+    let file = file
+        .try_clone()
+        .map_err(|e| Error::os("dup", location.shown(), e))?;
+    Ok(Some(Region::new(map, file, name, header)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -977,7 +1018,10 @@ fn initialise(
         // and the zeroed sections to every Acquire load.
         magic.store(MAGIC_WORD, Ordering::Release);
     }
-    Ok(Region::new(map, name, header))
+    let file = file
+        .try_clone()
+        .map_err(|e| Error::os("dup", location.shown(), e))?;
+    Ok(Region::new(map, file, name, header))
 }
 
 #[cfg(target_os = "linux")]

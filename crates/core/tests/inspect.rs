@@ -136,7 +136,7 @@ fn inspect_counts_cells_and_holders_alive_and_dead() {
 
     // Inspection changed nothing: the dead holder's numbers are still there until reclaimed.
     assert_eq!(bitmap.count(), 72);
-    assert_eq!(bitmap.reclaim(), 2);
+    assert_eq!(bitmap.reclaim().unwrap(), 2);
     assert_eq!(inspect(&name.0, None, 4).unwrap().held_by_dead(), 0);
 }
 

@@ -288,7 +288,7 @@ fn a_full_region_reclaims_dead_holders_before_giving_up() {
     assert_eq!(me.pid, std::process::id());
     let freed = *taken[..10].iter().find(|&&x| x != n).unwrap();
     assert!(bitmap.holds(n) && bitmap.holds(taken[20]) && !bitmap.holds(freed));
-    assert_eq!(bitmap.reclaim(), 0, "reclaimed once, not again");
+    assert_eq!(bitmap.reclaim().unwrap(), 0, "reclaimed once, not again");
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn reclaim_counts_a_half_done_claim_and_never_takes_a_live_holders_number() {
     let rest: Vec<u64> = (0..8).filter(|n| !mine.contains(n)).collect();
     // A holder died mid-claim on both remaining numbers: records written, bits not set.
     common::plant_dead_holder(&region, 77, &rest, false);
-    assert_eq!(bitmap.reclaim(), 2, "both half-done claims count");
+    assert_eq!(bitmap.reclaim().unwrap(), 2, "both half-done claims count");
     // A second region handle in its own scope is another, live holder.
     let other = Arc::new(
         Region::open(
@@ -316,8 +316,8 @@ fn reclaim_counts_a_half_done_claim_and_never_takes_a_live_holders_number() {
     assert_ne!(other.holder_record(), region.holder_record());
     let theirs = ConcurrentBitmap::new(other.clone(), 0);
     let t = theirs.allocate().unwrap();
-    assert_eq!(bitmap.reclaim(), 0);
-    assert_eq!(theirs.reclaim(), 0);
+    assert_eq!(bitmap.reclaim().unwrap(), 0);
+    assert_eq!(theirs.reclaim().unwrap(), 0);
     assert!(theirs.holds(t) && !bitmap.holds(t));
     // Dropping the other holder's last region gives its slot and numbers back.
     drop(theirs);
@@ -341,7 +341,7 @@ fn regions_without_holders_work_and_reclaim_nothing() {
     let bitmap = ConcurrentBitmap::new(region, 0);
     let n = bitmap.allocate().unwrap();
     assert_eq!(bitmap.holder_of(n).unwrap(), None);
-    assert_eq!(bitmap.reclaim(), 0);
+    assert_eq!(bitmap.reclaim().unwrap(), 0);
     bitmap.free(n).unwrap();
 }
 
@@ -393,4 +393,29 @@ fn the_cyclic_cursor_never_moves_backwards_under_contention() {
         backwards, 0,
         "{backwards} of {changes} changes went backwards"
     );
+}
+
+#[test]
+fn a_region_cut_short_while_in_use_is_refused_where_it_can_be_seen_not_a_crash() {
+    let name = Scratch::new("cut");
+    let region = Arc::new(Region::open(&name.0, 64, &OpenOptions::default()).unwrap());
+    let bitmap = ConcurrentBitmap::new(region.clone(), 0);
+    let n = bitmap.allocate().unwrap();
+    common::plant_dead_holder(&region, 4002, &[100, 101], true);
+    // Another program cuts the file to its header.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name.0))
+        .unwrap()
+        .set_len(200)
+        .unwrap();
+    let err = bitmap.reclaim().unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION");
+    assert!(err.to_string().contains("cut to 200 bytes"), "{err}");
+    let err = Region::open(&name.0, 64, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
+    // Ending the holder does not sweep what it cannot read: no SIGBUS here.
+    let _ = n;
+    drop(bitmap);
+    drop(region);
 }
