@@ -38,6 +38,7 @@ export type NumballocErrorCode =
   | 'ERR_INCOMPATIBLE_REGION'
   | 'ERR_REGION_CLOSED'
   | 'ERR_LEASE_RELEASED'
+  | 'ERR_TOO_MANY_HOLDERS'
 
 /** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
 export declare const MAX_SIZE: number
@@ -46,7 +47,12 @@ export declare const MAX_SIZE: number
 export interface RegionOptions {
   /** Create the region if it does not exist (default `true`). With `false` a missing region throws `ENOENT`. */
   create?: boolean
-  /** Permission bits of a region this call creates (default `0o600`), applied exactly, regardless of the umask. */
+  /**
+   * Permission bits of a region this call creates, `0` to `0o777` (default `0o600`), applied
+   * exactly, regardless of the umask. Give write permission to everyone you give read
+   * permission to: a user who can only read a region can still take file locks on it, and so
+   * keep a dead holder's numbers from coming back.
+   */
   mode?: number
   /**
    * Keep the region in a regular file named `name` in this directory instead of POSIX shared

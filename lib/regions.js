@@ -18,7 +18,7 @@ const DEFAULT_MODE = 0o600
 function regionOptions(options) {
   const { create = true, mode = DEFAULT_MODE, directory, holders = true, tag } = checkOptions(options)
   checkBoolean('options.create', create)
-  checkInteger('options.mode', mode, 0, 0o7777)
+  checkInteger('options.mode', mode, 0, 0o777) // permission bits only: no setuid, setgid or sticky
   if (directory !== undefined) checkString('options.directory', directory)
   checkBoolean('options.holders', holders)
   if (tag !== undefined) {

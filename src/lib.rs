@@ -171,14 +171,23 @@ fn to_u64(n: f64) -> u64 {
     n as u64
 }
 
+/// The holder of every number taken on one JavaScript thread (the main thread, or one worker):
+/// its slots stay while the thread runs, even after the handles that took numbers are closed or
+/// collected, and are given back with every number still held when the thread ends: a worker
+/// that exits or is terminated, or the process exiting normally (glibc runs the exiting
+/// thread's thread-local destructors in `exit`). A process that dies otherwise leaves them to be
+/// reclaimed. Exec-only: Node forks only to exec (`child_process`).
+struct ThreadHolder(Arc<HolderScope>);
+
+impl Drop for ThreadHolder {
+    fn drop(&mut self) {
+        // No JavaScript runs on this thread any more, so no handle can use these slots again.
+        self.0.end();
+    }
+}
+
 thread_local! {
-    /// The holder of every number taken on this JavaScript thread (the main thread, or one
-    /// worker): its slots stay while the thread runs, even after the handles that took numbers
-    /// are closed or collected, and are given back with every number still held when the thread
-    /// ends: a worker that exits or is terminated, or the process exiting normally (glibc runs
-    /// the exiting thread's thread-local destructors in `exit`). A process that dies otherwise
-    /// leaves them to be reclaimed.
-    static SCOPE: Arc<HolderScope> = HolderScope::new(true);
+    static SCOPE: ThreadHolder = ThreadHolder(HolderScope::exec_only(true));
 }
 
 /// Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
@@ -203,7 +212,7 @@ pub fn region_open(
         holders,
         tag: tag.map(|t| t.get_u64().1),
         capacity: capacity.map(to_u64),
-        scope: Some(SCOPE.with(Arc::clone)),
+        scope: Some(SCOPE.with(|holder| holder.0.clone())),
         reclaim: true,
     };
     let region = match size {
@@ -333,7 +342,7 @@ pub fn region_close(env: Env, memory_id: HandleId) -> Result<()> {
 /// which it holds no number, so that regions opened and closed over a thread's life do not
 /// each keep a mapping and a descriptor.
 fn release_unused_slots() {
-    SCOPE.with(|scope| scope.release_unused());
+    SCOPE.with(|holder| holder.0.release_unused());
 }
 
 /// Opens an existing region without reclaiming, then reclaims: how many numbers came back (see
@@ -343,7 +352,7 @@ pub fn region_reclaim(env: Env, name: String, directory: Option<String>) -> Resu
     let options = OpenOptions {
         directory: directory.map(PathBuf::from),
         reclaim: false,
-        scope: Some(SCOPE.with(Arc::clone)),
+        scope: Some(SCOPE.with(|holder| holder.0.clone())),
         ..OpenOptions::default()
     };
     let region = Region::open_existing(&name, &options).map_err(|e| to_js(&env, e))?;

@@ -664,6 +664,59 @@ impl<'a> Bits<'a> {
         freed
     }
 
+    /// Frees the allocated numbers whose record is `holder`'s (a live holder ending: nobody else
+    /// writes its records, but a third party may be freeing one), the way [`Bits::sweep`] frees
+    /// them; returns how many. Reads the bitmap, and the records of the numbers in use only: a
+    /// record of `holder` whose bit is clear (left by a double free that raced a reclaim) stays
+    /// until a sweep of its slot.
+    pub fn sweep_held(&self, holder: u32) -> u64 {
+        let Some(holders) = self.holders else {
+            return 0;
+        };
+        let sweeping = record(record_slot(holder), SWEEPING);
+        let mut freed = 0;
+        for (w, word) in self.words.iter().enumerate() {
+            let mut set = word.load(Ordering::Relaxed) & self.existing(w);
+            while set != 0 {
+                let bit = set.trailing_zeros();
+                set &= set - 1;
+                let n = w * 64 + bit as usize;
+                if holders[n]
+                    .compare_exchange(holder, sweeping, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let before = word.fetch_and(!(1u64 << bit), Ordering::SeqCst);
+                holders[n].store(0, Ordering::Release);
+                freed += 1;
+                if before & self.existing(w) == self.existing(w) {
+                    self.mark_open(w);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Whether some allocated number's record is `holder`'s. Reads the bitmap, and the records
+    /// of the numbers in use only.
+    pub fn any_held_by(&self, holder: u32) -> bool {
+        let Some(holders) = self.holders else {
+            return false;
+        };
+        self.words.iter().enumerate().any(|(w, word)| {
+            let mut set = word.load(Ordering::Relaxed) & self.existing(w);
+            while set != 0 {
+                let n = w * 64 + set.trailing_zeros() as usize;
+                if holders[n].load(Ordering::Relaxed) == holder {
+                    return true;
+                }
+                set &= set - 1;
+            }
+            false
+        })
+    }
+
     /// The record of `n` (also while it is being claimed), if the region keeps holders and
     /// someone holds it.
     pub fn record_of_number(&self, n: u64) -> Result<Option<u32>> {

@@ -13,8 +13,9 @@
 //! - a process whose main thread exited while other threads run keeps its descriptors, so its
 //!   lock;
 //! - a child forked without exec shares its parent's descriptors, so the lock stays while either
-//!   runs: its numbers never come back while one of them could still use them. Such a child takes
-//!   an identity of its own by opening regions with a new [`HolderScope`].
+//!   runs: its numbers never come back while one of them could still use them (see
+//!   [`HolderScope`], "Fork without exec"). Such a child takes an identity of its own by opening
+//!   regions with a new [`HolderScope`].
 //!
 //! Whoever takes a slot's lock with a try-lock knows its previous owner is gone *and* keeps
 //! everyone else out of the slot while it cleans up after it: that is how reclaim works
@@ -41,6 +42,8 @@ use std::fs::File;
 use std::io;
 #[cfg(not(loom))]
 use std::os::unix::io::AsRawFd;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -212,30 +215,80 @@ mod locks {
     /// opened in the scope is dropped (or when the process ends, by the kernel). A scope of its own
     /// suits a part of a program whose numbers should come back when it ends, such as a JavaScript
     /// worker thread, or a child forked without exec that wants an identity apart from its parent's.
-    /// A scope made with `keep: true` keeps its slots until [`HolderScope::release`] or until it is
-    /// dropped, even when no region is open in it.
+    /// A scope made with `keep: true` keeps its slots until [`HolderScope::end`] (or, for slots no
+    /// region uses and through which nothing is held, [`HolderScope::release_unused`]).
+    ///
+    /// # Fork without exec
+    /// A child forked without exec inherits its parent's descriptors and mappings, so the two
+    /// share every slot lock taken before the fork: they are one holder. Neither gives such a
+    /// slot back or reclaims through it any more (a slot given back by one would be taken from
+    /// the other, and two sweeps through one lock could run at once); its numbers come back when
+    /// both have ended, and others reclaim them. Regions opened after the fork, or in a new scope,
+    /// take slots of their own. A scope made with [`HolderScope::exec_only`] ignores forks: for
+    /// runtimes whose forked children always exec at once (Node's `child_process`).
     #[derive(Debug)]
     pub struct HolderScope {
         keep: bool,
+        exec_only: bool,
         registrations: Mutex<HashMap<(u64, u64), Weak<crate::region::Registration>>>,
         kept: Mutex<Vec<Arc<crate::region::Registration>>>,
     }
 
+    /// Grows in the parent and in the child of every `fork` (a `pthread_atfork` handler): a slot
+    /// taken at an older epoch may be shared with another process.
+    static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn forked() {
+        // Async-signal-safe, as an atfork handler must be.
+        FORK_EPOCH.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The current fork epoch, with the atfork handler installed first.
+    pub(crate) fn fork_epoch() -> u64 {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            // SAFETY: registers plain functions that touch one atomic.
+            unsafe { libc::pthread_atfork(None, Some(forked), Some(forked)) };
+        });
+        FORK_EPOCH.load(Ordering::Acquire)
+    }
+
+    /// Whether a slot taken at `epoch` (`None`: in an exec-only scope) is this process's alone.
+    pub(crate) fn unshared(epoch: Option<u64>) -> bool {
+        epoch.is_none_or(|epoch| epoch == FORK_EPOCH.load(Ordering::Acquire))
+    }
+
     impl HolderScope {
-        /// A new scope. With `keep`, slots (and so the numbers held) stay until the scope is released
-        /// or dropped, not only while a region is open.
-        pub fn new(keep: bool) -> Arc<HolderScope> {
+        fn make(keep: bool, exec_only: bool) -> Arc<HolderScope> {
             Arc::new(HolderScope {
                 keep,
+                exec_only,
                 registrations: Mutex::default(),
                 kept: Mutex::default(),
             })
+        }
+
+        /// A new scope. With `keep`, slots (and so the numbers held) stay until
+        /// [`HolderScope::end`], not only while a region is open.
+        pub fn new(keep: bool) -> Arc<HolderScope> {
+            HolderScope::make(keep, false)
+        }
+
+        /// A new scope whose process never uses what a forked child inherits: every fork it makes
+        /// execs at once (or exits). Its slots stay its own across forks.
+        pub fn exec_only(keep: bool) -> Arc<HolderScope> {
+            HolderScope::make(keep, true)
         }
 
         /// The process's scope, used when [`crate::OpenOptions::scope`] is `None`.
         pub fn process() -> &'static Arc<HolderScope> {
             static PROCESS: OnceLock<Arc<HolderScope>> = OnceLock::new();
             PROCESS.get_or_init(|| HolderScope::new(false))
+        }
+
+        /// The fork epoch a new slot of this scope is taken at (`None`: forks do not matter).
+        pub(crate) fn epoch(&self) -> Option<u64> {
+            (!self.exec_only).then(fork_epoch)
         }
 
         /// The registration of the region file with identity `key`, or a new one from `register`.
@@ -262,8 +315,11 @@ mod locks {
 
         /// Gives back the slots of this scope that no open region uses and through which no
         /// number is held any more (a scope made with `keep` keeps its slots otherwise). Reads the
-        /// holder records of each such region.
+        /// bitmap, and the records of the numbers in use, of each such region.
         pub fn release_unused(&self) {
+            // The map's lock first, as `registration` takes it: no region can pick up a slot
+            // while it is being given back.
+            let _registrations = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             kept.retain(|registration| {
                 let unused = Arc::strong_count(registration) == 1 && !registration.holds_any();
@@ -274,9 +330,11 @@ mod locks {
             });
         }
 
-        /// Gives back every slot of this scope now, with every number still held through it, even if
-        /// regions opened in it are still open (they must not be used for allocating afterwards).
-        pub fn release(&self) {
+        /// Ends this holder now: gives back every slot of the scope with every number still held
+        /// through it, even through regions that are still open. Only for when nothing will use
+        /// those regions again, such as a runtime thread that is ending: a region used afterwards
+        /// would hand out numbers under a slot that is free.
+        pub fn end(&self) {
             let registrations: Vec<_> = {
                 let map = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
                 map.values().filter_map(Weak::upgrade).collect()
@@ -287,19 +345,12 @@ mod locks {
             self.kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
-
-    impl Drop for HolderScope {
-        fn drop(&mut self) {
-            if self.keep {
-                self.release();
-            }
-        }
-    }
 }
+
 #[cfg(not(loom))]
 pub use locks::HolderScope;
 #[cfg(not(loom))]
-pub(crate) use locks::{probe, try_lock, unlock};
+pub(crate) use locks::{probe, try_lock, unlock, unshared};
 
 #[cfg(test)]
 mod tests {

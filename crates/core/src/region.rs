@@ -54,8 +54,10 @@ pub struct OpenOptions {
     /// Create the region when it does not exist (default `true`). With `false`, a missing region
     /// is an `ENOENT` error.
     pub create: bool,
-    /// Permission bits of a region this call creates (default `0o600`). Applied exactly, not
-    /// filtered through the process umask, so `0o666` really shares a region between users.
+    /// Permission bits of a region this call creates, `0..=0o777` (default `0o600`). Applied
+    /// exactly, not filtered through the process umask, so `0o666` really shares a region
+    /// between users. Readers should be writers too: a user who can read a region can take file
+    /// locks on it, and so keep dead holders' numbers from coming back.
     pub mode: u32,
     /// Keep the region in a regular file in this directory instead of POSIX shared memory.
     pub directory: Option<PathBuf>,
@@ -330,9 +332,11 @@ pub(crate) struct Registration {
     name: String,
     slot: usize,
     generation: u32,
-    /// The process that took the slot: a child forked without exec inherits the registration
-    /// (and shares the lock) but must not give back its parent's slot.
+    /// The pid written in the slot entry, for display.
     pid: u32,
+    /// The fork epoch the slot was taken at (`None` in an exec-only scope): after a fork, parent
+    /// and child share the lock, and neither gives the slot back or reclaims through it.
+    epoch: Option<u64>,
     released: AtomicBool,
     /// One reclaim at a time through this description: the kernel sees one lock owner for all of
     /// them, so it could not keep two of them out of the same dead slot.
@@ -341,7 +345,12 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Takes a free holder slot of `mapping` through its open file description.
-    fn take(mapping: Arc<Mapping>, location: &Location, name: &str) -> Result<Self> {
+    fn take(
+        mapping: Arc<Mapping>,
+        location: &Location,
+        name: &str,
+        epoch: Option<u64>,
+    ) -> Result<Self> {
         mapping.check_intact(name)?;
         let file = &mapping.file;
         let pid = std::process::id();
@@ -371,6 +380,7 @@ impl Registration {
                     slot,
                     generation,
                     pid,
+                    epoch,
                     released: AtomicBool::new(false),
                     reclaiming: Mutex::new(()),
                 });
@@ -391,15 +401,15 @@ impl Registration {
         self.released.load(Ordering::Acquire)
     }
 
-    /// Whether this process took the slot (not a child that inherited it by forking).
+    /// Whether no other process can share the slot's lock (no fork since it was taken).
     fn is_own(&self) -> bool {
-        std::process::id() == self.pid
+        crate::holder::unshared(self.epoch)
     }
 
     /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`].
     fn reclaim(&self) -> Result<u64> {
         if !self.is_own() {
-            return Ok(0); // an inherited description: the parent may be reclaiming through it
+            return Ok(0); // a shared description: the other process may be reclaiming through it
         }
         let _one_at_a_time = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
         // The slot table and the records are read below: not in a file cut short under us.
@@ -440,16 +450,15 @@ impl Registration {
         Ok(freed)
     }
 
-    /// Whether some number's record names this holder.
+    /// Whether some allocated number's record names this holder: reads the bitmap, and the
+    /// records of the numbers in use only.
     pub(crate) fn holds_any(&self) -> bool {
-        let me = self.record();
-        self.mapping
-            .records()
-            .is_some_and(|records| records.iter().any(|r| r.load(Ordering::Relaxed) == me))
+        self.mapping.check_intact(&self.name).is_err()
+            || self.mapping.all_bits().any_held_by(self.record())
     }
 
     /// Gives the slot back: frees every number still held through it, marks the slot free and
-    /// lets its lock go. Idempotent; does nothing in a child that inherited the registration.
+    /// lets its lock go. Idempotent; does nothing after a fork (the slot may be shared).
     pub(crate) fn release(&self) {
         if self.released.swap(true, Ordering::AcqRel) || !self.is_own() {
             return;
@@ -458,7 +467,7 @@ impl Registration {
         // A region cut short under us is left as it is (its numbers are out of reach anyway):
         // sweeping it would crash the process, at its exit as like as not.
         if self.mapping.check_intact(&self.name).is_ok() {
-            self.mapping.all_bits().sweep(|s| s == self.slot);
+            self.mapping.all_bits().sweep_held(self.record());
             self.mapping.slots()[self.slot].store(
                 slot_entry(false, self.generation, self.pid),
                 Ordering::Release,
@@ -545,6 +554,12 @@ impl Region {
 
     fn open_with(name: &str, size: Option<u64>, options: &OpenOptions) -> Result<Region> {
         let location = Location::new(name, options.directory.as_deref())?;
+        if options.mode & !0o777 != 0 {
+            return Err(Error::OutOfRange(format!(
+                "mode must be permission bits from 0 to 0o777, got {:#o}",
+                options.mode
+            )));
+        }
         let expect = Expect {
             size,
             capacity: options.capacity,
@@ -631,7 +646,8 @@ impl Region {
         let st = fstat(file, location)?;
         let scope = options.scope.as_ref().unwrap_or(HolderScope::process());
         let registration = scope.registration((st.st_dev as u64, st.st_ino as u64), || {
-            Registration::take(self.mapping.clone(), location, &self.name).map(Arc::new)
+            Registration::take(self.mapping.clone(), location, &self.name, scope.epoch())
+                .map(Arc::new)
         })?;
         self.me = registration.record();
         self.registration = Some(registration);

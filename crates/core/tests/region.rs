@@ -419,3 +419,46 @@ fn a_region_cut_short_while_in_use_is_refused_where_it_can_be_seen_not_a_crash()
     drop(bitmap);
     drop(region);
 }
+
+#[test]
+fn a_scope_dropped_while_its_regions_are_open_keeps_their_slots_until_they_close() {
+    use numballoc_core::holder::{entry_in_use, record_slot};
+    use numballoc_core::HolderScope;
+    use std::sync::atomic::Ordering;
+    let name = Scratch::new("keepscope");
+    // The scope is a temporary: dropped as soon as the region is open.
+    let options = OpenOptions {
+        scope: Some(HolderScope::new(true)),
+        ..OpenOptions::default()
+    };
+    let region = Arc::new(Region::open(&name.0, 8, &options).unwrap());
+    drop(options);
+    let slot = record_slot(region.holder_record());
+    assert!(entry_in_use(
+        region.holder_slots()[slot].load(Ordering::SeqCst)
+    ));
+    let bitmap = ConcurrentBitmap::new(region.clone(), 0);
+    let mine: Vec<u64> = (0..4).map(|_| bitmap.allocate().unwrap()).collect();
+    // Another holder neither takes the slot nor reclaims its numbers.
+    let other = Arc::new(
+        Region::open(
+            &name.0,
+            8,
+            &OpenOptions {
+                scope: Some(HolderScope::new(false)),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    assert_ne!(record_slot(other.holder_record()), slot);
+    assert_eq!(other.reclaim().unwrap(), 0);
+    for n in &mine {
+        assert!(bitmap.holds(*n));
+    }
+    // Closing the last region of the scope gives the slot and its numbers back.
+    drop(bitmap);
+    drop(region);
+    let check = ConcurrentBitmap::new(other, 0);
+    assert_eq!(check.count(), 0);
+}
