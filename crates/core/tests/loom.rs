@@ -294,3 +294,71 @@ fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
         }
     });
 }
+
+#[test]
+fn a_live_holder_claiming_and_freeing_while_a_dead_one_is_swept_keeps_what_it_holds() {
+    model(|| {
+        let memory = Arc::new(Memory::one_word());
+        // 7 is the stopped holder's; 3 and 5 are free; the rest are the live holder's.
+        memory.fill_except(&[3, 5, 7], ME);
+        memory.holders[7].store(DEAD, Ordering::Relaxed);
+        memory.words[0].fetch_or(1 << 7, Ordering::Relaxed);
+        let live = {
+            let memory = memory.clone();
+            thread::spawn(move || {
+                let bits = memory.bits();
+                let (kept, _) = bits.allocate_from(0).unwrap();
+                let (freed, _) = bits.allocate_from(0).unwrap();
+                bits.free(freed).unwrap();
+                kept
+            })
+        };
+        let sweeper = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.bits_as(THIRD).sweep(|slot| slot == 2))
+        };
+        let kept = live.join().unwrap();
+        assert_eq!(sweeper.join().unwrap(), 1, "7 was swept, once");
+        let word = memory.words[0].load(Ordering::Relaxed);
+        assert!(
+            word & (1 << kept) != 0,
+            "the live holder's {kept} was taken from it"
+        );
+        assert_eq!(memory.holders[kept as usize].load(Ordering::Relaxed), ME);
+        memory.assert_consistent();
+        // Exactly two of 3, 5, 7 are free now: the live holder kept one.
+        assert_eq!((!word & 0b1010_1000).count_ones(), 2);
+    });
+}
+
+#[test]
+fn a_block_and_a_single_allocation_never_share_a_number() {
+    model(|| {
+        let memory = Arc::new(Memory::one_word());
+        // Free: 2, 3 (an aligned pair) and 6.
+        memory.fill_except(&[2, 3, 6], ME);
+        let block = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.bits().allocate_block(2, 2))
+        };
+        let single = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.bits_as(THIRD).allocate_from(0).map(|(n, _)| n))
+        };
+        let block = block.join().unwrap();
+        let single = single
+            .join()
+            .unwrap()
+            .expect("a number was free throughout");
+        if let Some(first) = block {
+            assert_eq!(first, 2);
+            assert!(single != 2 && single != 3, "{single} is also in the block");
+        } else {
+            assert!(
+                single == 2 || single == 3,
+                "the block failed only because {single} was taken"
+            );
+        }
+        memory.assert_consistent();
+    });
+}
