@@ -220,22 +220,27 @@ fn a_delayed_free_never_clears_a_record_of_the_slots_next_holder() {
     });
 }
 
+/// Frees 5 while another thread searches from word 0, which finds the word full (and marks the
+/// summaries) or finds 5 free (and takes it); returns what the search got.
+fn free_5_racing_a_search(memory: &Arc<Memory>) -> Option<u64> {
+    let freer = {
+        let memory = memory.clone();
+        thread::spawn(move || memory.bits().free(5).unwrap())
+    };
+    let searcher = {
+        let memory = memory.clone();
+        thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
+    };
+    freer.join().unwrap();
+    searcher.join().unwrap()
+}
+
 #[test]
 fn a_free_racing_a_search_leaves_no_wrong_full_mark() {
     model(|| {
         let memory = Arc::new(Memory::one_word());
         memory.fill_except(&[], ME);
-        let freer = {
-            let memory = memory.clone();
-            thread::spawn(move || memory.bits().free(5).unwrap())
-        };
-        let searcher = {
-            let memory = memory.clone();
-            // Finds the word full (and marks it) or finds 5 free (and takes it).
-            thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
-        };
-        freer.join().unwrap();
-        let got = searcher.join().unwrap();
+        let got = free_5_racing_a_search(&memory);
         let word = memory.words[0].load(Ordering::Relaxed);
         let marked_full = memory.l1[0].load(Ordering::Relaxed) & 1 != 0;
         match got {
@@ -250,7 +255,7 @@ fn a_free_racing_a_search_leaves_no_wrong_full_mark() {
 
 #[test]
 fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
-    // A search over 64 words takes many more steps: a larger branch budget, 2 preemptions.
+    // A search over 64 words takes many more steps: a larger branch budget.
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.max_branches = 100_000;
@@ -265,17 +270,7 @@ fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
             memory.holders[n].store(ME, Ordering::Relaxed);
         }
         memory.l1[0].store(u64::MAX & !1, Ordering::Relaxed); // every word but 0 marked full
-        let freer = {
-            let memory = memory.clone();
-            thread::spawn(move || memory.bits().free(5).unwrap())
-        };
-        let searcher = {
-            let memory = memory.clone();
-            // Finds word 0 full (and marks levels 1 and 2) or finds 5 free (and takes it).
-            thread::spawn(move || memory.bits().allocate_from(0).map(|(n, _)| n))
-        };
-        freer.join().unwrap();
-        let got = searcher.join().unwrap();
+        let got = free_5_racing_a_search(&memory);
         let five_free = memory.words[0].load(Ordering::Relaxed) & (1 << 5) == 0;
         let l1_full = memory.l1[0].load(Ordering::Relaxed) == u64::MAX;
         let l2_marked = memory.l2[0].load(Ordering::Relaxed) & 1 != 0;
