@@ -36,14 +36,16 @@ function forkFixture(script, args) {
 /** Resolves with the first message of `child` that satisfies `predicate`. */
 function waitFor(child, predicate) {
   return new Promise((resolve, reject) => {
+    const onExit = (code) => reject(new Error(`child exited (${code}) before the expected message`))
     const onMessage = (m) => {
       if (predicate(m)) {
         child.off('message', onMessage)
+        child.off('exit', onExit)
         resolve(m)
       }
     }
     child.on('message', onMessage)
-    child.once('exit', (code) => reject(new Error(`child exited (${code}) before the expected message`)))
+    child.once('exit', onExit)
   })
 }
 
