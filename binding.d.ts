@@ -55,7 +55,8 @@ export declare function bitmapMax(bitmapId: HandleId): number
 
 /**
  * Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
- * `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
+ * `'any'`, `'lowest'` or `'cyclic'` (lib/regions.js has checked it; another is refused here too,
+ * never taken for `'any'`).
  */
 export declare function bitmapNew(memoryId: HandleId, max: number, policy: string, reclaimWhenFull: boolean): HandleId
 
@@ -127,7 +128,7 @@ export declare function regionTag(memoryId: HandleId): bigint
 export declare function regionTracksHolders(memoryId: HandleId): boolean
 
 /**
- * Forgets a handle whose JS object was garbage-collected (called by index.js's
+ * Forgets a handle whose JS object was garbage-collected (called by lib/regions.js
  * FinalizationRegistry). Its id may be reused afterwards: no JS object refers to it any more.
  */
 export declare function releaseHandle(id: HandleId): void

@@ -1,8 +1,24 @@
 'use strict'
-// The public API. Each module's calls are documented in index.d.ts.
+// The public API. Each module's calls are documented in index.d.ts. Every export is listed by
+// name (no spread), so Node's ESM loader sees all of them: `import { ConcurrentBitmap } from
+// 'numballoc'` works as `require('numballoc').ConcurrentBitmap` does.
 
-const regions = require('./lib/regions.js')
+const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE } = require('./lib/regions.js')
 const { Lease } = require('./lib/lease.js')
 const { PortPool, getPort, releasePort, portNumbers } = require('./lib/ports.js')
 
-module.exports = { ...regions, Lease, PortPool, getPort, releasePort, portNumbers }
+module.exports = {
+  loadShared,
+  destroyShared,
+  inspectShared,
+  listShared,
+  reclaimShared,
+  SharedMemory,
+  ConcurrentBitmap,
+  MAX_SIZE,
+  Lease,
+  PortPool,
+  getPort,
+  releasePort,
+  portNumbers,
+}

@@ -1,7 +1,7 @@
 //! The per-thread table of native handles that JavaScript refers to by integer id.
 //!
 //! Each JS thread (the main thread, each worker) has its own table, as it has its own objects.
-//! An id is freed only by `remove`, which index.js calls from a `FinalizationRegistry` once the JS
+//! An id is freed only by `remove`, which lib/regions.js calls from a `FinalizationRegistry` once the JS
 //! object holding the id is unreachable, so an id that JavaScript can still pass always names the
 //! handle it was given for. A stale or made-up id finds nothing or a handle of the wrong kind:
 //! an error, never undefined behaviour.

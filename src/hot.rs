@@ -118,8 +118,9 @@ unsafe extern "C" fn bitmap_allocate(
     value
 }
 
-/// `free(n)`: frees a number; throws `ERR_NOT_ALLOCATED` on a double free. index.js has checked
-/// that `n` is an integer in `[0, max)`; anything else is still refused here, never misused.
+/// `free(n)`: frees a number; throws `ERR_NOT_ALLOCATED` on a double free. lib/regions.js has
+/// checked that `n` is an integer in `[0, max)`; anything else is still refused here, never
+/// misused.
 unsafe extern "C" fn bitmap_free(
     raw_env: sys::napi_env,
     info: sys::napi_callback_info,

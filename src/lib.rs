@@ -1,5 +1,5 @@
 //! The Node binding: functions over integer handles, wrapped into the typed classes of
-//! `index.js`. No algorithm lives here, only conversions, handle state and error mapping.
+//! `lib/regions.js`. No algorithm lives here, only conversions, handle state and error mapping.
 //!
 //! # Why this shape
 //! `allocate` and `free` are the hot path, and what a call costs is mostly the binding
@@ -165,7 +165,8 @@ fn bitmap(env: &Env, id: HandleId) -> Result<Rc<BitmapSlot>> {
 }
 
 /// Numbers cross the boundary as doubles: every number below 2^53 is exact, and the largest
-/// region holds 2^43 numbers. `index.js` has already checked they are non-negative integers.
+/// region holds 2^43 numbers. `lib/regions.js` has already checked they are non-negative integers
+/// (the package exports no way to call the binding without it).
 #[inline]
 fn to_u64(n: f64) -> u64 {
     n as u64
@@ -190,6 +191,20 @@ thread_local! {
     static SCOPE: ThreadHolder = ThreadHolder(HolderScope::exec_only(true));
 }
 
+/// A tag as the 64-bit value it is, or `ERR_OUT_OF_RANGE` (never truncated).
+fn tag_value(env: &Env, tag: BigInt) -> Result<u64> {
+    match tag.get_u64() {
+        (false, value, true) => Ok(value),
+        _ => Err(throw_js(
+            env,
+            "ERR_OUT_OF_RANGE",
+            "a tag must be >= 0n and < 2n ** 64n",
+            ErrorClass::RangeError,
+            None,
+        )),
+    }
+}
+
 /// Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
 /// its size. Returns its handle.
 #[napi]
@@ -210,7 +225,7 @@ pub fn region_open(
         mode,
         directory: directory.map(PathBuf::from),
         holders,
-        tag: tag.map(|t| t.get_u64().1),
+        tag: tag.map(|t| tag_value(&env, t)).transpose()?,
         capacity: capacity.map(to_u64),
         scope: Some(SCOPE.with(|holder| holder.0.clone())),
         reclaim: true,
@@ -325,7 +340,7 @@ pub fn region_block_count(env: Env, memory_id: HandleId) -> Result<u32> {
 #[napi]
 pub fn region_copy_blocks(env: Env, memory_id: HandleId, mut out: Uint32ArraySlice) -> Result<()> {
     let region = memory(&env, memory_id)?.region(&env)?;
-    // SAFETY: the typed array was allocated by index.js for this call and is not aliased.
+    // SAFETY: the typed array was allocated by lib/regions.js for this call and is not aliased.
     region.copy_blocks(unsafe { out.as_mut() });
     Ok(())
 }
@@ -370,7 +385,8 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
 }
 
 /// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
-/// `'any'`, `'lowest'` or `'cyclic'` (index.js has checked it).
+/// `'any'`, `'lowest'` or `'cyclic'` (lib/regions.js has checked it; another is refused here too,
+/// never taken for `'any'`).
 #[napi]
 pub fn bitmap_new(
     env: Env,
@@ -380,9 +396,18 @@ pub fn bitmap_new(
     reclaim_when_full: bool,
 ) -> Result<HandleId> {
     let policy = match policy.as_str() {
+        "any" => Policy::Any,
         "lowest" => Policy::Lowest,
         "cyclic" => Policy::Cyclic,
-        _ => Policy::Any,
+        other => {
+            return Err(throw_js(
+                &env,
+                "ERR_INVALID_ARG_VALUE",
+                &format!("unknown policy {other:?}"),
+                ErrorClass::TypeError,
+                None,
+            ))
+        }
     };
     let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;
@@ -466,7 +491,7 @@ pub fn bitmap_allocate_many(
     mut out: Float64ArraySlice,
 ) -> Result<bool> {
     let slot = bitmap(&env, bitmap_id)?;
-    // SAFETY: the typed array was allocated by index.js for this call and is not aliased.
+    // SAFETY: the typed array was allocated by lib/regions.js for this call and is not aliased.
     let out = unsafe { out.as_mut() };
     let Some(numbers) = slot.live(&env)?.try_allocate_many(out.len()) else {
         return Ok(false);
@@ -545,7 +570,7 @@ pub fn bitmap_close(
     Ok(())
 }
 
-/// Forgets a handle whose JS object was garbage-collected (called by index.js's
+/// Forgets a handle whose JS object was garbage-collected (called by lib/regions.js
 /// FinalizationRegistry). Its id may be reused afterwards: no JS object refers to it any more.
 #[napi]
 pub fn release_handle(id: HandleId) {
