@@ -95,7 +95,7 @@ export declare function regionList(directory?: string | undefined | null): Array
  * Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
  * its size. Returns its handle.
  */
-export declare function regionOpen(name: string, size: number | undefined | null, capacity: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag?: bigint | undefined | null): HandleId
+export declare function regionOpen(name: string, size: number | undefined | null, capacity: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag: bigint | undefined | null, private: boolean): HandleId
 
 /**
  * Opens an existing region without reclaiming, then reclaims: how many numbers came back (see

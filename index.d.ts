@@ -39,6 +39,7 @@ export type NumballocErrorCode =
   | 'ERR_REGION_CLOSED'
   | 'ERR_LEASE_RELEASED'
   | 'ERR_TOO_MANY_HOLDERS'
+  | 'ERR_REGION_NOT_PRIVATE'
 
 /** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
 export declare const MAX_SIZE: number
@@ -68,6 +69,13 @@ export interface RegionOptions {
    * created: opening an existing region keeps its choice (see `SharedMemory.tracksHolders`).
    */
   holders?: boolean
+  /**
+   * Refuse a region that another user owns or that grants any permission to group or others
+   * (`ERR_REGION_NOT_PRIVATE`), before reading a byte of it (default `false`). For per-user
+   * regions in a directory everyone can write, such as `/dev/shm`, where another user could
+   * create one first, fill it, or watch it. `getPort()`'s per-user pool is opened this way.
+   */
+  private?: boolean
   /**
    * What the numbers stand for, a 64-bit value written when this call creates the region. When
    * the region exists, its tag must be this one (`ERR_TAG_MISMATCH`), so programs that mean

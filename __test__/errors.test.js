@@ -204,6 +204,14 @@ test('a region cut short by another program while in use: reclaim() and opening 
   assert.deepEqual(JSON.parse(out.stdout), ['ERR_INCOMPATIBLE_REGION', 'ERR_INCOMPATIBLE_REGION'])
 })
 
+test('an empty directory option is refused, not taken for the current directory', (t) => {
+  const name = scratchName(t, 'emptydir')
+  for (const call of [() => loadShared(name, 8, { directory: '' }), () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }), () => inspectShared(name, { directory: '' })]) {
+    assert.throws(call, { code: 'ERR_INVALID_ARG_VALUE' })
+  }
+  assert.equal(fs.existsSync(name), false, 'nothing created in the current directory')
+})
+
 test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {
   const name = scratchName(t, 'nocreate')
   assert.throws(() => loadShared(name, 8, { create: false }), (e) => {

@@ -2,6 +2,7 @@
 // PortPool and the get-port drop-in, on real sockets and real processes.
 const test = require('node:test')
 const assert = require('node:assert')
+const fs = require('node:fs')
 const { PortPool, portNumbers, inspectShared, listShared, Lease } = require('..')
 const { scratchName, collect, forkFixture, waitFor, freePortRange, occupy, portIsFree } = require('./helpers')
 const { portRangeOfTag } = require('../lib/ports.js')
@@ -179,4 +180,31 @@ test('getPort, releasePort: the drop-in over the per-user pool (here NUMBALLOC_P
   const report = inspectShared(pool)
   assert.strictEqual(portRangeOfTag(report.tag).to, 65535)
   assert.strictEqual(report.capacity, 65535, 'the capacity asked for: ports 1-65535')
+})
+
+test('the per-user pool is private: one another user made first, or one others can use, is refused with a code', { skip: process.getuid() !== 0 ? 'needs root to act as another user' : false }, (t) => {
+  const { execFileSync, spawnSync } = require('node:child_process')
+  const pkg = JSON.stringify(require.resolve('..'))
+  const pool = scratchName(t, 'private')
+  const getPortIn = (prefix) => spawnSync(prefix[0], [...prefix.slice(1), process.execPath, '-e', `
+    require(${pkg}).getPort().then((port) => console.log(JSON.stringify({ port })), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`], {
+    env: { ...process.env, NUMBALLOC_PORT_POOL: pool },
+    encoding: 'utf8',
+  })
+  // Another user (nobody) gets there first: its pool, owned by it.
+  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+  const first = getPortIn(nobody)
+  assert.ok(JSON.parse(first.stdout).port > 0, `${first.stdout}${first.stderr}`)
+  const before = fs.readFileSync(`/dev/shm/${pool}`)
+  const victim = JSON.parse(getPortIn(['env']).stdout)
+  assert.equal(victim.code, 'ERR_REGION_NOT_PRIVATE')
+  assert.match(victim.message, /belongs to uid 65534/)
+  assert.deepEqual(fs.readFileSync(`/dev/shm/${pool}`), before, 'the other user\'s pool was not touched')
+  // Ours, but usable by others.
+  execFileSync('rm', [`/dev/shm/${pool}`])
+  assert.ok(JSON.parse(getPortIn(['env']).stdout).port > 0)
+  fs.chmodSync(`/dev/shm/${pool}`, 0o666)
+  const shared = JSON.parse(getPortIn(['env']).stdout)
+  assert.equal(shared.code, 'ERR_REGION_NOT_PRIVATE')
+  assert.match(shared.message, /mode 0o666/)
 })

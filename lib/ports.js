@@ -153,7 +153,9 @@ class PortPool {
   static defaultPool() {
     const uid = typeof process.getuid === 'function' ? process.getuid() : 0
     const name = process.env.NUMBALLOC_PORT_POOL || `numballoc-ports-${uid}`
-    return PortPool.#open(name, 1, 65535, undefined, {}, [49152 - 1, 65535 - 1])
+    // private: in /dev/shm anyone can create a file first; a pool another user made, fills or
+    // can read is refused, never used.
+    return PortPool.#open(name, 1, 65535, undefined, { private: true }, [49152 - 1, 65535 - 1])
   }
 
   get name() {

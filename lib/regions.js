@@ -16,16 +16,20 @@ const DEFAULT_MODE = 0o600
 
 /** The region options shared by loadShared, destroyShared and ConcurrentBitmap.open. */
 function regionOptions(options) {
-  const { create = true, mode = DEFAULT_MODE, directory, holders = true, tag } = checkOptions(options)
+  const { create = true, mode = DEFAULT_MODE, directory, holders = true, tag, private: owned = false } = checkOptions(options)
   checkBoolean('options.create', create)
+  checkBoolean('options.private', owned)
   checkInteger('options.mode', mode, 0, 0o777) // permission bits only: no setuid, setgid or sticky
-  if (directory !== undefined) checkString('options.directory', directory)
+  if (directory !== undefined) {
+    checkString('options.directory', directory)
+    if (directory === '') throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "options.directory" must not be empty (use \'.\' for the current directory)')
+  }
   checkBoolean('options.holders', holders)
   if (tag !== undefined) {
     if (typeof tag !== 'bigint') throw invalidType('options.tag', 'of type bigint', tag)
     if (tag < 0n || tag >= 1n << 64n) throw outOfRange('options.tag', '>= 0n and < 2n ** 64n', `${tag}n`)
   }
-  return { create, mode, directory: directory ?? null, holders, tag: tag ?? null }
+  return { create, mode, directory: directory ?? null, holders, tag: tag ?? null, private: owned }
 }
 
 let memoryHandle // (mem: SharedMemory) => native handle; set in SharedMemory's static block
@@ -92,8 +96,8 @@ function loadShared(name, size, options) {
 }
 
 /** Opens a region with checked arguments; `capacity` is asked of it only when given. */
-function openRegion(name, size, capacity, { create, mode, directory, holders, tag }) {
-  const handle = native.regionOpen(name, size ?? null, capacity ?? null, create, mode, directory, holders, tag)
+function openRegion(name, size, capacity, { create, mode, directory, holders, tag, private: owned }) {
+  const handle = native.regionOpen(name, size ?? null, capacity ?? null, create, mode, directory, holders, tag, owned)
   return new SharedMemory(constructing, handle, name, size ?? native.regionSize(handle))
 }
 

@@ -219,8 +219,10 @@ pub fn region_open(
     directory: Option<String>,
     holders: bool,
     tag: Option<BigInt>,
+    private: bool,
 ) -> Result<HandleId> {
     let options = OpenOptions {
+        private,
         create,
         mode,
         directory: directory.map(PathBuf::from),

@@ -27,6 +27,13 @@ pub enum Error {
         existing: u64,
         requested: u64,
     },
+    /// A region opened as private belongs to another user or grants permissions to others.
+    NotPrivate {
+        name: String,
+        path: String,
+        owner: u32,
+        mode: u32,
+    },
     /// Every holder slot of the region is taken by a live holder.
     TooManyHolders { name: String, slots: usize },
     /// The region exists with another application tag than the one asked for.
@@ -56,6 +63,7 @@ impl Error {
             Error::InvalidName(_) => "ERR_INVALID_NAME",
             Error::SizeMismatch { .. } | Error::CapacityMismatch { .. } => "ERR_SIZE_MISMATCH",
             Error::TooManyHolders { .. } => "ERR_TOO_MANY_HOLDERS",
+            Error::NotPrivate { .. } => "ERR_REGION_NOT_PRIVATE",
             Error::TagMismatch { .. } => "ERR_TAG_MISMATCH",
             Error::IncompatibleRegion { .. } => "ERR_INCOMPATIBLE_REGION",
             Error::Os { source, .. } => source.raw_os_error().map_or("UNKNOWN", errno_name),
@@ -122,6 +130,24 @@ impl fmt::Display for Error {
                 f,
                 "region '{name}' exists with capacity {existing}, not the {requested} requested"
             ),
+            Error::NotPrivate {
+                name,
+                path,
+                owner,
+                mode,
+            } => {
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                let problem = if *owner != me {
+                    format!("belongs to uid {owner}, not to this user (uid {me})")
+                } else {
+                    format!("has mode {mode:#o}, which lets other users use it")
+                };
+                write!(
+                    f,
+                    "region '{name}' ({path}) {problem}: refusing it, as another user could have made it, fill it or watch it; remove it (numballoc destroy {name}) if it is not yours"
+                )
+            }
             Error::TooManyHolders { name, slots } => write!(
                 f,
                 "region '{name}' has no free holder slot: all {slots} are held by live holders"

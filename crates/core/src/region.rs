@@ -79,6 +79,12 @@ pub struct OpenOptions {
     /// Reclaim the numbers of holders that are gone when the region is opened (default `true`).
     /// Off for a tool that reclaims by itself to report how many numbers came back.
     pub reclaim: bool,
+    /// Refuse (`NotPrivate`) a region that another user owns or that grants any permission to
+    /// group or others, before reading a byte of it (default `false`). For per-user regions in a
+    /// directory everyone can write, such as `/dev/shm`: another user could create one there
+    /// first, fill it, or watch it. A region this call creates has this user and `mode` (which
+    /// must then grant nothing to group or others).
+    pub private: bool,
 }
 
 impl Default for OpenOptions {
@@ -92,6 +98,7 @@ impl Default for OpenOptions {
             capacity: None,
             scope: None,
             reclaim: true,
+            private: false,
         }
     }
 }
@@ -565,9 +572,18 @@ impl Region {
             capacity: options.capacity,
             tag: options.tag,
         };
+        if options.private && options.mode & 0o077 != 0 {
+            return Err(Error::OutOfRange(format!(
+                "a private region's mode grants nothing to group or others, got {:#o}",
+                options.mode
+            )));
+        }
         // Each pass either returns or saw the object destroyed under it; give up after many.
         for _ in 0..1000 {
             let (file, created) = open_or_create(&location, options)?;
+            if options.private {
+                check_private(&file, &location, name)?;
+            }
             if !created {
                 if let Some(region) = attach(&file, &location, name, &expect)? {
                     return region.register(&file, &location, options);
@@ -779,6 +795,24 @@ fn open_or_create(location: &Location, options: &OpenOptions) -> Result<(File, b
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `NotPrivate` unless the object belongs to this process's effective user and grants nothing to
+/// group or others. Checked on the open descriptor, so what is checked is what is used.
+fn check_private(file: &File, location: &Location, name: &str) -> Result<()> {
+    let st = fstat(file, location)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mode = st.st_mode & 0o777;
+    if st.st_uid != me || mode & 0o077 != 0 {
+        return Err(Error::NotPrivate {
+            name: name.to_owned(),
+            path: location.shown().to_owned(),
+            owner: st.st_uid,
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn fstat(file: &File, location: &Location) -> Result<libc::stat> {
