@@ -528,9 +528,12 @@ export declare class PortPool {
 /**
  * A drop-in for get-port's `getPort(options)`: a port that is free now and that no other process
  * using numballoc holds, coordinated through one pool per user (`numballoc-ports-<uid>`, or the
- * region named by `NUMBALLOC_PORT_POOL`). Without a free preferred port it hands out a port of
- * the dynamic range 49152–65535. The port stays held until `releasePort(port)` or until the
- * process exits (the pool reclaims it when it needs it).
+ * region named by `NUMBALLOC_PORT_POOL`; refused with `ERR_REGION_NOT_PRIVATE` if another user
+ * made it or others may use it). Without a free preferred port it hands out a port of the
+ * dynamic range 49152–65535 less the kernel's ephemeral range (`ip_local_port_range`, so
+ * 61000–65535 by default: outgoing connections take ephemeral ports without asking anyone), the
+ * next call moving on past the last one. The port stays held until `releasePort(port)` or until
+ * the process exits (the pool reclaims it when it needs it).
  * @example
  * import { getPort, portNumbers } from 'numballoc'
  * const port = await getPort({ port: portNumbers(3000, 3100) })

@@ -204,6 +204,16 @@ test('a region cut short by another program while in use: reclaim() and opening 
   assert.deepEqual(JSON.parse(out.stdout), ['ERR_INCOMPATIBLE_REGION', 'ERR_INCOMPATIBLE_REGION'])
 })
 
+test('every option is checked before a region is created; huge lengths are refused with a code', (t) => {
+  const name = scratchName(t, 'optsfirst')
+  assert.throws(() => ConcurrentBitmap.open(name, { capacity: 8, releaseOnExit: 'yes' }), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+  const ids = ConcurrentBitmap.open(name, { capacity: 64 })
+  t.after(() => ids.close())
+  assert.throws(() => ids.freeMany({ length: 1e10 }), { code: 'ERR_OUT_OF_RANGE' })
+  assert.equal(ids.count(), 0)
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [() => loadShared(name, 8, { directory: '' }), () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }), () => inspectShared(name, { directory: '' })]) {

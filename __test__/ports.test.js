@@ -208,3 +208,35 @@ test('the per-user pool is private: one another user made first, or one others c
   assert.equal(shared.code, 'ERR_REGION_NOT_PRIVATE')
   assert.match(shared.message, /mode 0o666/)
 })
+
+test('getPort() moves on after a release, stays out of the kernel\'s ephemeral range, names ports in errors, and refuses endless options', (t) => {
+  const pool = scratchName(t, 'dropin2')
+  const script = `
+    const { getPort, releasePort } = require(${JSON.stringify(require.resolve('..'))})
+    ;(async () => {
+      const a = await getPort()
+      releasePort(a)
+      const b = await getPort()
+      let twice = null
+      releasePort(b)
+      try { releasePort(b) } catch (e) { twice = { code: e.code, message: e.message } }
+      let endless = null
+      try { await getPort({ exclude: (function* () { for (;;) yield 1 })() }) } catch (e) { endless = e.code }
+      console.log(JSON.stringify({ a, b, twice, endless }))
+    })()`
+  const { execFileSync } = require('node:child_process')
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, NUMBALLOC_PORT_POOL: pool }, encoding: 'utf8' }))
+  assert.notStrictEqual(out.b, out.a, 'a port just released is not handed out again at once')
+  const [low, high] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+  for (const port of [out.a, out.b]) {
+    assert.ok(port >= 49152 && port <= 65535 && (port < low || port > high), `${port} is in the ephemeral range ${low}-${high}`)
+  }
+  assert.strictEqual(out.twice.code, 'ERR_NOT_ALLOCATED')
+  assert.match(out.twice.message, new RegExp(`^port ${out.b} is not held`))
+  assert.strictEqual(out.endless, 'ERR_OUT_OF_RANGE')
+  // A bad argument is refused before the pool is created.
+  const other = scratchName(t, 'dropin3')
+  const refused = execFileSync(process.execPath, ['-e', `try { require(${JSON.stringify(require.resolve('..'))}).releasePort('x') } catch (e) { console.log(e.code) }`], { env: { ...process.env, NUMBALLOC_PORT_POOL: other }, encoding: 'utf8' })
+  assert.strictEqual(refused.trim(), 'ERR_INVALID_ARG_TYPE')
+  assert.strictEqual(fs.existsSync(`/dev/shm/${other}`), false)
+})

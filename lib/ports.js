@@ -46,8 +46,32 @@ function portList(name, value, from, to, single) {
     throw invalidType(name, single ? 'a number or an iterable of numbers' : 'an iterable of numbers', value)
   }
   const ports = []
-  for (const port of value) ports.push(checkPort(`${name}[${ports.length}]`, port, from, to))
+  for (const port of value) {
+    // More entries than there are ports: an endless iterable, refused instead of filling memory.
+    if (ports.length === 65535) throw outOfRange(name, 'an iterable of at most 65535 ports', 'more')
+    ports.push(checkPort(`${name}[${ports.length}]`, port, from, to))
+  }
   return ports
+}
+
+/**
+ * The ports getPort() hands out when no preferred port is free: the dynamic range 49152-65535,
+ * less the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default), which
+ * outgoing connections take ports from without asking anyone: one could take a handed-out port
+ * before its holder listens on it. If nothing is left, the whole dynamic range.
+ */
+function dynamicPorts() {
+  let [low, high] = [32768, 60999] // Linux's default, where the setting cannot be read
+  try {
+    const read = require('node:fs').readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (read.length === 2 && read.every(Number.isInteger)) [low, high] = read
+  } catch {}
+  const candidates = [
+    [Math.max(49152, high + 1), 65535],
+    [49152, Math.min(65535, low - 1)],
+  ].filter(([first, last]) => first <= last)
+  const widest = candidates.sort((a, b) => b[1] - b[0] - (a[1] - a[0]))[0]
+  return widest ?? [49152, 65535]
 }
 
 /**
@@ -101,6 +125,8 @@ class PortPool {
   #to
   #host
   #fallback // [first, last] numbers to hand out when no preferred port is free, or null: any
+  #cursor // with a fallback: where this pool object looks next in it (a port just released
+  // is not handed out again at once; each process starts at a random place)
 
   constructor(token, bitmap, name, from, to, host, fallback) {
     if (token !== constructing) {
@@ -112,6 +138,7 @@ class PortPool {
     this.#to = to
     this.#host = host
     this.#fallback = fallback
+    if (fallback) this.#cursor = fallback[0] + Math.floor(Math.random() * (fallback[1] - fallback[0] + 1))
   }
 
   static async open(name, options) {
@@ -147,15 +174,16 @@ class PortPool {
   }
 
   /**
-   * The pool `getPort()` uses: every port, handing out the dynamic range 49152-65535 when no
-   * preferred port is free. One per user (`numballoc-ports-<uid>`), or `NUMBALLOC_PORT_POOL`.
+   * The pool `getPort()` uses: every port, handing out `dynamicPorts()` when no preferred port
+   * is free. One per user (`numballoc-ports-<uid>`), or `NUMBALLOC_PORT_POOL`.
    */
   static defaultPool() {
     const uid = typeof process.getuid === 'function' ? process.getuid() : 0
     const name = process.env.NUMBALLOC_PORT_POOL || `numballoc-ports-${uid}`
+    const [first, last] = dynamicPorts()
     // private: in /dev/shm anyone can create a file first; a pool another user made, fills or
     // can read is refused, never used.
-    return PortPool.#open(name, 1, 65535, undefined, { private: true }, [49152 - 1, 65535 - 1])
+    return PortPool.#open(name, 1, 65535, undefined, { private: true }, [first - 1, last - 1])
   }
 
   get name() {
@@ -209,7 +237,7 @@ class PortPool {
         if (await canListen(port, host)) return (winner = n)
       }
       for (;;) {
-        const n = this.#fallback ? this.#bitmap.tryAllocateInRange(...this.#fallback) : this.#bitmap.tryAllocate()
+        const n = this.#fallback ? this.#fromCursor() : this.#bitmap.tryAllocate()
         if (n === null) {
           if (reclaimOnce()) continue
           throw this.#noFreePort(held.length)
@@ -224,6 +252,14 @@ class PortPool {
     }
   }
 
+  /** The first free number of the fallback range at or after the cursor, wrapping; moves the cursor past it. */
+  #fromCursor() {
+    const [first, last] = this.#fallback
+    const n = this.#bitmap.tryAllocateInRange(this.#cursor, last) ?? (this.#cursor > first ? this.#bitmap.tryAllocateInRange(first, this.#cursor - 1) : null)
+    if (n !== null) this.#cursor = n === last ? first : n + 1
+    return n
+  }
+
   #noFreePort(skipped) {
     const [first, last] = this.#fallback ?? [0, this.#to - this.#from]
     const held = this.#bitmap.count() - skipped
@@ -236,7 +272,15 @@ class PortPool {
 
   release(port) {
     checkPort('port', port, this.#from, this.#to)
-    this.#bitmap.free(port - this.#from)
+    try {
+      this.#bitmap.free(port - this.#from)
+    } catch (cause) {
+      if (cause.code !== 'ERR_NOT_ALLOCATED') throw cause
+      // Name the port, not the pool's internal number for it.
+      const error = codedError(Error, 'ERR_NOT_ALLOCATED', `port ${port} is not held in pool '${this.#name}' (released twice?)`)
+      error.cause = cause
+      throw error
+    }
   }
 
   holderOf(port) {
@@ -270,6 +314,7 @@ async function getPort(options) {
 }
 
 function releasePort(port) {
+  checkPort('port', port) // before the pool is opened (or created) for nothing
   defaultPool ??= PortPool.defaultPool()
   defaultPool.release(port)
 }

@@ -185,6 +185,8 @@ class ConcurrentBitmap {
     if (capacity !== undefined) checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
     checkPolicy({ policy })
     if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
+    if (releaseOnExit !== undefined) checkBoolean('options.releaseOnExit', releaseOnExit)
+    // Every option is checked above or in openRegion before anything is created.
     const mem = openRegion(name, capacity === undefined ? undefined : Math.ceil(capacity / 8), capacity, regionOptions(rest))
     try {
       const bitmap = new ConcurrentBitmap(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit })
@@ -264,15 +266,23 @@ class ConcurrentBitmap {
     checkInteger('n', n, 0, this.#max)
     const out = new Float64Array(n)
     if (!native.bitmapAllocateMany(this.#handle, out)) throw noFreeNumber()
-    const numbers = new Array(n)
-    for (let i = 0; i < n; i++) numbers[i] = out[i]
-    return numbers
+    try {
+      return Array.from(out)
+    } catch (cause) {
+      // Out of memory for the array: all or nothing, so give the numbers back.
+      native.bitmapFreeMany(this.#handle, out)
+      const error = codedError(RangeError, 'ERR_OUT_OF_RANGE', `cannot return ${n} numbers as an array: ${cause.message}`)
+      error.cause = cause
+      throw error
+    }
   }
 
   freeMany(numbers) {
     if (numbers === null || typeof numbers !== 'object' || typeof numbers.length !== 'number') {
       throw invalidType('numbers', 'an array of numbers', numbers)
     }
+    // More than max numbers cannot all be distinct and allocated.
+    checkInteger('numbers.length', numbers.length, 0, this.#max)
     const list = new Float64Array(numbers.length)
     for (let i = 0; i < list.length; i++) {
       const n = numbers[i]
