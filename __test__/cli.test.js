@@ -179,3 +179,17 @@ test('--help on every command', () => {
   }
   assert.strictEqual(run().status, 0)
 })
+
+test('a reader that stops early is no error; a missing --dir says so; a tiny share is not 0.0%', (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-cli-pipe-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  for (let i = 0; i < 40; i++) loadShared(`region-${i}`, 8, { directory }).close()
+  const piped = spawnSync('sh', ['-c', `"${process.execPath}" "${BIN}" list --json --dir "${directory}" | head -c 10 >/dev/null; echo "status $?" >&2; exit \${PIPESTATUS:-0}`], { encoding: 'utf8' })
+  assert.doesNotMatch(piped.stderr, /EPIPE|Error/, piped.stderr)
+  const missing = run('list', '--dir', '/nonexistent-numballoc-dir')
+  assert.deepStrictEqual([missing.status, missing.stderr], [1, 'numballoc: no directory /nonexistent-numballoc-dir\n'])
+  const ids = ConcurrentBitmap.open('tiny', { capacity: 65535, directory })
+  t.after(() => ids.close())
+  ids.allocateMany(8)
+  assert.match(run('inspect', 'tiny', '--dir', directory).stdout, /^in use {4}8 \(<0\.1%\)$/m)
+})

@@ -126,6 +126,7 @@ function onRegion(name, values, call) {
     const where = values.dir === undefined ? '' : ` in ${values.dir}`
     switch (error.code) {
       case 'ENOENT':
+        if (name === '') throw new Failure(`no directory ${values.dir ?? '/dev/shm'}`, error.code)
         throw new Failure(`no region named '${name}'${where}`, error.code)
       case 'EACCES':
       case 'EPERM':
@@ -134,6 +135,14 @@ function onRegion(name, values, call) {
         throw new Failure(error.message, error.code)
     }
   }
+}
+
+/** `part` of `whole` as a percentage that is never 0 for a non-zero part, nor 100 short of all. */
+function percent(part, whole) {
+  const value = (100 * part) / whole
+  if (part > 0 && value < 0.1) return '<0.1%'
+  if (part < whole && value > 99.9) return '>99.9%'
+  return `${value.toFixed(1)}%`
 }
 
 function describeKind(report) {
@@ -210,12 +219,12 @@ function inspect(name, values) {
   const range = portRangeOfTag(report.tag)
   const first = range ? range.from : 0
   const capacity = usable(report)
-  const pct = (100 * report.inUse) / capacity
+  const pct = percent(report.inUse, capacity)
   const lines = [
     `region    ${report.name} (${report.path})`,
     `holds     ${describeKind(report)}${range ? ' (a port pool)' : ''}`,
     `capacity  ${capacity} ${range ? 'ports' : 'numbers'} (${report.size}-byte bitmap, ${report.tracksHolders ? 'with' : 'without'} holder records)`,
-    `in use    ${report.inUse} (${pct.toFixed(1)}%)`,
+    `in use    ${report.inUse} (${pct})`,
   ]
   if (report.tracksHolders) {
     const alive = report.holders.filter((h) => h.alive).length
@@ -262,6 +271,12 @@ function destroy(name, values) {
   if (!existed) throw new Failure(`no region named '${name}'`, 'ENOENT')
   return { json: { name, destroyed: true }, text: `destroyed '${name}'\n` }
 }
+
+// A reader that stops early (`numballoc list --json | head -c 10`) is not an error of ours.
+process.stdout.on('error', (error) => {
+  if (error.code !== 'EPIPE') throw error
+  process.exit(process.exitCode ?? 0)
+})
 
 try {
   process.exitCode = main(process.argv.slice(2))
