@@ -72,6 +72,22 @@ test('close({ release: true }) gives back what this allocator holds, and only th
   assert.throws(() => a.close({ release: 'yes' }), { code: 'ERR_INVALID_ARG_TYPE' })
 })
 
+test('close({ release: true }) leaves a number another handle took since, though this one had it first', (t) => {
+  for (const holders of [true, false]) {
+    const name = scratchName(t, `closesibling${holders}`)
+    const a = ConcurrentBitmap.open(name, { capacity: 8, holders, policy: 'lowest' })
+    const b = ConcurrentBitmap.open(name, { capacity: 8, holders, policy: 'lowest' })
+    t.after(() => b.close())
+    const x = a.allocate()
+    b.free(x)
+    assert.equal(b.allocate(), x, 'b now holds what a had')
+    const y = a.allocate()
+    a.close({ release: true })
+    assert.equal(b.isAllocated(x), true, `holders: ${holders}: a released the number b holds`)
+    assert.equal(b.isAllocated(y), false, 'a released its own')
+  }
+})
+
 test('releaseOnExit: a process that exits normally gives its numbers back, no reclaim needed', async (t) => {
   for (const releaseOnExit of [true, false]) {
     const name = scratchName(t, `exit${releaseOnExit}`)

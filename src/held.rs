@@ -29,6 +29,13 @@ impl Held {
         }
     }
 
+    /// Whether `n` is held.
+    pub fn contains(&self, n: u64) -> bool {
+        self.words
+            .get((n / 64) as usize)
+            .is_some_and(|word| word.get() & (1u64 << (n % 64)) != 0)
+    }
+
     #[inline]
     pub fn insert(&self, n: u64) {
         self.update(n, true);

@@ -51,6 +51,16 @@ impl RegionSlot {
     }
 }
 
+/// Allocator handles by region file (device, inode).
+type Siblings = std::collections::HashMap<(u64, u64), Vec<std::rc::Weak<BitmapSlot>>>;
+
+thread_local! {
+    /// The allocator handles of this thread, by region file: `close({ release: true })` of one
+    /// must not free a number that another handle of the same region took since (after this
+    /// one's was freed through it), since both write the same holder record.
+    static SIBLINGS: RefCell<Siblings> = RefCell::new(Siblings::new());
+}
+
 /// A `ConcurrentBitmap`: usable while neither it nor its `SharedMemory` is closed.
 pub struct BitmapSlot {
     bitmap: ConcurrentBitmap,
@@ -416,12 +426,25 @@ pub fn bitmap_new(
     let mut bitmap = ConcurrentBitmap::with_policy(region, to_u64(max), policy);
     bitmap.set_reclaim_when_full(reclaim_when_full);
     let held = held::Held::new(bitmap.max());
-    Ok(handles::insert(Handle::Bitmap(Rc::new(BitmapSlot {
+    let slot = Rc::new(BitmapSlot {
         bitmap,
         held,
         memory,
         closed: Cell::new(false),
-    }))))
+    });
+    let identity = slot.bitmap.region().identity();
+    SIBLINGS.with(|siblings| {
+        let mut siblings = siblings.borrow_mut();
+        siblings.retain(|_, list| {
+            list.retain(|weak| weak.strong_count() > 0);
+            !list.is_empty()
+        });
+        siblings
+            .entry(identity)
+            .or_default()
+            .push(Rc::downgrade(&slot));
+    });
+    Ok(handles::insert(Handle::Bitmap(slot)))
 }
 
 /// The allocator's `max`.
@@ -550,16 +573,28 @@ pub fn bitmap_close(
     let slot = bitmap(&env, bitmap_id)?;
     if release && !slot.closed.get() && slot.memory.is_open() {
         let tracks_holders = slot.bitmap.region().tracks_holders();
+        // Other handles of this region on this thread: a number one of them took since is
+        // theirs, though it was ours once and bears the same record.
+        let others: Vec<Rc<BitmapSlot>> = SIBLINGS.with(|siblings| {
+            let siblings = siblings.borrow();
+            let list = siblings.get(&slot.bitmap.region().identity());
+            list.into_iter()
+                .flatten()
+                .filter_map(std::rc::Weak::upgrade)
+                .filter(|other| !Rc::ptr_eq(other, &slot))
+                .collect()
+        });
         let mine: Vec<u64> = slot
             .held
             .take_all()
             .into_iter()
             .filter(|&n| {
-                if tracks_holders {
+                let ours = if tracks_holders {
                     slot.bitmap.holds(n)
                 } else {
                     slot.bitmap.is_allocated(n).unwrap_or(false)
-                }
+                };
+                ours && !others.iter().any(|other| other.held.contains(n))
             })
             .collect();
         slot.bitmap.free_many(&mine).map_err(|e| to_js(&env, e))?;

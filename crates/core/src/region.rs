@@ -644,6 +644,18 @@ impl Region {
         &self.mapping.header
     }
 
+    /// The region file's identity, `(device, inode)`: the same for every `Region` of one region
+    /// in one process (and never the same for two regions that exist at once).
+    pub fn identity(&self) -> (u64, u64) {
+        // SAFETY: a valid descriptor and a zeroed out-parameter of the right type; fstat of an
+        // open descriptor cannot fail but on a bad descriptor, which this is not.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(self.mapping.file.as_raw_fd(), &mut st);
+            (st.st_dev as u64, st.st_ino as u64)
+        }
+    }
+
     fn new(map: MmapRaw, file: File, name: &str, header: Header) -> Region {
         Region {
             mapping: Arc::new(Mapping::new(map, header, file)),
