@@ -5,7 +5,7 @@ const assert = require('node:assert')
 const { fork } = require('node:child_process')
 const http = require('node:http')
 const path = require('node:path')
-const { inspectShared } = require('..')
+const { inspectShared, listShared } = require('..')
 const { scratchName, waitFor, freePortRange } = require('./helpers')
 const { runRound } = require('../examples/test-workers.js')
 
@@ -76,4 +76,25 @@ test('test-workers: processes started at once each get a port, and none collide'
   }
   // Each round's workers exited holding their ports; the next round got ports regardless.
   assert.strictEqual(inspectShared(pool).holders.every((h) => !h.alive), true)
+})
+
+test('npm start: the cluster demo replaces a SIGKILLed worker, which gets its ID back, and leaves nothing behind', { timeout: 120_000 }, async (t) => {
+  const { execFileSync } = require('node:child_process')
+  const name = scratchName(t, 'demo')
+  const from = await freePortRange(16)
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+  const out = execFileSync(npm, ['start', '--silent'], {
+    cwd: path.join(__dirname, '..'),
+    env: { ...process.env, DEMO_NAME: name, DEMO_PORTS: String(from) },
+    encoding: 'utf8',
+  })
+  assert.match(out, /workers are up:/)
+  assert.match(out, /\$ numballoc inspect .*-ids --cells 16\nregion {4}/)
+  assert.match(out, /occupancy \(one cell = 1 number/)
+  const summary = JSON.parse(out.split('\n').find((line) => line.startsWith('summary ')).slice('summary '.length))
+  assert.strictEqual(summary.replacement.id, summary.victim.id, 'the replacement got the dead worker\'s ID')
+  assert.notStrictEqual(summary.replacement.pid, summary.victim.pid)
+  assert.ok(summary.replacement.port >= from && summary.replacement.port < from + 16)
+  assert.deepStrictEqual(summary.left, { ids: 0, ports: 0 })
+  assert.ok(!listShared().some((region) => region.startsWith(name)), 'both regions removed')
 })
