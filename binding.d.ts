@@ -70,6 +70,16 @@ export interface HolderReport {
   count: number
 }
 
+/**
+ * Whether `port` can be listened on right now, found by binding a TCP listener for a moment, as
+ * `server.listen(port, host)` would: without a host on the IPv6 wildcard (which sees IPv4
+ * listeners too) or, where there is no IPv6, the IPv4 one; with a host on its first address.
+ * `false` when it is taken (`EADDRINUSE`) or not ours to take (`EACCES`); anything else (a
+ * host that does not resolve or is not this machine's) throws, with `code` and `syscall`.
+ * Synchronous: for `getPortSync`.
+ */
+export declare function portCanListen(port: number, host?: string | undefined | null): boolean
+
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number
 

@@ -506,6 +506,12 @@ export declare class PortPool {
    */
   getPort(options?: GetPortOptions): Promise<number>
   /**
+   * As `getPort`, without waiting: the checks that a port can be listened on are blocking binds
+   * in native code (a `host` name is resolved with a blocking lookup). For code that cannot
+   * await, such as a configuration file that is evaluated synchronously.
+   */
+  getPortSync(options?: GetPortOptions): number
+  /**
    * As `getPort`, as a `Lease` whose `value` is the port: `using lease = await pool.acquire()`
    * releases it when the scope ends.
    */
@@ -539,6 +545,18 @@ export declare class PortPool {
  * const port = await getPort({ port: portNumbers(3000, 3100) })
  */
 export declare function getPort(options?: GetPortOptions): Promise<number>
+
+/**
+ * `getPort(options)` without waiting, for code that cannot await: Jest and Playwright
+ * configuration files, which are evaluated synchronously. Checks that a port can be listened on
+ * with a blocking bind in native code; otherwise the same pool, options, errors and guarantees.
+ * @example
+ * // playwright.config.js
+ * const { getPortSync } = require('numballoc')
+ * const port = getPortSync({ port: portNumbers(3000, 3100) })
+ * module.exports = { webServer: { command: `PORT=${port} npm start`, port } }
+ */
+export declare function getPortSync(options?: GetPortOptions): number
 
 /** Gives back a port `getPort` handed out. @throws `ERR_NOT_ALLOCATED`. */
 export declare function releasePort(port: number): void

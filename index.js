@@ -5,7 +5,7 @@
 
 const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE } = require('./lib/regions.js')
 const { Lease } = require('./lib/lease.js')
-const { PortPool, getPort, releasePort, portNumbers } = require('./lib/ports.js')
+const { PortPool, getPort, getPortSync, releasePort, portNumbers } = require('./lib/ports.js')
 
 module.exports = {
   loadShared,
@@ -19,6 +19,7 @@ module.exports = {
   Lease,
   PortPool,
   getPort,
+  getPortSync,
   releasePort,
   portNumbers,
 }

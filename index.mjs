@@ -14,6 +14,7 @@ export const {
   Lease,
   PortPool,
   getPort,
+  getPortSync,
   releasePort,
   portNumbers,
 } = numballoc

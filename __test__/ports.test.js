@@ -240,3 +240,34 @@ test('getPort() moves on after a release, stays out of the kernel\'s ephemeral r
   assert.strictEqual(refused.trim(), 'ERR_INVALID_ARG_TYPE')
   assert.strictEqual(fs.existsSync(`/dev/shm/${other}`), false)
 })
+
+test('getPortSync: what getPort does, without await, for config files; unique across processes started at once', async (t) => {
+  const { spawn, execFileSync } = require('node:child_process')
+  const pool = scratchName(t, 'sync')
+  const from = await freePortRange(8)
+  const outside = await occupy(from) // another program's listener: passed over
+  t.after(() => outside.close())
+  const pkg = JSON.stringify(require.resolve('..'))
+  const env = { ...process.env, NUMBALLOC_PORT_POOL: pool }
+  // Six processes at once, as a test runner's workers evaluating a config file would.
+  const script = `
+    const { getPortSync } = require(${pkg})
+    const port = getPortSync({ port: require(${pkg}).portNumbers(${from}, ${from + 7}) })
+    process.stdout.write(String(port))
+    setTimeout(() => {}, 300) // hold it while the others pick theirs`
+  const ports = await Promise.all(Array.from({ length: 6 }, () => new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`exit ${code}`))))
+  })))
+  assert.strictEqual(new Set(ports).size, 6, `distinct: ${ports}`)
+  for (const port of ports) assert.ok(port > from && port <= from + 7, `${port}: in range, not the busy ${from}`)
+  const bad = execFileSync(process.execPath, ['-e', `try { require(${pkg}).getPortSync({ host: 'no.such.host.invalid' }) } catch (e) { console.log(e.code) }`], { env, encoding: 'utf8' })
+  assert.strictEqual(bad.trim(), 'ERR_INVALID_HOST')
+  const pool2 = await PortPool.open(scratchName(t, 'syncpool'), { from, to: from + 7, host: '127.0.0.1' })
+  t.after(() => pool2.close())
+  const port = pool2.getPortSync()
+  assert.ok(port > from && port <= from + 7)
+  assert.strictEqual(pool2.count(), 1, 'the busy port was not kept')
+})

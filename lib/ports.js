@@ -3,6 +3,7 @@
 // on right now. index.d.ts documents each call; README.md shows the migration from get-port.
 
 const net = require('node:net')
+const native = require('../binding.js')
 const { ConcurrentBitmap, inspectShared } = require('./regions.js')
 const { createLease } = require('./lease.js')
 const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions } = require('./checks.js')
@@ -95,15 +96,34 @@ function canListen(port, host) {
   })
 }
 
+/** `canListen` without waiting: a blocking bind in native code, for `getPortSync`. */
+function canListenSync(port, host) {
+  return native.portCanListen(port, host ?? null)
+}
+
+function invalidHost(host, cause) {
+  const error = codedError(Error, 'ERR_INVALID_HOST', `cannot listen on host ${JSON.stringify(host)}: ${cause.message}`)
+  error.cause = cause
+  return error
+}
+
 async function checkHost(host) {
   if (host === undefined) return
   checkString('options.host', host)
   try {
     await canListen(0, host)
   } catch (cause) {
-    const error = codedError(Error, 'ERR_INVALID_HOST', `cannot listen on host ${JSON.stringify(host)}: ${cause.message}`)
-    error.cause = cause
-    throw error
+    throw invalidHost(host, cause)
+  }
+}
+
+function checkHostSync(host) {
+  if (host === undefined) return
+  checkString('options.host', host)
+  try {
+    canListenSync(0, host)
+  } catch (cause) {
+    throw invalidHost(host, cause)
   }
 }
 
@@ -208,19 +228,54 @@ class PortPool {
   }
 
   async getPort(options) {
-    const { port, exclude, host } = checkOptions(options)
-    const preferred = portList('options.port', port, this.#from, this.#to, true)
-    const excluded = new Set(portList('options.exclude', exclude, 1, 65535, false))
+    const { preferred, excluded, host } = this.#request(options)
     if (host !== undefined) await checkHost(host)
-    return this.#from + (await this.#take(preferred, excluded, host ?? this.#host))
+    const search = this.#search(preferred, excluded)
+    return this.#run(search, async (port) => canListen(port, host ?? this.#host))
+  }
+
+  getPortSync(options) {
+    const { preferred, excluded, host } = this.#request(options)
+    checkHostSync(host)
+    const search = this.#search(preferred, excluded)
+    let step = search.next()
+    try {
+      while (!step.done) step = search.next(canListenSync(step.value, host ?? this.#host))
+      return this.#from + step.value
+    } finally {
+      search.return() // frees what the search held, also when a check threw
+    }
+  }
+
+  /** getPort's options, checked. */
+  #request(options) {
+    const { port, exclude, host } = checkOptions(options)
+    return {
+      preferred: portList('options.port', port, this.#from, this.#to, true),
+      excluded: new Set(portList('options.exclude', exclude, 1, 65535, false)),
+      host,
+    }
+  }
+
+  /** Runs `search` with `check` deciding each port it yields; the port it claimed. */
+  async #run(search, check) {
+    let step = search.next()
+    try {
+      while (!step.done) step = search.next(await check(step.value))
+      return this.#from + step.value
+    } finally {
+      search.return() // frees what the search held, also when a check threw
+    }
   }
 
   /**
-   * Claims the first preferred port, or else any port of the pool, that is not excluded and can
-   * be listened on. Ports found taken by other programs are held while the search goes on (so
-   * it moves past them) and freed at the end, so they are tried again by later calls.
+   * The search both getPort and getPortSync run: claims the first preferred port, or else any
+   * port of the pool, that is not excluded and can be listened on. It yields each claimed port
+   * to be checked and is sent back whether it can be listened on; it returns the number it kept.
+   * Ports found taken by other programs are held while the search goes on (so it moves past
+   * them) and freed at the end, so they are tried again by later calls.
    */
-  async #take(preferred, excluded, host) {
+  *#search(preferred, excluded) {
     const held = []
     let winner = -1
     let reclaimed = false
@@ -234,7 +289,7 @@ class PortPool {
         if (claimed === null && reclaimOnce()) claimed = this.#bitmap.tryAllocateInRange(n, n)
         if (claimed === null) continue
         held.push(n)
-        if (await canListen(port, host)) return (winner = n)
+        if (yield port) return (winner = n)
       }
       for (;;) {
         const n = this.#fallback ? this.#fromCursor() : this.#bitmap.tryAllocate()
@@ -244,7 +299,7 @@ class PortPool {
         }
         held.push(n)
         const port = this.#from + n
-        if (!excluded.has(port) && (await canListen(port, host))) return (winner = n)
+        if (!excluded.has(port) && (yield port)) return (winner = n)
       }
     } finally {
       const others = held.filter((n) => n !== winner)
@@ -313,10 +368,16 @@ async function getPort(options) {
   return defaultPool.getPort(options)
 }
 
+/** `getPort(options)` without waiting, for code that cannot await (configuration files). */
+function getPortSync(options) {
+  defaultPool ??= PortPool.defaultPool()
+  return defaultPool.getPortSync(options)
+}
+
 function releasePort(port) {
   checkPort('port', port) // before the pool is opened (or created) for nothing
   defaultPool ??= PortPool.defaultPool()
   defaultPool.release(port)
 }
 
-module.exports = { PortPool, getPort, releasePort, portNumbers, portRangeOfTag }
+module.exports = { PortPool, getPort, getPortSync, releasePort, portNumbers, portRangeOfTag }

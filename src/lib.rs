@@ -620,3 +620,58 @@ pub fn release_handle(id: HandleId) {
 pub fn bitmap_hot_path(env: Env, bitmap_id: HandleId) -> Result<Array<'static>> {
     hot::functions(&env, &bitmap(&env, bitmap_id)?)
 }
+
+/// Whether `port` can be listened on right now, found by binding a TCP listener for a moment, as
+/// `server.listen(port, host)` would: without a host on the IPv6 wildcard (which sees IPv4
+/// listeners too) or, where there is no IPv6, the IPv4 one; with a host on its first address.
+/// `false` when it is taken (`EADDRINUSE`) or not ours to take (`EACCES`); anything else (a
+/// host that does not resolve or is not this machine's) throws, with `code` and `syscall`.
+/// Synchronous: for `getPortSync`.
+#[napi]
+pub fn port_can_listen(env: Env, port: u32, host: Option<String>) -> Result<bool> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
+    let port = u16::try_from(port).map_err(|_| {
+        throw_js(
+            &env,
+            "ERR_OUT_OF_RANGE",
+            "a port is at most 65535",
+            ErrorClass::RangeError,
+            None,
+        )
+    })?;
+    let fail = |syscall: &'static str, shown: &str, error: std::io::Error| {
+        to_js(&env, CoreError::os(syscall, shown, error))
+    };
+    let candidates: Vec<SocketAddr> = match &host {
+        Some(host) => (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| fail("getaddrinfo", host, e))?
+            .take(1)
+            .collect(),
+        None => vec![
+            (Ipv6Addr::UNSPECIFIED, port).into(),
+            (Ipv4Addr::UNSPECIFIED, port).into(),
+        ],
+    };
+    let mut last = None;
+    for address in candidates {
+        match TcpListener::bind(address) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(false),
+            // No IPv6 here: the IPv4 wildcard is what listen() would use.
+            Err(e) if host.is_none() && address.is_ipv6() => last = Some(e),
+            Err(e) => return Err(fail("bind", &address.to_string(), e)),
+        }
+    }
+    match last {
+        Some(error) => Err(fail("bind", "*", error)),
+        None => Err(throw_js(
+            &env,
+            "ERR_INVALID_HOST",
+            &format!("host {:?} has no address", host.unwrap_or_default()),
+            ErrorClass::Error,
+            None,
+        )),
+    }
+}

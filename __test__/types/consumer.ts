@@ -13,6 +13,7 @@ import {
   inspectShared,
   listShared,
   reclaimShared,
+  getPortSync,
   PortPool,
   GetPortOptions,
   RegionReport,
@@ -97,3 +98,5 @@ const created: number = loadShared('ports').capacity
 const tagged = loadShared('typed-tagged', 8, { tag: 0x50n })
 
 export { ports, dead, tag, names, tagged }
+
+const syncPort: number = getPortSync({ port: [3000, 3001], exclude: [3002] })

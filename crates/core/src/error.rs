@@ -94,7 +94,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn os(syscall: &'static str, path: &str, source: io::Error) -> Error {
+    /// An operating-system failure of `syscall` about `path`: also for a binding's own calls.
+    pub fn os(syscall: &'static str, path: &str, source: io::Error) -> Error {
         Error::Os {
             syscall,
             path: path.to_owned(),
@@ -217,6 +218,9 @@ fn errno_name(errno: i32) -> &'static str {
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EDQUOT => "EDQUOT",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
         _ => "UNKNOWN",
     }
 }
