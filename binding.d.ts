@@ -39,6 +39,13 @@ export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count
 export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array): void
 
 /**
+ * The descriptor whose open file description holds this allocator's holder lock, or -1 in a
+ * region without holders: passed to a child process, it keeps the holder alive while the child
+ * lives (see `numballoc run`).
+ */
+export declare function bitmapHolderFd(bitmapId: HandleId): number
+
+/**
  * The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
  * record holders).
  */

@@ -842,6 +842,7 @@ module.exports.bitmapClose = nativeBinding.bitmapClose
 module.exports.bitmapCount = nativeBinding.bitmapCount
 module.exports.bitmapFreeBlock = nativeBinding.bitmapFreeBlock
 module.exports.bitmapFreeMany = nativeBinding.bitmapFreeMany
+module.exports.bitmapHolderFd = nativeBinding.bitmapHolderFd
 module.exports.bitmapHolderOf = nativeBinding.bitmapHolderOf
 module.exports.bitmapHotPath = nativeBinding.bitmapHotPath
 module.exports.bitmapIsAllocated = nativeBinding.bitmapIsAllocated

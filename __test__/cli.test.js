@@ -193,3 +193,51 @@ test('a reader that stops early is no error; a missing --dir says so; a tiny sha
   ids.allocateMany(8)
   assert.match(run('inspect', 'tiny', '--dir', directory).stdout, /^in use {4}8 \(<0\.1%\)$/m)
 })
+
+test('run: a command gets a port and an ID in its environment, its exit status and signals pass through, and its numbers stay held while it lives, even if the wrapper is killed', { timeout: 60_000 }, async (t) => {
+  const { spawn } = require('node:child_process')
+  const readline = require('node:readline')
+  const pool = scratchName(t, 'runpool')
+  const ids = scratchName(t, 'runids')
+  const env = { ...process.env, NUMBALLOC_PORT_POOL: pool }
+  const start = (command) => {
+    const wrapper = spawn(process.execPath, [BIN, 'run', '--port', 'PORT', '--id', `WORKER_ID=${ids}:4`, '--', process.execPath, '-e', command], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+    const lines = readline.createInterface({ input: wrapper.stdout })
+    const first = new Promise((resolve) => lines.once('line', (line) => resolve(JSON.parse(line))))
+    const exited = new Promise((resolve) => wrapper.once('exit', (code, signal) => resolve(signal ?? code)))
+    t.after(() => wrapper.exitCode === null && wrapper.kill('SIGKILL'))
+    return { wrapper, first, exited }
+  }
+  const report = 'console.log(JSON.stringify({ port: process.env.PORT, id: process.env.WORKER_ID, pid: process.pid }))'
+  const check = ConcurrentBitmap.open(ids, { capacity: 4 })
+  t.after(() => check.close())
+
+  // Exit status passes through; the numbers are given back when the command exits.
+  const quick = start(`${report}; process.exit(7)`)
+  const got = await quick.first
+  assert.ok(Number(got.port) > 0 && got.id === '0', JSON.stringify(got))
+  assert.strictEqual(await quick.exited, 7)
+  assert.strictEqual(check.count(), 0)
+
+  // A signal to the wrapper reaches the command.
+  const signalled = start(`${report}; process.on('SIGTERM', () => process.exit(3)); setInterval(() => {}, 1000)`)
+  await signalled.first
+  signalled.wrapper.kill('SIGTERM')
+  assert.strictEqual(await signalled.exited, 3)
+
+  // The wrapper SIGKILLed: the command still holds its ID (and port) until it ends.
+  const orphan = start(`${report}; setInterval(() => {}, 1000)`)
+  const held = await orphan.first
+  t.after(() => { try { process.kill(held.pid, 'SIGKILL') } catch {} })
+  orphan.wrapper.kill('SIGKILL')
+  await orphan.exited
+  assert.strictEqual(check.reclaim(), 0, 'the command lives: nothing to reclaim')
+  assert.strictEqual(check.isAllocated(Number(held.id)), true)
+  process.kill(held.pid, 'SIGKILL')
+  let reclaimed = 0
+  for (let i = 0; i < 300 && check.count() > 0; i++) {
+    reclaimed += check.reclaim()
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  assert.strictEqual(check.count(), 0, `the command's ID came back once it died (${reclaimed} reclaimed)`)
+})

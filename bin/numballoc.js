@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 'use strict'
-// The `numballoc` command: see and repair the regions on this machine. Every command reads
-// through the library's public API; nothing here knows the region format.
+// The `numballoc` command: see and repair the regions on this machine, and run commands that
+// hold numbers. Every command goes through the library's API; nothing here knows the format.
 
+const { spawn } = require('node:child_process')
+const os = require('node:os')
 const { parseArgs } = require('node:util')
-const { listShared, inspectShared, destroyShared, reclaimShared } = require('..')
-const { portRangeOfTag } = require('../lib/ports.js')
+const { listShared, inspectShared, destroyShared, reclaimShared, ConcurrentBitmap } = require('..')
+const { portRangeOfTag, defaultPortPool, poolBitmap } = require('../lib/ports.js')
+const { holderFd } = require('../lib/regions.js')
 
 const COMMON = {
   dir: { type: 'string', short: 'd' },
@@ -50,6 +53,23 @@ the next process to open the name gets a fresh, empty region. Refuses objects th
 numballoc regions.`,
     positionals: 1,
     run: destroy,
+  },
+  run: {
+    usage: 'numballoc run [--port VAR]... [--id VAR=REGION:CAPACITY]... [--dir DIR] -- COMMAND [ARG]...',
+    summary: 'run a command that holds ports and IDs, passed in environment variables',
+    details: `Takes a port for each --port VAR (from the per-user port pool, as getPort() does; set
+NUMBALLOC_PORT_POOL to use another) and the lowest free number of the region REGION (created
+for CAPACITY numbers if it does not exist; in DIR with --dir) for each --id VAR=REGION:CAPACITY,
+runs COMMAND with them in those environment variables, and gives them back when it exits.
+While the command runs they are held, even if this wrapper is killed: the command inherits the
+holder's lock (as descriptors from 3 on, which it may ignore but must not close). The exit
+status is the command's (128 + the signal number if a signal ended it); SIGINT, SIGTERM, SIGHUP
+and SIGQUIT are passed on to it.
+
+Example: numballoc run --port PORT --id WORKER_ID=ids:64 -- npm start`,
+    positionals: 'command',
+    options: { port: { type: 'string', multiple: true }, id: { type: 'string', multiple: true } },
+    run: runCommand,
   },
 }
 
@@ -96,6 +116,10 @@ function main(argv) {
   if (values.help) {
     process.stdout.write(commandHelp(command))
     return 0
+  }
+  if (command.positionals === 'command') {
+    if (positionals.length === 0) throw new Failure(`${name} needs a COMMAND (usage: ${command.usage})`, 'ERR_USAGE', 2)
+    return command.run(positionals, values)
   }
   if (positionals.length !== command.positionals) {
     const wanted = command.positionals === 0 ? 'no arguments' : 'a region NAME'
@@ -262,6 +286,59 @@ function reclaim(name, values) {
     ? `reclaimed ${reclaimed.count} number${reclaimed.count === 1 ? '' : 's'} held by dead processes in '${name}'\n`
     : `'${name}' does not record holders (created with holders: false): nothing to reclaim\n`
   return { json: { name, reclaimed: reclaimed.count, tracksHolders: reclaimed.tracksHolders }, text }
+}
+
+const VARIABLE = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+function checkVariable(variable, flag) {
+  if (!VARIABLE.test(variable)) throw new Failure(`${flag} needs an environment variable name, got '${variable}'`, 'ERR_USAGE', 2)
+}
+
+/**
+ * `numballoc run`: takes the numbers, runs the command with them, gives them back when it exits.
+ * Returns undefined: the exit status is set when the command ends.
+ */
+function runCommand([file, ...args], values) {
+  const env = { ...process.env }
+  const allocators = []
+  const giveBack = []
+  for (const spec of values.id ?? []) {
+    const match = /^([^=]+)=([^:]+):(\d+)$/.exec(spec)
+    if (!match) throw new Failure(`--id takes VAR=REGION:CAPACITY, got '${spec}'`, 'ERR_USAGE', 2)
+    const [, variable, region, capacity] = match
+    checkVariable(variable, '--id')
+    const ids = onRegion(region, values, () => ConcurrentBitmap.open(region, { ...regionOptions(values), capacity: Number(capacity), policy: 'lowest' }))
+    const n = onRegion(region, values, () => ids.allocate())
+    env[variable] = String(n)
+    allocators.push(ids)
+    giveBack.push(() => ids.free(n))
+  }
+  for (const variable of values.port ?? []) {
+    checkVariable(variable, '--port')
+    const pool = onRegion('', {}, () => defaultPortPool())
+    const port = onRegion(pool.name, {}, () => pool.getPortSync())
+    env[variable] = String(port)
+    allocators.push(poolBitmap(pool))
+    giveBack.push(() => pool.release(port))
+  }
+  // The descriptors holding the holders' locks, inherited by the command (from fd 3 on): while
+  // it lives, the locks do, so its numbers stay held even if this process is killed.
+  const fds = [...new Set(allocators.map(holderFd).filter((fd) => fd >= 0))]
+  const child = spawn(file, args, { env, stdio: ['inherit', 'inherit', 'inherit', ...fds] })
+  const forward = (signal) => child.kill(signal)
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']
+  for (const signal of signals) process.on(signal, forward)
+  child.on('error', (error) => {
+    for (const each of giveBack) each()
+    process.stderr.write(`numballoc: cannot run '${file}': ${error.message}\n`)
+    process.exitCode = error.code === 'ENOENT' ? 127 : 126
+  })
+  child.on('exit', (code, signal) => {
+    for (const signal of signals) process.off(signal, forward)
+    for (const each of giveBack) each()
+    process.exitCode = code ?? 128 + (os.constants.signals[signal] ?? 0)
+  })
+  return undefined
 }
 
 function destroy(name, values) {

@@ -80,7 +80,10 @@ async function primary() {
   console.log(`replacement ${replacement.pid} got ID ${replacement.id} and port ${replacement.port}`)
   await show(workers, 'after the replacement')
 
-  await new Promise((resolve) => cluster.disconnect(resolve))
+  // Workers end normally once disconnected, giving back their IDs and ports as they exit.
+  const exits = Object.values(cluster.workers).map((w) => new Promise((resolve) => w.once('exit', resolve)))
+  cluster.disconnect()
+  await Promise.all(exits)
   const left = { ids: inspectShared(IDS).inUse, ports: inspectShared(PORTS).inUse }
   destroyShared(IDS)
   destroyShared(PORTS)

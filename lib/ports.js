@@ -25,6 +25,9 @@ function portRangeOfTag(tag) {
 
 const constructing = Symbol('numballoc port pool')
 
+/** The allocator under a pool (for `numballoc run`, which hands its holder to a command). */
+let poolBitmap // set in PortPool's static block
+
 function checkPort(name, value, from = 1, to = 65535) {
   checkInteger(name, value, from, to)
   return value
@@ -159,6 +162,10 @@ class PortPool {
     this.#host = host
     this.#fallback = fallback
     if (fallback) this.#cursor = fallback[0] + Math.floor(Math.random() * (fallback[1] - fallback[0] + 1))
+  }
+
+  static {
+    poolBitmap = (pool) => pool.#bitmap
   }
 
   static async open(name, options) {
@@ -380,4 +387,10 @@ function releasePort(port) {
   defaultPool.release(port)
 }
 
-module.exports = { PortPool, getPort, getPortSync, releasePort, portNumbers, portRangeOfTag }
+/** This process's default pool (getPort's), opened if it is not yet. */
+function defaultPortPool() {
+  defaultPool ??= PortPool.defaultPool()
+  return defaultPool
+}
+
+module.exports = { PortPool, getPort, getPortSync, releasePort, portNumbers, portRangeOfTag, defaultPortPool, poolBitmap: (pool) => poolBitmap(pool) }

@@ -156,6 +156,16 @@ function found(n) {
   return n
 }
 
+let bitmapHandle // (bitmap: ConcurrentBitmap) => native handle; set in its static block
+
+/**
+ * The descriptor holding the holder lock of `bitmap`'s region, or -1 (no holders): for the
+ * `numballoc run` command, which hands it to the command it runs. Not part of the public API.
+ */
+function holderFd(bitmap) {
+  return native.bitmapHolderFd(bitmapHandle(bitmap))
+}
+
 class ConcurrentBitmap {
   #handle
   #allocate // () => number: the claimed number, or -1 when none is free
@@ -177,6 +187,10 @@ class ConcurrentBitmap {
     ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
     this.#max = native.bitmapMax(this.#handle)
     if (releaseOnExit) releaseAtExit(this)
+  }
+
+  static {
+    bitmapHandle = (bitmap) => bitmap.#handle
   }
 
   static open(name, options) {
@@ -323,4 +337,4 @@ class ConcurrentBitmap {
   }
 }
 
-module.exports = { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE }
+module.exports = { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE, holderFd }

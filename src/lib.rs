@@ -548,6 +548,15 @@ pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
     Ok(reclaimed as f64)
 }
 
+/// The descriptor whose open file description holds this allocator's holder lock, or -1 in a
+/// region without holders: passed to a child process, it keeps the holder alive while the child
+/// lives (see `numballoc run`).
+#[napi]
+pub fn bitmap_holder_fd(env: Env, bitmap_id: HandleId) -> Result<i32> {
+    let slot = bitmap(&env, bitmap_id)?;
+    Ok(slot.live(&env)?.region().holder_fd().unwrap_or(-1))
+}
+
 /// The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
 /// record holders).
 #[napi]

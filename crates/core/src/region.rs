@@ -706,6 +706,16 @@ impl Region {
         self.mapping.slots()
     }
 
+    /// The descriptor whose open file description holds this region's holder lock (`None` in a
+    /// region without holders). A process that passes it to a child (as an inherited descriptor)
+    /// shares its holder with the child: the lock, and so the numbers held, stay while either
+    /// lives. For a wrapper that holds numbers for a command it runs (`numballoc run`).
+    pub fn holder_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        self.registration
+            .as_ref()
+            .map(|registration| registration.mapping.file.as_raw_fd())
+    }
+
     /// The record this region writes for the numbers taken through it: its holder's (0 in a
     /// region without holders).
     pub fn holder_record(&self) -> u32 {
