@@ -220,7 +220,7 @@ test('run: a command gets a port and an ID in its environment, its exit status a
   assert.strictEqual(check.count(), 0)
 
   // A signal to the wrapper reaches the command.
-  const signalled = start(`${report}; process.on('SIGTERM', () => process.exit(3)); setInterval(() => {}, 1000)`)
+  const signalled = start(`process.on('SIGTERM', () => process.exit(3)); ${report}; setInterval(() => {}, 1000)`)
   await signalled.first
   signalled.wrapper.kill('SIGTERM')
   assert.strictEqual(await signalled.exited, 3)

@@ -6,7 +6,7 @@ const { fork } = require('node:child_process')
 const http = require('node:http')
 const path = require('node:path')
 const { inspectShared, listShared } = require('..')
-const { scratchName, waitFor, freePortRange } = require('./helpers')
+const { scratchName, messages, freePortRange } = require('./helpers')
 const { runRound } = require('../examples/test-workers.js')
 
 const EXAMPLES = path.join(__dirname, '..', 'examples')
@@ -37,7 +37,9 @@ test('cluster-ports: 4 workers serve on their own ports; a SIGKILLed one is repl
     await exited
   })
   const listening = []
-  const next = () => waitFor(primary, (m) => m.event === 'listening' && !listening.some((l) => l.pid === m.pid)).then((m) => (listening.push(m), m))
+  // The four workers report at once: a queue, so that messages arriving together are not missed.
+  const reports = messages(primary)
+  const next = () => reports.next((m) => m.event === 'listening' && !listening.some((l) => l.pid === m.pid)).then((m) => (listening.push(m), m))
   for (let i = 0; i < 4; i++) await next()
   const ports = listening.map((l) => l.port).sort((a, b) => a - b)
   assert.deepStrictEqual(ports, [from, from + 1, from + 2, from + 3])
@@ -45,7 +47,7 @@ test('cluster-ports: 4 workers serve on their own ports; a SIGKILLed one is repl
 
   const victim = listening[1]
   process.kill(victim.pid, 'SIGKILL')
-  const died = await waitFor(primary, (m) => m.event === 'exit')
+  const died = await reports.next((m) => m.event === 'exit')
   assert.deepStrictEqual([died.pid, died.signal], [victim.pid, 'SIGKILL'])
   const replacement = await next()
   assert.strictEqual(replacement.port, victim.port, "the replacement got the dead worker's port back")

@@ -49,6 +49,28 @@ function waitFor(child, predicate) {
   })
 }
 
+/**
+ * Every message of `child`, kept from now on, and `next(predicate)`: the first kept message that
+ * satisfies it and was not taken yet, waiting for it if it has not come. Unlike `waitFor` called
+ * again and again, no message is missed: several that arrive together are all kept.
+ */
+function messages(child) {
+  const kept = []
+  const waiting = []
+  child.on('message', (m) => {
+    const index = waiting.findIndex((w) => w.predicate(m))
+    if (index >= 0) waiting.splice(index, 1)[0].resolve(m)
+    else kept.push(m)
+  })
+  return {
+    next(predicate) {
+      const index = kept.findIndex(predicate)
+      if (index >= 0) return Promise.resolve(kept.splice(index, 1)[0])
+      return new Promise((resolve) => waiting.push({ predicate, resolve }))
+    },
+  }
+}
+
 /** Whether `port` can be listened on right now on every address (a plain check, not numballoc's). */
 function portIsFree(port) {
   return new Promise((resolve) => {
@@ -81,4 +103,4 @@ function occupy(port) {
   })
 }
 
-module.exports = { scratchName, collect, forkFixture, waitFor, portIsFree, freePortRange, occupy }
+module.exports = { scratchName, collect, forkFixture, waitFor, messages, portIsFree, freePortRange, occupy }

@@ -324,10 +324,13 @@ function runCommand([file, ...args], values) {
   // The descriptors holding the holders' locks, inherited by the command (from fd 3 on): while
   // it lives, the locks do, so its numbers stay held even if this process is killed.
   const fds = [...new Set(allocators.map(holderFd).filter((fd) => fd >= 0))]
-  const child = spawn(file, args, { env, stdio: ['inherit', 'inherit', 'inherit', ...fds] })
-  const forward = (signal) => child.kill(signal)
+  // Forwarding is in place before the command starts: a signal never finds this process
+  // without it (and so ends the wrapper, not the command).
+  let child
+  const forward = (signal) => child?.kill(signal)
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']
   for (const signal of signals) process.on(signal, forward)
+  child = spawn(file, args, { env, stdio: ['inherit', 'inherit', 'inherit', ...fds] })
   child.on('error', (error) => {
     for (const each of giveBack) each()
     process.stderr.write(`numballoc: cannot run '${file}': ${error.message}\n`)
