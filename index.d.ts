@@ -551,9 +551,10 @@ export declare function getPort(options?: GetPortOptions): Promise<number>
  * configuration files, which are evaluated synchronously. Checks that a port can be listened on
  * with a blocking bind in native code; otherwise the same pool, options, errors and guarantees.
  * @example
- * // playwright.config.js
- * const { getPortSync } = require('numballoc')
- * const port = getPortSync({ port: portNumbers(3000, 3100) })
+ * // playwright.config.js: evaluated in the runner and again in each worker, which must agree
+ * const { getPortSync, portNumbers } = require('numballoc')
+ * process.env.PORT ??= String(getPortSync({ port: portNumbers(3000, 3100) }))
+ * const port = Number(process.env.PORT)
  * module.exports = { webServer: { command: `PORT=${port} npm start`, port } }
  */
 export declare function getPortSync(options?: GetPortOptions): number

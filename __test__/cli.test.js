@@ -219,7 +219,18 @@ test('run: a command gets a port and an ID in its environment, its exit status a
   assert.strictEqual(await quick.exited, 7)
   assert.strictEqual(check.count(), 0)
 
-  // A signal to the wrapper reaches the command.
+  // A command ended by a signal ends the wrapper with the same signal (a shell loop stops).
+  const killed = start(`${report}; process.kill(process.pid, 'SIGTERM')`)
+  await killed.first
+  assert.strictEqual(await killed.exited, 'SIGTERM')
+  // The command's options are never taken for the wrapper's: it must come after --.
+  const noSeparator = run('run', 'echo', 'hello', '--json')
+  assert.strictEqual(noSeparator.status, 2)
+  assert.match(noSeparator.stderr, /needs -- before the COMMAND/)
+  assert.strictEqual(run('run', process.execPath, '-e', '1').status, 2, 'an option of the command, refused')
+  assert.strictEqual(run('run', '--port', 'P', '--port', 'P', '--', 'true').status, 2, 'a variable given twice')
+
+  // A SIGTERM to the wrapper reaches the command.
   const signalled = start(`process.on('SIGTERM', () => process.exit(3)); ${report}; setInterval(() => {}, 1000)`)
   await signalled.first
   signalled.wrapper.kill('SIGTERM')

@@ -207,6 +207,14 @@ test('the per-user pool is private: one another user made first, or one others c
   const shared = JSON.parse(getPortIn(['env']).stdout)
   assert.equal(shared.code, 'ERR_REGION_NOT_PRIVATE')
   assert.match(shared.message, /mode 0o666/)
+  assert.match(shared.message, new RegExp(`remove the file \\(/dev/shm/${pool}\\)`))
+  // Ours and 0600, but with a second name (a hard link someone planted): refused too.
+  fs.chmodSync(`/dev/shm/${pool}`, 0o600)
+  fs.linkSync(`/dev/shm/${pool}`, `/dev/shm/${pool}-link`)
+  t.after(() => fs.rmSync(`/dev/shm/${pool}-link`, { force: true }))
+  const linked = JSON.parse(getPortIn(['env']).stdout)
+  assert.equal(linked.code, 'ERR_REGION_NOT_PRIVATE')
+  assert.match(linked.message, /hard link/)
 })
 
 test('getPort() moves on after a release, stays out of the kernel\'s ephemeral range, names ports in errors, and refuses endless options', (t) => {

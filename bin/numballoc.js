@@ -60,11 +60,12 @@ numballoc regions.`,
     details: `Takes a port for each --port VAR (from the per-user port pool, as getPort() does; set
 NUMBALLOC_PORT_POOL to use another) and the lowest free number of the region REGION (created
 for CAPACITY numbers if it does not exist; in DIR with --dir) for each --id VAR=REGION:CAPACITY,
-runs COMMAND with them in those environment variables, and gives them back when it exits.
-While the command runs they are held, even if this wrapper is killed: the command inherits the
-holder's lock (as descriptors from 3 on, which it may ignore but must not close). The exit
-status is the command's (128 + the signal number if a signal ended it); SIGINT, SIGTERM, SIGHUP
-and SIGQUIT are passed on to it.
+runs COMMAND with them in those environment variables, and gives them back when it exits (even
+if it left processes of its own running). While the command runs they are held, even if this
+wrapper is killed: the command inherits the holder's lock (as descriptors from 3 on, which it
+may ignore but must not close). The exit status is the command's; if a signal ended it, the
+wrapper ends with the same signal. Ctrl-C, Ctrl-\\ and a hangup reach the command from the
+terminal; a SIGTERM sent to the wrapper is passed on. Options after -- are the command's.
 
 Example: numballoc run --port PORT --id WORKER_ID=ids:64 -- npm start`,
     positionals: 'command',
@@ -108,17 +109,22 @@ function main(argv) {
   if (!command) throw new Failure(`unknown command '${name}' (see numballoc --help)`, 'ERR_USAGE', 2)
   let parsed
   try {
-    parsed = parseArgs({ args: rest, options: { ...COMMON, ...command.options }, allowPositionals: true })
+    parsed = parseArgs({ args: rest, options: { ...COMMON, ...command.options }, allowPositionals: true, tokens: true })
   } catch (error) {
     throw new Failure(`${error.message} (see numballoc ${name} --help)`, 'ERR_USAGE', 2)
   }
-  const { values, positionals } = parsed
+  const { values, positionals, tokens } = parsed
   if (values.help) {
     process.stdout.write(commandHelp(command))
     return 0
   }
   if (command.positionals === 'command') {
-    if (positionals.length === 0) throw new Failure(`${name} needs a COMMAND (usage: ${command.usage})`, 'ERR_USAGE', 2)
+    // The command's own options must never be taken for ours: it comes after '--'.
+    const terminator = tokens.findIndex((token) => token.kind === 'option-terminator')
+    const first = tokens.findIndex((token) => token.kind === 'positional')
+    if (positionals.length === 0 || terminator < 0 || first < terminator) {
+      throw new Failure(`${name} needs -- before the COMMAND (usage: ${command.usage})`, 'ERR_USAGE', 2)
+    }
     return command.run(positionals, values)
   }
   if (positionals.length !== command.positionals) {
@@ -302,13 +308,22 @@ function runCommand([file, ...args], values) {
   const env = { ...process.env }
   const allocators = []
   const giveBack = []
-  for (const spec of values.id ?? []) {
+  const specs = (values.id ?? []).map((spec) => {
     const match = /^([^=]+)=([^:]+):(\d+)$/.exec(spec)
     if (!match) throw new Failure(`--id takes VAR=REGION:CAPACITY, got '${spec}'`, 'ERR_USAGE', 2)
-    const [, variable, region, capacity] = match
-    checkVariable(variable, '--id')
+    checkVariable(match[1], '--id')
+    return match.slice(1)
+  })
+  const variables = [...specs.map(([variable]) => variable), ...(values.port ?? [])]
+  const twice = variables.find((variable, i) => variables.indexOf(variable) !== i)
+  if (twice) throw new Failure(`${twice} is given twice`, 'ERR_USAGE', 2)
+  for (const [variable, region, capacity] of specs) {
     const ids = onRegion(region, values, () => ConcurrentBitmap.open(region, { ...regionOptions(values), capacity: Number(capacity), policy: 'lowest' }))
-    const n = onRegion(region, values, () => ids.allocate())
+    const n = onRegion(region, values, () => {
+      const got = ids.tryAllocate()
+      if (got === null) throw new Failure(`no free number in '${region}' for ${variable}: all ${ids.max} are held`, 'ERR_NO_FREE_NUMBER')
+      return got
+    })
     env[variable] = String(n)
     allocators.push(ids)
     giveBack.push(() => ids.free(n))
@@ -324,12 +339,18 @@ function runCommand([file, ...args], values) {
   // The descriptors holding the holders' locks, inherited by the command (from fd 3 on): while
   // it lives, the locks do, so its numbers stay held even if this process is killed.
   const fds = [...new Set(allocators.map(holderFd).filter((fd) => fd >= 0))]
-  // Forwarding is in place before the command starts: a signal never finds this process
-  // without it (and so ends the wrapper, not the command).
+  // Signals, as system(3) has it: Ctrl-C, Ctrl-\\ and a terminal's hangup reach the command
+  // directly (it is in this process group), so the wrapper only outlives them; a SIGTERM sent
+  // to the wrapper alone is passed on. Installed before the command starts, so no signal finds
+  // the wrapper without them.
   let child
-  const forward = (signal) => child?.kill(signal)
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']
-  for (const signal of signals) process.on(signal, forward)
+  const handlers = {
+    SIGINT: () => {},
+    SIGQUIT: () => {},
+    SIGHUP: () => {},
+    SIGTERM: () => child?.kill('SIGTERM'),
+  }
+  for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler)
   child = spawn(file, args, { env, stdio: ['inherit', 'inherit', 'inherit', ...fds] })
   child.on('error', (error) => {
     for (const each of giveBack) each()
@@ -337,9 +358,16 @@ function runCommand([file, ...args], values) {
     process.exitCode = error.code === 'ENOENT' ? 127 : 126
   })
   child.on('exit', (code, signal) => {
-    for (const signal of signals) process.off(signal, forward)
+    for (const [name, handler] of Object.entries(handlers)) process.off(name, handler)
+    // Given back when the command exits, even if it left processes of its own running.
     for (const each of giveBack) each()
-    process.exitCode = code ?? 128 + (os.constants.signals[signal] ?? 0)
+    if (signal) {
+      // Ended by a signal: end the same way, so a shell sees it (a loop stops on Ctrl-C).
+      process.kill(process.pid, signal)
+      process.exitCode = 128 + (os.constants.signals[signal] ?? 0) // for signals that do not end it
+    } else {
+      process.exitCode = code
+    }
   })
   return undefined
 }

@@ -256,7 +256,8 @@ class PortPool {
 
   /** getPort's options, checked. */
   #request(options) {
-    const { port, exclude, host } = checkOptions(options)
+    const { port, exclude, host: given } = checkOptions(options)
+    const host = given === '' ? undefined : given // as listen({ host: '' }): no host
     return {
       preferred: portList('options.port', port, this.#from, this.#to, true),
       excluded: new Set(portList('options.exclude', exclude, 1, 65535, false)),

@@ -141,12 +141,19 @@ impl fmt::Display for Error {
                 let me = unsafe { libc::geteuid() };
                 let problem = if *owner != me {
                     format!("belongs to uid {owner}, not to this user (uid {me})")
-                } else {
+                } else if mode & 0o077 != 0 {
                     format!("has mode {mode:#o}, which lets other users use it")
+                } else {
+                    "has another name (a hard link) besides this one".to_owned()
+                };
+                let file = if path.starts_with('/') && !path[1..].contains('/') {
+                    format!("/dev/shm{path}")
+                } else {
+                    path.clone()
                 };
                 write!(
                     f,
-                    "region '{name}' ({path}) {problem}: refusing it, as another user could have made it, fill it or watch it; remove it (numballoc destroy {name}) if it is not yours"
+                    "region '{name}' ({path}) {problem}: refusing it, as another user could have made it, fill it or watch it; remove the file ({file}) if it is not yours"
                 )
             }
             Error::TooManyHolders { name, slots } => write!(

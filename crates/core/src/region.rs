@@ -826,7 +826,8 @@ fn check_private(file: &File, location: &Location, name: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let mode = st.st_mode & 0o777;
-    if st.st_uid != me || mode & 0o077 != 0 {
+    // One link only: a hard link planted under the name to a file of ours is not our region.
+    if st.st_uid != me || mode & 0o077 != 0 || st.st_nlink != 1 {
         return Err(Error::NotPrivate {
             name: name.to_owned(),
             path: location.shown().to_owned(),
