@@ -135,8 +135,11 @@ export declare function loadShared(name: string, size?: number, options?: Region
 
 /**
  * Removes the region `name` (Go's `DestroyShared`). Processes that have it open keep working on
- * their mapping; the next `loadShared` creates a fresh, empty region.
+ * their mapping; the next `loadShared` creates a fresh, empty region. Only a numballoc region is
+ * removed (finished, cut short, or left unfinished by a creator that died): anything else under
+ * the name (a foreign file, a FIFO, a directory, a symbolic link) is refused and left in place.
  * @returns whether the region existed.
+ * @throws `ERR_INCOMPATIBLE_REGION` for what is not a region; `EACCES`, `ENXIO` (a socket).
  */
 export declare function destroyShared(name: string, options?: Pick<RegionOptions, 'directory'>): boolean
 

@@ -222,6 +222,35 @@ test('an empty directory option is refused, not taken for the current directory'
   assert.equal(fs.existsSync(name), false, 'nothing created in the current directory')
 })
 
+test('destroyShared and numballoc destroy remove what is a region, finished, cut short or unfinished, and nothing else', async (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-destroy-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  const { execFileSync, spawnSync } = require('node:child_process')
+  loadShared('finished', 8, { directory }).close()
+  loadShared('cut', 1024, { directory }).close()
+  fs.truncateSync(`${directory}/cut`, 100)
+  fs.writeFileSync(`${directory}/unfinished`, Buffer.alloc(4096)) // sized by a creator that died
+  fs.writeFileSync(`${directory}/foreign`, 'not a region\n')
+  execFileSync('mkfifo', [`${directory}/fifo`])
+  fs.mkdirSync(`${directory}/dir`)
+  fs.symlinkSync(`${directory}/finished`, `${directory}/link`)
+  for (const name of ['finished', 'cut', 'unfinished']) {
+    assert.equal(destroyShared(name, { directory }), true, name)
+    assert.equal(fs.existsSync(`${directory}/${name}`), false, name)
+  }
+  for (const name of ['foreign', 'fifo', 'dir', 'link']) {
+    assert.throws(() => destroyShared(name, { directory }), { code: 'ERR_INCOMPATIBLE_REGION' }, name)
+    assert.ok(fs.lstatSync(`${directory}/${name}`), `${name} is still there`)
+  }
+  const cli = path.join(__dirname, '..', 'bin', 'numballoc.js')
+  loadShared('again', 8, { directory }).close()
+  fs.writeFileSync(`${directory}/unfinished2`, Buffer.alloc(100))
+  for (const name of ['again', 'unfinished2']) {
+    assert.equal(spawnSync(process.execPath, [cli, 'destroy', name, '--dir', directory]).status, 0, name)
+  }
+  assert.equal(spawnSync(process.execPath, [cli, 'destroy', 'fifo', '--dir', directory], { timeout: 10_000 }).status, 1)
+})
+
 test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {
   const name = scratchName(t, 'nocreate')
   assert.throws(() => loadShared(name, 8, { create: false }), (e) => {

@@ -373,8 +373,8 @@ function runCommand([file, ...args], values) {
 }
 
 function destroy(name, values) {
-  // Look first: never unlink an object that is not a numballoc region.
-  onRegion(name, values, () => inspectShared(name, { ...regionOptions(values), cells: 1 }))
+  // destroyShared itself refuses anything that is not a numballoc region (finished, cut short or
+  // unfinished), FIFOs and symbolic links included.
   const existed = onRegion(name, values, () => destroyShared(name, regionOptions(values)))
   if (!existed) throw new Failure(`no region named '${name}'`, 'ENOENT')
   return { json: { name, destroyed: true }, text: `destroyed '${name}'\n` }

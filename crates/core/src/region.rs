@@ -784,13 +784,41 @@ impl Region {
 /// Removes the region `name` (in `directory`, or POSIX shared memory). Returns whether it existed.
 /// Processes that have it mapped keep working on their mapping; the next [`Region::open`] creates a
 /// fresh, empty region.
+///
+/// Only a numballoc region is removed: a finished one, one cut short, or one whose creator
+/// stopped before finishing it. Anything else under the name (a foreign file, a FIFO, a
+/// directory, a symbolic link) is `IncompatibleRegion` and left where it is.
 pub fn destroy(name: &str, directory: Option<&Path>) -> Result<bool> {
     let location = Location::new(name, directory)?;
+    match location.open(libc::O_RDONLY, 0) {
+        Ok(file) => check_removable(&file, &location, name)?,
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(false),
+        Err(e) if e.errno() == Some(libc::ELOOP) => {
+            return Err(incompatible(name, "it is a symbolic link"))
+        }
+        // What cannot be looked at (EACCES, a socket's ENXIO) cannot be told a region: kept.
+        Err(e) => return Err(e),
+    }
     match location.unlink() {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(Error::os(location.unlink_syscall(), location.shown(), e)),
     }
+}
+
+/// `IncompatibleRegion` unless the object is a numballoc region, finished, cut short or
+/// unfinished: what `destroy` may remove.
+fn check_removable(file: &File, location: &Location, name: &str) -> Result<()> {
+    let st = fstat(file, location)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(incompatible(name, "not a regular file"));
+    }
+    let mut magic = [0u8; 8];
+    let read = file.read_at(&mut magic, 0).unwrap_or(0);
+    if read == 8 && magic == crate::header::MAGIC {
+        return Ok(());
+    }
+    check_unfinished(file, location, name)
 }
 
 fn open_or_create(location: &Location, options: &OpenOptions) -> Result<(File, bool)> {
