@@ -1,21 +1,5 @@
 // The ES module entry: the very module `require('numballoc')` gives (one copy of the native
-// state, whichever way it is loaded), re-exported by name and as the default export.
-import numballoc from './index.js'
-
-export const {
-  loadShared,
-  destroyShared,
-  inspectShared,
-  listShared,
-  reclaimShared,
-  SharedMemory,
-  ConcurrentBitmap,
-  MAX_SIZE,
-  Lease,
-  PortPool,
-  getPort,
-  getPortSync,
-  releasePort,
-  portNumbers,
-} = numballoc
-export default numballoc
+// state, whichever way it is loaded). Its names come from index.js, which lists each one so
+// that Node's ESM loader can see them; the default export is the CommonJS module itself.
+export * from './index.js'
+export { default } from './index.js'
