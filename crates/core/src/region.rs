@@ -639,11 +639,6 @@ impl Region {
         self.mapping.header.tag
     }
 
-    /// The region's header.
-    pub fn header(&self) -> &Header {
-        &self.mapping.header
-    }
-
     /// The region file's identity, `(device, inode)`: the same for every `Region` of one region
     /// in one process (and never the same for two regions that exist at once).
     pub fn identity(&self) -> (u64, u64) {
