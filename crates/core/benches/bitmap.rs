@@ -21,6 +21,14 @@
 //! - `holder/full/<log2>`: a failed `try_allocate` on a full region whose holders all live,
 //!   with reclaim-when-full on (a full scan, then a reclaim that finds nobody gone).
 //! - `holder/create/<log2>`: creating a new region (and destroying it).
+//! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
+//!   an atomic AND clearing it, with nothing else.
+//! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
+//! - `scale/block64-one-run/<log2>`: `allocate_block(64, 64)` + `free_block` on a full region
+//!   but for one free aligned word half-way in.
+//! - `scale/full/<reclaim>/<log2>`: a failed `try_allocate` on a full region whose holders all
+//!   live, with reclaim-when-full off and on.
+//! - `contention/<policy>/<k>-threads`: as `contention/numballoc`, by policy.
 
 mod go_baseline;
 
@@ -284,20 +292,24 @@ fn contention(c: &mut Criterion) {
     let region = BenchRegion::new("contention", capacity);
     let blocks = go_blocks(&vec![false; capacity as usize]);
     for threads in [1u64, 2] {
-        group.bench_function(
-            BenchmarkId::new("numballoc", format!("{threads}-threads")),
-            |b| {
+        for (label, policy) in [
+            ("numballoc", Policy::Any),
+            ("lowest", Policy::Lowest),
+            ("cyclic", Policy::Cyclic),
+        ] {
+            group.bench_function(BenchmarkId::new(label, format!("{threads}-threads")), |b| {
                 b.iter_custom(|iterations| {
                     concurrently(threads, iterations, |k| {
-                        let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+                        let bitmap =
+                            ConcurrentBitmap::with_policy(region.region.clone(), 0, policy);
                         for _ in 0..k {
                             let n = bitmap.allocate().unwrap();
                             bitmap.free(black_box(n)).unwrap();
                         }
                     })
                 })
-            },
-        );
+            });
+        }
         group.bench_function(BenchmarkId::new("go", format!("{threads}-threads")), |b| {
             b.iter_custom(|iterations| {
                 concurrently(threads, iterations, |k| {
@@ -364,6 +376,72 @@ fn holder_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
+fn floor(c: &mut Criterion) {
+    let mut group = short_group(c, "floor");
+    let word = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("cas-and", |b| {
+        b.iter(|| {
+            let current = word.load(std::sync::atomic::Ordering::Relaxed);
+            let bit = (!current).trailing_zeros();
+            let _ = word.compare_exchange(
+                current,
+                current | 1 << bit,
+                std::sync::atomic::Ordering::Acquire,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            word.fetch_and(!(1 << black_box(bit)), std::sync::atomic::Ordering::Release);
+        })
+    });
+    group.finish();
+}
+
+fn scale(c: &mut Criterion) {
+    let mut group = short_group(c, "scale");
+    for log2 in [17u32, 20, 24] {
+        let capacity = 1u64 << log2;
+        let region = BenchRegion::new("lowest", capacity);
+        let dense: Vec<bool> = (0..capacity).map(|n| n < capacity / 2).collect();
+        region.fill(&dense);
+        let bitmap = ConcurrentBitmap::with_policy(region.region.clone(), 0, Policy::Lowest);
+        group.bench_function(BenchmarkId::new("lowest-dense-half", log2), |b| {
+            b.iter(|| {
+                let n = bitmap.allocate().unwrap();
+                bitmap.free(black_box(n)).unwrap();
+            })
+        });
+    }
+    for log2 in [20u32, 24] {
+        let capacity = 1u64 << log2;
+        let region = BenchRegion::new("onerun", capacity);
+        let run = capacity / 2;
+        let set: Vec<bool> = (0..capacity)
+            .map(|n| !(run..run + 64).contains(&n))
+            .collect();
+        region.fill(&set);
+        let bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+        group.bench_function(BenchmarkId::new("block64-one-run", log2), |b| {
+            b.iter(|| {
+                let first = bitmap.try_allocate_block(64, 64).unwrap().unwrap();
+                bitmap.free_block(black_box(first), 64).unwrap();
+            })
+        });
+    }
+    for log2 in [20u32, 24] {
+        let capacity = 1u64 << log2;
+        let region = BenchRegion::new("full", capacity);
+        let mut bitmap = ConcurrentBitmap::new(region.region.clone(), 0);
+        while bitmap.try_allocate_many(4096).is_some() {}
+        while bitmap.try_allocate().is_some() {}
+        for (label, on) in [("reclaim-off", false), ("reclaim-on", true)] {
+            bitmap.set_reclaim_when_full(on);
+            group.bench_function(BenchmarkId::new(format!("full/{label}"), log2), |b| {
+                b.iter(|| assert_eq!(bitmap.try_allocate(), None))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     pair,
@@ -371,6 +449,8 @@ criterion_group!(
     policies_blocks_batches,
     holders,
     contention,
-    holder_lifecycle
+    holder_lifecycle,
+    floor,
+    scale
 );
 criterion_main!(benches);

@@ -71,8 +71,9 @@ pub enum Policy {
     #[default]
     Any,
     /// The lowest free number, like Linux's `ida_alloc`: dense IDs `0..N`. Under concurrency, no
-    /// number below the result was free for the whole call. Scans from 0 without the summaries,
-    /// so it costs a read per 64 numbers below the result.
+    /// number below the result was free for the whole call. Scans from 0, skipping groups of
+    /// 4,096 numbers whose full count says full (see `bits.rs`, "Full counts"), so it costs a
+    /// read per 4,096 numbers below the result's group and a read per 64 within it.
     Lowest,
     /// The next free number after the last one handed out from the region by any process, then
     /// wrapping, like Linux PIDs: a number just freed is the last to come back (a port in
@@ -183,9 +184,10 @@ impl ConcurrentBitmap {
         &self.region
     }
 
+    /// The view, by reference: every call works through the one built in `with_policy`.
     #[inline]
-    fn bits(&self) -> Bits<'_> {
-        self.view
+    fn bits(&self) -> &Bits<'_> {
+        &self.view
     }
 
     /// Claims a free number by the allocator's policy, or `None` when all are in use.

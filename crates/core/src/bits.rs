@@ -23,6 +23,28 @@
 //! (Fences rather than SeqCst accesses: loom checks fences fully; `tests/loom.rs` checks this.)
 //! A full word whose bit is not set yet costs one probe, after which it is marked.
 //!
+//! # Full counts
+//! Summary bits are hints, good enough to find *a* free number fast, but not to prove that a
+//! stretch of the bitmap has none: `lowest` must not skip a number that stayed free for its
+//! whole call, a block search must not pass over a free run, and "full" must not be spurious. For
+//! that each level-1 word (a group of 64 bitmap words) also has a count of its full words that
+//! is never more than the truth: whoever fills a word (sets the last free bit) adds one
+//! *after* doing so; whoever unfills one (clears a bit of a full word) subtracts one *before*,
+//! with a compare-and-swap loop so that the decision rests on the very value it replaces (and
+//! gives the one back if another free got there first). A count equal to the group's words, when
+//! read, therefore means every word of the group was full at that moment: a search may skip the
+//! whole group and keep every promise above. A holder that stops between the two steps leaves the
+//! count short, never over (the loom model `a_full_count_never_hides_a_number_free_for_the_whole_search`
+//! checks each stop), which costs a scan of that group's words, never a number. Counts change
+//! only when a word fills or unfills, so the usual allocate and free touch none; `allocate_from`
+//! prefers a word with room to spare to the last number of its hinted word, so a steady pair in
+//! a nearly full region fills nothing.
+//!
+//! Counts may be `Relaxed`: a free's decrement is sequenced before its release of the word, which
+//! the next filler of that word acquires before its increment, so a word's decrements and
+//! increments alternate in the count's modification order; and a search that starts after a free
+//! (happens-after it) reads that free's decrement or a later value.
+//!
 //! # Holders
 //! A region may keep a holder record per number (see [`crate::holder`]: a record names a holder
 //! slot and its generation). Then the record is the claim: `allocate` takes the record from 0 to
@@ -89,6 +111,23 @@ fn mask_below(limit: u64, w: usize) -> u64 {
     low_bits(limit.saturating_sub(w as u64 * 64))
 }
 
+/// The shared memory a [`Bits`] view works on: a region's sections, with the lengths
+/// [`crate::header::Header`] gives them.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    /// The bitmap.
+    pub words: &'a [AtomicU64],
+    /// Summary level 1: a bit per bitmap word, a hint that it is full.
+    pub l1: &'a [AtomicU64],
+    /// Summary level 2: a bit per level-1 word, a hint that the 64 words it covers are full.
+    pub l2: &'a [AtomicU64],
+    /// A count per level-1 word (a group of 64 bitmap words): never more than how many of the
+    /// group's words are full (see "Full counts" above).
+    pub counts: &'a [AtomicU32],
+    /// One holder record per number, if the region keeps them (see "Holders" above).
+    pub holders: Option<&'a [AtomicU32]>,
+}
+
 /// A bitmap and its summaries, limited to the first `max` numbers: the algorithm, with no state
 /// of its own. Every process that works on a region builds the same view over its memory.
 #[derive(Clone, Copy)]
@@ -97,7 +136,7 @@ pub struct Bits<'a> {
     words: &'a [AtomicU64],
     l1: &'a [AtomicU64],
     l2: &'a [AtomicU64],
-    /// One holder record per number, if the region keeps them (see "Holders" above).
+    counts: &'a [AtomicU32],
     holders: Option<&'a [AtomicU32]>,
     /// The record this holder writes for the numbers it claims (see [`crate::holder`]).
     me: u32,
@@ -109,30 +148,30 @@ pub struct Bits<'a> {
 
 impl<'a> Bits<'a> {
     /// A view of the numbers `0..max` of a bitmap of `capacity` numbers with its summaries.
-    /// `words`, `l1` and `l2` must have the lengths [`crate::header::Header`] gives them.
     /// `holders`, if given, has one record per number of the capacity, and `me` is the record
     /// this view writes for the numbers it claims (a live holder's: see [`crate::holder`]).
     #[inline]
-    pub fn new(
-        words: &'a [AtomicU64],
-        l1: &'a [AtomicU64],
-        l2: &'a [AtomicU64],
-        holders: Option<&'a [AtomicU32]>,
-        me: u32,
-        capacity: u64,
-        max: u64,
-    ) -> Bits<'a> {
+    pub fn new(parts: Parts<'a>, me: u32, capacity: u64, max: u64) -> Bits<'a> {
+        let Parts {
+            words,
+            l1,
+            l2,
+            counts,
+            holders,
+        } = parts;
         assert!(
             capacity <= words.len() as u64 * 64,
             "capacity exceeds the bitmap"
         );
         assert!(max <= capacity, "max exceeds the capacity");
         assert!(l1.len() * 64 >= words.len() && l2.len() * 64 >= l1.len());
+        assert!(counts.len() >= l1.len());
         assert!(holders.is_none_or(|h| h.len() as u64 >= capacity));
         Bits {
             words,
             l1,
             l2,
+            counts,
             holders,
             me,
             capacity,
@@ -166,11 +205,27 @@ impl<'a> Bits<'a> {
             return None;
         }
         let start = if start < self.searched { start } else { 0 };
+        let start = self.roomier(start);
         // The hinted word first: in the common case it has a free bit and this is all we touch.
         if let Some(n) = self.claim(start) {
             return Some((n, start));
         }
         self.guided_search(start).or_else(|| self.full_scan(start))
+    }
+
+    /// `w`, or if it has just one free number left, a later word of its cache line with more:
+    /// taking a word's last number fills it and freeing it unfills it, and each of those moves
+    /// its group's full count, so a steady allocate and free in a nearly full region stays on a
+    /// word it does not fill when one is at hand.
+    #[inline]
+    fn roomier(&self, w: usize) -> usize {
+        let free =
+            |w: usize| (!self.words[w].load(Ordering::Relaxed) & self.usable(w)).count_ones();
+        if free(w) != 1 {
+            return w;
+        }
+        let line_end = ((w | 7) + 1).min(self.searched);
+        (w + 1..line_end).find(|&v| free(v) >= 2).unwrap_or(w)
     }
 
     /// Pass 1: words from `start` onwards (wrapping), skipping those the summaries mark full.
@@ -210,10 +265,14 @@ impl<'a> Bits<'a> {
         None
     }
 
-    /// Pass 2: every word from `start` (wrapping), ignoring the summaries, repairing them.
+    /// Pass 2: every word from `start` (wrapping), ignoring the summary bits and repairing them;
+    /// it skips only groups whose count says full, which they then were.
     #[cold]
     fn full_scan(&self, start: usize) -> Option<(u64, usize)> {
-        for w in (start..self.searched).chain(0..start) {
+        for w in self
+            .open_words(start, self.searched)
+            .chain(self.open_words(0, start))
+        {
             if let Some(n) = self.claim(w) {
                 // Pass 1 missed this word: its summary bits said full. Clear them.
                 self.mark_open(w);
@@ -221,6 +280,23 @@ impl<'a> Bits<'a> {
             }
         }
         None
+    }
+
+    /// The words `from..to` in order, but for those of groups whose count says full (all their
+    /// words were full when it was read).
+    fn open_words(&self, from: usize, to: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut w = from;
+        std::iter::from_fn(move || {
+            while w < to {
+                if (w == from || w.is_multiple_of(64)) && self.group_full(w / 64) {
+                    w = (w / 64 + 1) * 64;
+                    continue;
+                }
+                w += 1;
+                return Some(w - 1);
+            }
+            None
+        })
     }
 
     /// Claims the lowest usable free bit of word `w`, retrying while the word has one. A word
@@ -256,7 +332,7 @@ impl<'a> Bits<'a> {
                     continue;
                 }
                 // Only the owner of a holder record sets its bit, so this cannot race.
-                word.fetch_or(1u64 << bit, Ordering::AcqRel);
+                self.set_bits(w, 1u64 << bit);
                 return Some(n);
             }
             match word.compare_exchange_weak(
@@ -265,10 +341,79 @@ impl<'a> Bits<'a> {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(n),
+                Ok(_) => {
+                    self.count_if_filled(w, current, 1u64 << bit);
+                    return Some(n);
+                }
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Sets `bits` of word `w`, whose holder records this view owns (so no one else sets them),
+    /// and counts the word full if that filled it.
+    #[inline]
+    fn set_bits(&self, w: usize, bits: u64) {
+        let before = self.words[w].fetch_or(bits, Ordering::AcqRel);
+        self.count_if_filled(w, before, bits);
+    }
+
+    /// After setting `set` in word `w`, which was `before`: if that made the word full, one
+    /// more full word in its group's count. After, never before: the count may lag behind the
+    /// words it counts, never run ahead of them.
+    #[inline]
+    fn count_if_filled(&self, w: usize, before: u64, set: u64) {
+        let existing = self.existing(w);
+        if before & existing != existing && (before | set) & existing == existing {
+            // Relaxed: see "Full counts" above; the word's own release and acquire order it.
+            self.counts[w / 64].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears `bits` of word `w` (an atomic AND, as a compare-and-swap loop) and returns the
+    /// word as it was. If it was full, its group's count goes down first: the count never says
+    /// full while a number of the group is free.
+    #[inline]
+    fn clear_bits(&self, w: usize, bits: u64) -> u64 {
+        let word = &self.words[w];
+        let existing = self.existing(w);
+        let count = &self.counts[w / 64];
+        let mut current = word.load(Ordering::Relaxed);
+        // Whether this call has taken the word out of the count, expecting to unfill it.
+        let mut uncounted = false;
+        loop {
+            let full = current & existing == existing;
+            if full != uncounted {
+                // Full and still counted: uncount it before the AND. Not full after all (another
+                // free got there first, and uncounted it itself): give the count back.
+                if full {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                uncounted = full;
+            }
+            if current & bits == 0 {
+                return current; // nothing to clear (never full: `bits` lie within `existing`)
+            }
+            match word.compare_exchange_weak(
+                current,
+                current & !bits,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return current,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Whether the count of level-1 word `i` says all the bitmap words it covers are full: then
+    /// they all were at the moment it was read.
+    #[inline]
+    fn group_full(&self, i: usize) -> bool {
+        let words = (self.words.len() - i * 64).min(64) as u32;
+        self.counts[i].load(Ordering::Relaxed) == words
     }
 
     /// Claims number `n`'s holder record for this process: the allocation itself, when the
@@ -343,7 +488,7 @@ impl<'a> Bits<'a> {
             if self.holders.is_some() {
                 // The records are ours, so no one else sets these bits.
                 if take != 0 {
-                    word.fetch_or(take, Ordering::AcqRel);
+                    self.set_bits(w, take);
                 }
                 return take;
             }
@@ -353,7 +498,10 @@ impl<'a> Bits<'a> {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return take,
+                Ok(_) => {
+                    self.count_if_filled(w, current, take);
+                    return take;
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -415,7 +563,7 @@ impl<'a> Bits<'a> {
                 expected[(n % 64) as usize] = self.record_of(n);
             }
         }
-        let before = self.words[w].fetch_and(!bits, Ordering::SeqCst);
+        let before = self.clear_bits(w, bits);
         // Only the bits this call cleared: one that was already clear was freed by someone else,
         // whose record is theirs to clear.
         let mut rest = bits & before;
@@ -439,14 +587,15 @@ impl<'a> Bits<'a> {
     }
 
     /// The lowest free number in `first..=last` (which must be below `max`), scanning word by
-    /// word without the summaries. If some number of the range below the result stayed free for
-    /// the whole call, its word was seen with it free and the lowest such bit was claimed instead:
-    /// so no number below the result was free for the whole call, and `None` means every number
-    /// of the range was taken at some moment of it.
+    /// word, without the summary bits, over the groups whose full count does not say full. If
+    /// some number of the range below the result stayed free for the whole call, its group's
+    /// count did not say full and its word was seen with it free, and the lowest such bit was
+    /// claimed instead: so no number below the result was free for the whole call, and `None`
+    /// means every number of the range was taken at some moment of it.
     pub fn allocate_lowest_in(&self, first: u64, last: u64) -> Option<u64> {
         debug_assert!(first <= last && last < self.max);
         let (first_word, last_word) = ((first / 64) as usize, (last / 64) as usize);
-        (first_word..=last_word).find_map(|w| {
+        self.open_words(first_word, last_word + 1).find_map(|w| {
             let allowed = self.range_mask(w, first, last);
             // A plain load first keeps the scan over full words tight (no summary marking).
             if !self.words[w].load(Ordering::Relaxed) & allowed == 0 {
@@ -489,17 +638,77 @@ impl<'a> Bits<'a> {
     pub fn allocate_block(&self, count: u64, align: u64) -> Option<u64> {
         debug_assert!(count >= 1 && align >= 1);
         let mut start = 0u64;
-        while start.checked_add(count)? <= self.max {
-            let busy = match self.first_allocated(start, start + count) {
+        loop {
+            // The first aligned start at or after the next free number: where a run can begin.
+            let free = self.next_free(start)?;
+            let candidate = match self.run_in_word(free, count, align) {
+                Some(Ok(candidate)) => candidate,
+                Some(Err(next)) => {
+                    start = next;
+                    continue;
+                }
+                None => free.checked_next_multiple_of(align)?,
+            };
+            if candidate.checked_add(count)? > self.max {
+                return None;
+            }
+            let busy = match self.first_allocated(candidate, candidate + count) {
                 Some(busy) => busy,
-                None => match self.claim_run(start, count) {
-                    Ok(()) => return Some(start),
+                None => match self.claim_run(candidate, count) {
+                    Ok(()) => return Some(candidate),
                     Err(busy) => busy,
                 },
             };
-            start = (busy + 1).next_multiple_of(align);
+            start = busy + 1;
         }
-        None
+    }
+
+    /// For a block of at most 64 numbers aligned to a power of two up to 64, the word-parallel
+    /// search of the word holding `free` (the first free number from where the search is):
+    /// `Ok` with the first aligned start from `free` on whose run is free inside the word or
+    /// runs on from the word's free top into the next word, or `Err` with where to search next
+    /// if the word has none. `None` for other blocks, which are searched number by number.
+    fn run_in_word(&self, free: u64, count: u64, align: u64) -> Option<Result<u64, u64>> {
+        if count > 64 || align > 64 || !align.is_power_of_two() {
+            return None;
+        }
+        let w = (free / 64) as usize;
+        let base = w as u64 * 64;
+        let available =
+            !self.words[w].load(Ordering::Relaxed) & self.usable(w) & !low_bits(free % 64);
+        // Bit p set when the `count` numbers from p on are all available (and inside the word).
+        let (mut runs, mut length) = (available, 1);
+        while length < count {
+            let shift = length.min(count - length);
+            runs &= runs >> shift;
+            length += shift;
+        }
+        // Bit p set when p is a multiple of `align` (the word starts at one).
+        let aligned = (u64::MAX as u128 / ((1u128 << align) - 1)) as u64;
+        if runs & aligned != 0 {
+            return Some(Ok(base + (runs & aligned).trailing_zeros() as u64));
+        }
+        // A run from the free top of this word into the next one, checked number by number.
+        let top = available.leading_ones() as u64;
+        let start = (64 - top).next_multiple_of(align);
+        Some(if top > 0 && start < 64 {
+            Ok(base + start)
+        } else {
+            Err(base + 64)
+        })
+    }
+
+    /// The lowest number at or after `from` (below `max`) that is free, skipping the groups
+    /// whose count says full.
+    fn next_free(&self, from: u64) -> Option<u64> {
+        let first = (from / 64) as usize;
+        self.open_words(first, self.searched).find_map(|w| {
+            let mut free = !self.words[w].load(Ordering::Relaxed) & self.usable(w);
+            if w == first {
+                free &= !low_bits(from % 64);
+            }
+            (free != 0).then(|| w as u64 * 64 + free.trailing_zeros() as u64)
+        })
     }
 
     /// Sets the bits `first..first + count`, word by word; on finding one taken, clears what it
@@ -517,7 +726,7 @@ impl<'a> Bits<'a> {
                 }
             }
             for w in (first / 64) as usize..=(last / 64) as usize {
-                self.words[w].fetch_or(self.range_mask(w, first, last), Ordering::AcqRel);
+                self.set_bits(w, self.range_mask(w, first, last));
             }
             return Ok(());
         }
@@ -537,7 +746,10 @@ impl<'a> Bits<'a> {
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        self.count_if_filled(w, current, mask);
+                        break;
+                    }
                     Err(actual) => current = actual,
                 }
             }
@@ -654,7 +866,7 @@ impl<'a> Bits<'a> {
                 continue; // freed by a third party meanwhile
             }
             let (w, bit) = (n / 64, 1u64 << (n % 64));
-            let before = self.words[w].fetch_and(!bit, Ordering::SeqCst);
+            let before = self.clear_bits(w, bit);
             entry.store(0, Ordering::Release);
             freed += 1;
             if before & bit != 0 && before & self.existing(w) == self.existing(w) {
@@ -687,7 +899,7 @@ impl<'a> Bits<'a> {
                 {
                     continue;
                 }
-                let before = word.fetch_and(!(1u64 << bit), Ordering::SeqCst);
+                let before = self.clear_bits(w, 1u64 << bit);
                 holders[n].store(0, Ordering::Release);
                 freed += 1;
                 if before & self.existing(w) == self.existing(w) {
@@ -745,7 +957,7 @@ impl<'a> Bits<'a> {
         let w = (n / 64) as usize;
         let bit = 1u64 << (n % 64);
         let expected = self.record_of(n);
-        let before = self.words[w].fetch_and(!bit, Ordering::SeqCst);
+        let before = self.clear_bits(w, bit);
         if before & bit == 0 {
             return Err(Error::NotAllocated(n));
         }
@@ -788,6 +1000,7 @@ pub(crate) mod tests {
         words: Vec<AtomicU64>,
         l1: Vec<AtomicU64>,
         l2: Vec<AtomicU64>,
+        counts: Vec<AtomicU32>,
         holders: Option<Vec<AtomicU32>>,
         capacity: u64,
     }
@@ -813,6 +1026,7 @@ pub(crate) mod tests {
                 words: zeroed(h.words()),
                 l1: zeroed(h.l1_words()),
                 l2: zeroed(h.l2_words()),
+                counts: (0..h.l1_words()).map(|_| AtomicU32::new(0)).collect(),
                 holders: holders.then(|| {
                     (0..h.bitmap_capacity())
                         .map(|_| AtomicU32::new(0))
@@ -823,20 +1037,26 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn bits(&self, max: u64) -> Bits<'_> {
-            Bits::new(
-                &self.words,
-                &self.l1,
-                &self.l2,
-                self.holders.as_deref(),
-                ME,
-                self.capacity,
-                max,
-            )
+            let parts = Parts {
+                words: &self.words,
+                l1: &self.l1,
+                l2: &self.l2,
+                counts: &self.counts,
+                holders: self.holders.as_deref(),
+            };
+            Bits::new(parts, ME, self.capacity, max)
+        }
+
+        /// Sets `n`'s bit as an allocation does, counting its word full if that filled it.
+        fn set_bit(&self, n: usize) {
+            let before = self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+            self.bits(self.capacity)
+                .count_if_filled(n / 64, before, 1 << (n % 64));
         }
 
         /// Marks `n` as held by someone else (this process's identity, so it counts as alive).
         pub(crate) fn hold(&self, n: usize) {
-            self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+            self.set_bit(n);
             if let Some(holders) = &self.holders {
                 holders[n].store(ME, Ordering::SeqCst);
             }
@@ -844,7 +1064,7 @@ pub(crate) mod tests {
 
         /// Marks `n` as held by `holder` (bit and record), as a process that then died leaves it.
         pub(crate) fn hold_as(&self, n: usize, holder: u32) {
-            self.words[n / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+            self.set_bit(n);
             self.holders.as_ref().unwrap()[n].store(holder, Ordering::SeqCst);
         }
 
@@ -864,11 +1084,25 @@ pub(crate) mod tests {
             }
         }
 
-        /// Checks that every set summary bit is right: what it covers is full. (A full word
-        /// may be unmarked until a search meets it.)
+        /// Checks that every set summary bit is right: what it covers is full (a full word
+        /// may be unmarked until a search meets it), and that each full count is exact (as it
+        /// is when nobody is in the middle of a call).
         pub(crate) fn assert_summaries_sound(&self) {
             self.assert_holders_consistent();
             let bits = self.bits(self.capacity);
+            for (i, count) in self.counts.iter().enumerate() {
+                let full = (i * 64..self.words.len().min(i * 64 + 64))
+                    .filter(|&w| {
+                        let existing = bits.existing(w);
+                        self.words[w].load(Ordering::Relaxed) & existing == existing
+                    })
+                    .count() as u32;
+                assert_eq!(
+                    count.load(Ordering::Relaxed),
+                    full,
+                    "full count of group {i}"
+                );
+            }
             for w in 0..self.words.len() {
                 let existing = bits.existing(w);
                 let full = self.words[w].load(Ordering::Relaxed) & existing == existing;
@@ -969,7 +1203,9 @@ pub(crate) mod tests {
         let memory = Memory::new(1 << 12); // 32,768 numbers
         let bits = memory.bits(memory.capacity);
         while bits.allocate_from(0).is_some() {}
-        // A process frees 12,345 and dies before touching the summaries: they still say full.
+        // A process frees 12,345 and dies before touching the summary bits: they still say full.
+        // (Its group's full count went down first, as every free does.)
+        memory.counts[12_345 / 64 / 64].fetch_sub(1, Ordering::SeqCst);
         memory.words[12_345 / 64].fetch_and(!(1 << (12_345 % 64)), Ordering::SeqCst);
         if let Some(holders) = &memory.holders {
             holders[12_345].store(0, Ordering::SeqCst);
@@ -1267,7 +1503,10 @@ pub(crate) mod tests {
                     (0usize..100).prop_map(Op::Allocate),
                     (0u64..5700).prop_map(Op::Free),
                     (0u64..5700, 0u64..300).prop_map(|(a, len)| Op::Lowest(a, a + len)),
-                    (1u64..140, prop_oneof![Just(1u64), Just(3), Just(8), Just(64)])
+                    (
+                        1u64..140,
+                        proptest::sample::select(vec![1u64, 2, 3, 4, 8, 16, 32, 64, 128])
+                    )
                         .prop_map(|(count, align)| Op::Block(count, align)),
                     (0u64..5700, 1u64..140).prop_map(|(first, count)| Op::FreeBlock(first, count)),
                     proptest::collection::vec(0u64..5700, 0..70).prop_map(Op::FreeMany),

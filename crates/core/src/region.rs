@@ -306,22 +306,17 @@ impl Mapping {
 
     #[inline]
     fn bits(&self, max: u64, me: u32) -> crate::Bits<'_> {
-        // SAFETY: sections of 64-bit words.
-        let (l1, l2) = unsafe {
-            (
-                self.section(self.sections.l1),
-                self.section(self.sections.l2),
-            )
+        // SAFETY: sections of 64-bit words (the summaries) and of 32-bit counts.
+        let parts = unsafe {
+            crate::bits::Parts {
+                words: self.words(),
+                l1: self.section(self.sections.l1),
+                l2: self.section(self.sections.l2),
+                counts: self.section(self.sections.counts),
+                holders: self.records(),
+            }
         };
-        crate::Bits::new(
-            self.words(),
-            l1,
-            l2,
-            self.records(),
-            me,
-            self.header.bitmap_capacity(),
-            max,
-        )
+        crate::Bits::new(parts, me, self.header.bitmap_capacity(), max)
     }
 
     /// A view of every number, for sweeping records (which never claims, so writes no record).

@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::thread;
 use numballoc_core::header::Header;
 use numballoc_core::holder::record;
-use numballoc_core::Bits;
+use numballoc_core::{Bits, Parts};
 
 /// The record of the live holder every view here writes.
 const ME: u32 = record(1, 1);
@@ -24,6 +24,7 @@ struct Memory {
     words: Vec<AtomicU64>,
     l1: Vec<AtomicU64>,
     l2: Vec<AtomicU64>,
+    counts: Vec<AtomicU32>,
     holders: Vec<AtomicU32>,
     capacity: u64,
 }
@@ -45,6 +46,7 @@ impl Memory {
             words: zeroed(h.words()),
             l1: zeroed(h.l1_words()),
             l2: zeroed(h.l2_words()),
+            counts: (0..h.l1_words()).map(|_| AtomicU32::new(0)).collect(),
             holders: (0..h.bitmap_capacity())
                 .map(|_| AtomicU32::new(0))
                 .collect(),
@@ -58,15 +60,14 @@ impl Memory {
 
     /// A view of another live holder, whose record is `me`.
     fn bits_as(&self, me: u32) -> Bits<'_> {
-        Bits::new(
-            &self.words,
-            &self.l1,
-            &self.l2,
-            Some(&self.holders),
-            me,
-            self.capacity,
-            self.capacity,
-        )
+        let parts = Parts {
+            words: &self.words,
+            l1: &self.l1,
+            l2: &self.l2,
+            counts: &self.counts,
+            holders: Some(&self.holders),
+        };
+        Bits::new(parts, me, self.capacity, self.capacity)
     }
 
     /// Marks every number but `free` as held by `holder` (bit and record).
@@ -356,4 +357,76 @@ fn a_block_and_a_single_allocation_never_share_a_number() {
         }
         memory.assert_consistent();
     });
+}
+
+/// How far a second holder gets with number 6 while number 5, freed before the search began,
+/// stays free: all the way (it frees 6 and takes it back), or it stops forever after the first
+/// step of a free (the full count lowered, the bit still set) or of a claim that fills the word
+/// (the bit set, the count not yet raised).
+#[derive(Clone, Copy, Debug)]
+enum Six {
+    FreesAndRetakes,
+    StopsAfterUncounting,
+    StopsBeforeCounting,
+}
+
+#[test]
+fn a_full_count_never_hides_a_number_free_for_the_whole_search() {
+    for six in [
+        Six::FreesAndRetakes,
+        Six::StopsAfterUncounting,
+        Six::StopsBeforeCounting,
+    ] {
+        model(move || {
+            // One word, so one group of one word: its count is 1 exactly when it is full.
+            let memory = Arc::new(Memory::one_word());
+            memory.fill_except(&[], ME);
+            memory.counts[0].store(1, Ordering::Relaxed);
+            if let Six::StopsBeforeCounting = six {
+                memory.bits().free(6).unwrap();
+            }
+            let freed = Arc::new(AtomicU32::new(0));
+            let five = {
+                let (memory, freed) = (memory.clone(), freed.clone());
+                thread::spawn(move || {
+                    memory.bits().free(5).unwrap();
+                    freed.store(1, Ordering::Release);
+                })
+            };
+            let other = {
+                let memory = memory.clone();
+                thread::spawn(move || match six {
+                    Six::FreesAndRetakes => {
+                        memory.bits().free(6).unwrap();
+                        assert_eq!(memory.bits().allocate_lowest_in(6, 7), Some(6));
+                    }
+                    Six::StopsAfterUncounting => {
+                        memory.counts[0].fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Six::StopsBeforeCounting => {
+                        memory.holders[6].store(ME, Ordering::Relaxed);
+                        memory.words[0].fetch_or(1 << 6, Ordering::AcqRel);
+                    }
+                })
+            };
+            // 5 was freed before this search began and nobody else takes it: the lowest free
+            // number is 5 or below, and the count must not say the word is full.
+            if freed.load(Ordering::Acquire) == 1 {
+                let got = memory.bits().allocate_lowest_in(0, 7);
+                assert!(got.is_some_and(|n| n <= 5), "{six:?}: got {got:?}");
+            }
+            five.join().unwrap();
+            other.join().unwrap();
+            let full = memory.words[0].load(Ordering::Relaxed) == 0xFF;
+            let count = memory.counts[0].load(Ordering::Relaxed);
+            match six {
+                Six::FreesAndRetakes => assert_eq!(count, full as u32, "the count is exact"),
+                // A stopped step leaves the count short (below zero: wrapped), never over.
+                _ => assert!(
+                    count <= full as u32 || count == u32::MAX,
+                    "{six:?}: count {count}, full {full}"
+                ),
+            }
+        });
+    }
 }

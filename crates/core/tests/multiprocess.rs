@@ -153,6 +153,96 @@ fn processes_racing_to_create_one_region_share_every_number_exactly_once() {
     }
 }
 
+const CHURN_ENV: &str = "NUMBALLOC_CHURN_REGION";
+/// Three groups of 4,096 numbers: the full counts of the first two move all the time below.
+const CHURN_SIZE: u64 = 3 * 4096 / 8;
+/// The number the checker keeps free: in the second group, whose other words fill and unfill.
+const KEPT_FREE: u64 = 4096 + 1000;
+
+/// The child: for a while, frees numbers of the first two groups (held by the parent or taken
+/// back by itself) and takes each back, so words fill and unfill and their groups' full counts
+/// go up and down; never touches `KEPT_FREE`.
+#[test]
+fn child_churns() {
+    let Ok(name) = std::env::var(CHURN_ENV) else {
+        return;
+    };
+    let region = Arc::new(Region::open(&name, CHURN_SIZE, &OpenOptions::default()).unwrap());
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    let mut seed = std::process::id() as u64 | 1;
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let n = seed % (2 * 4096);
+        if n == KEPT_FREE || bitmap.free(n).is_err() {
+            continue;
+        }
+        // Whoever freed it, it comes back to someone: the checker gives back what it takes.
+        while bitmap.try_allocate_in(n, n).unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < until + std::time::Duration::from_secs(5),
+                "{n} never came back"
+            );
+            std::hint::spin_loop();
+        }
+    }
+    println!("CHURNED");
+}
+
+#[test]
+fn lowest_never_passes_a_number_free_for_the_whole_call_while_other_processes_churn_its_group() {
+    use numballoc_core::Policy;
+    let exe = std::env::current_exe().unwrap();
+    let name = format!("numballoc-rs-churn-{}", std::process::id());
+    let _cleanup = DestroyOnDrop(&name);
+    let region = Arc::new(Region::open(&name, CHURN_SIZE, &OpenOptions::default()).unwrap());
+    let mut bitmap = ConcurrentBitmap::with_policy(region, 0, Policy::Lowest);
+    bitmap.set_reclaim_when_full(false);
+    while bitmap.try_allocate().is_some() {}
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "child_churns", "--nocapture", "--test-threads=1"])
+                .env(CHURN_ENV, &name)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut calls = 0u64;
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        bitmap.free(KEPT_FREE).unwrap();
+        // KEPT_FREE is free before each call and only this loop takes it: every call must hand
+        // out it or a number below it (a churner's, kept until KEPT_FREE comes, then given back).
+        let mut taken = Vec::new();
+        loop {
+            calls += 1;
+            let got = bitmap.try_allocate();
+            assert!(
+                got.is_some_and(|n| n <= KEPT_FREE),
+                "lowest gave {got:?} while {KEPT_FREE} was free"
+            );
+            if got == Some(KEPT_FREE) {
+                break;
+            }
+            taken.extend(got);
+        }
+        for n in taken {
+            // A churner may have freed it already (anyone may free any number).
+            let _ = bitmap.free(n);
+        }
+    }
+    for churner in churners {
+        let output = churner.wait_with_output().unwrap();
+        assert!(output.status.success());
+        assert!(String::from_utf8_lossy(&output.stdout).contains("CHURNED"));
+    }
+    assert!(calls > 1000, "only {calls} calls");
+}
+
 /// Destroys the region when the round ends, passed or failed.
 struct DestroyOnDrop<'a>(&'a str);
 
