@@ -19,8 +19,11 @@ export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, a
 /** The lowest free number in `first..=last`; -1 when none is free. */
 export declare function bitmapAllocateInRange(bitmapId: HandleId, first: number, last: number): number
 
-/** Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free. */
-export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array): boolean
+/**
+ * Fills the first `count` entries of `out` with distinct numbers, all or nothing; false (nothing
+ * allocated) if too few are free. `out` may be longer: lib/regions.js reuses one array.
+ */
+export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array, count: number): boolean
 
 /**
  * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
@@ -35,8 +38,11 @@ export declare function bitmapCount(bitmapId: HandleId): number
 /** Frees the block of `count` numbers from `first`. */
 export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count: number): void
 
-/** Frees every number of `numbers` (checked first: nothing changes on an error). */
-export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array): void
+/**
+ * Frees every number of the first `count` entries of `numbers` (checked first: nothing
+ * changes on an error).
+ */
+export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array, count: number): void
 
 /**
  * The descriptor whose open file description holds this allocator's holder lock, or -1 in a

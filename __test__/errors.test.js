@@ -214,6 +214,27 @@ test('every option is checked before a region is created; huge lengths are refus
   assert.equal(ids.count(), 0)
 })
 
+test('a batch call made from inside freeMany (a getter of its argument) neither sees nor spoils its list', (t) => {
+  const name = scratchName(t, 'reentrant')
+  const ids = ConcurrentBitmap.open(name, { capacity: 256 })
+  t.after(() => ids.close())
+  const held = ids.allocateMany(5)
+  let inner
+  const sneaky = new Proxy(held, {
+    get(target, key) {
+      if (key === '2' && inner === undefined) inner = ids.allocateMany(3)
+      return target[key]
+    },
+  })
+  ids.freeMany(sneaky)
+  assert.equal(inner.length, 3)
+  assert.deepEqual(inner.map((n) => ids.isAllocated(n)), [true, true, true], 'the inner batch is still held')
+  assert.deepEqual(held.map((n) => ids.isAllocated(n)), [false, false, false, false, false], 'the listed numbers were freed')
+  assert.equal(ids.count(), 3)
+  ids.freeMany(inner)
+  assert.deepEqual(ids.allocateMany(2).length, 2)
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [() => loadShared(name, 8, { directory: '' }), () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }), () => inspectShared(name, { directory: '' })]) {

@@ -508,16 +508,18 @@ pub fn bitmap_free_block(env: Env, bitmap_id: HandleId, first: f64, count: f64) 
     Ok(())
 }
 
-/// Fills `out` with distinct numbers, all or nothing; false (nothing allocated) if too few are free.
+/// Fills the first `count` entries of `out` with distinct numbers, all or nothing; false (nothing
+/// allocated) if too few are free. `out` may be longer: lib/regions.js reuses one array.
 #[napi]
 pub fn bitmap_allocate_many(
     env: Env,
     bitmap_id: HandleId,
     mut out: Float64ArraySlice,
+    count: f64,
 ) -> Result<bool> {
     let slot = bitmap(&env, bitmap_id)?;
-    // SAFETY: the typed array was allocated by lib/regions.js for this call and is not aliased.
-    let out = unsafe { out.as_mut() };
+    // SAFETY: the typed array belongs to lib/regions.js, which lends it to this call only.
+    let out = prefix(unsafe { out.as_mut() }, count)?;
     let Some(numbers) = slot.live(&env)?.try_allocate_many(out.len()) else {
         return Ok(false);
     };
@@ -528,11 +530,30 @@ pub fn bitmap_allocate_many(
     Ok(true)
 }
 
-/// Frees every number of `numbers` (checked first: nothing changes on an error).
+/// The first `count` entries of `array`; `count` comes from lib/regions.js, which never asks for
+/// more than the array holds.
+fn prefix<T>(array: &mut [T], count: f64) -> Result<&mut [T]> {
+    let len = array.len();
+    array
+        .get_mut(..to_u64(count) as usize)
+        .ok_or_else(|| Error::from_reason(format!("{count} entries asked of an array of {len}")))
+}
+
+/// Frees every number of the first `count` entries of `numbers` (checked first: nothing
+/// changes on an error).
 #[napi]
-pub fn bitmap_free_many(env: Env, bitmap_id: HandleId, numbers: Float64ArraySlice) -> Result<()> {
+pub fn bitmap_free_many(
+    env: Env,
+    bitmap_id: HandleId,
+    mut numbers: Float64ArraySlice,
+    count: f64,
+) -> Result<()> {
     let slot = bitmap(&env, bitmap_id)?;
-    let numbers: Vec<u64> = numbers.iter().map(|&n| to_u64(n)).collect();
+    // SAFETY: as in bitmap_allocate_many.
+    let numbers: Vec<u64> = prefix(unsafe { numbers.as_mut() }, count)?
+        .iter()
+        .map(|&n| to_u64(n))
+        .collect();
     slot.live(&env)?
         .free_many(&numbers)
         .map_err(|e| to_js(&env, e))?;
