@@ -325,7 +325,11 @@ impl Allocator for ConcurrentBitmap {
     }
 
     fn allocate(&self) -> Result<u64> {
-        self.try_allocate().ok_or(Error::NoFreeNumber)
+        // Not `ok_or`: that builds (and drops) the error on every successful call too.
+        match self.try_allocate() {
+            Some(n) => Ok(n),
+            None => Err(Error::NoFreeNumber),
+        }
     }
 
     fn free(&self, n: u64) -> Result<()> {
