@@ -99,28 +99,45 @@ async function perNumberPeers() {
   return rows
 }
 
-/** Combined allocate+free throughput of 1 and 2 processes churning on one region. */
-async function processesScaling() {
-  const region = name('churn')
+/** Combined allocate+free throughput of 1 and 2 processes, and of 1 and 2 worker threads, churning on one region, by policy. */
+async function scaling() {
+  const { Worker } = require('node:worker_threads')
   const ms = quick ? 300 : 1000
-  const throughput = async (processes) => {
-    const workers = Array.from({ length: processes }, () => runWorker(['churn', region, 16384, ms], false))
+  const start = (kind, args) => {
+    if (kind === 'process') return runWorker(args, false)
+    const worker = new Worker(path.join(__dirname, 'worker.js'), { argv: args.map(String) })
+    const messages = []
+    worker.on('message', (m) => messages.push(m))
+    const result = new Promise((resolve, reject) => worker.on('exit', (code) => (code === 0 ? resolve(messages) : reject(new Error(`worker exited ${code}`)))))
+    return { child: worker, result }
+  }
+  const throughput = async (kind, count, region, policy) => {
+    const workers = Array.from({ length: count }, () => start(kind, ['churn', region, 16384, ms, policy]))
     await Promise.all(workers.map(({ child }) => new Promise((resolve) => child.on('message', (m) => m === 'ready' && resolve()))))
-    for (const { child } of workers) child.send('go')
-    const pairs = (await Promise.all(workers.map((w) => w.result))).map((ms_) => ms_.find((m) => m.pairs).pairs)
+    for (const { child } of workers) (kind === 'process' ? child.send('go') : child.postMessage('go'))
+    const pairs = (await Promise.all(workers.map((w) => w.result))).map((list) => list.find((m) => m.pairs).pairs)
     return pairs.reduce((a, b) => a + b, 0) / (ms / 1000)
   }
-  const one = []
-  const two = []
-  for (let r = 0; r < ROUNDS; r++) {
-    one.push(await throughput(1))
-    two.push(await throughput(2))
+  const rows = []
+  for (const policy of ['any', 'lowest', 'cyclic']) {
+    for (const kind of ['process', 'thread']) {
+      const region = name(`churn-${policy}-${kind}`)
+      const one = []
+      const two = []
+      for (let r = 0; r < ROUNDS; r++) {
+        one.push(await throughput(kind, 1, region, policy))
+        two.push(await throughput(kind, 2, region, policy))
+      }
+      destroyShared(region)
+      rows.push([policy, `${kind}es`.replace('threades', 'threads'), median(one), median(two)])
+    }
   }
-  destroyShared(region)
-  return [
-    ['1 process: allocate+free pairs per second', median(one), 1],
-    ['2 processes on one region: combined pairs per second', median(two), median(two) / median(one)],
-  ]
+  console.log('\n### Two processes or two threads churning on one region (ratio to one)\n')
+  console.log('| policy | what | 1: pairs per second | 2: combined pairs per second | ratio |')
+  console.log('|---|---|---|---|---|')
+  for (const [policy, kind, one, two] of rows) {
+    console.log(`| ${policy} | ${kind} | ${(one / 1e6).toFixed(2)} M/s | ${(two / 1e6).toFixed(2)} M/s | ${(two / one).toFixed(2)}× |`)
+  }
 }
 
 /**
@@ -174,7 +191,7 @@ async function main() {
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
   print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
-  print('Two processes churning on one region (ratio to one process)', await processesScaling(), 'ops')
+  await scaling()
   await portsUnderRace()
 }
 

@@ -1,6 +1,7 @@
 'use strict'
 // The worker side of bench/index.js. Modes:
-//   churn NAME CAPACITY MS   allocate+free pairs on a shared region until MS after 'go'; reports pairs
+//   churn NAME CAPACITY MS [POLICY]  allocate+free pairs on a shared region until MS after 'go';
+//                            reports pairs (in a child process or a worker thread)
 //   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
 //   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
 //   getport N                  N ports from get-port
@@ -41,9 +42,13 @@ async function perNumber() {
 }
 
 if (mode === 'churn') {
-  const [, name, capacity, ms] = args
-  const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity) })
-  process.on('message', (m) => {
+  // As a child process (process.send) or a worker thread (parentPort): the same loop.
+  const { parentPort } = require('node:worker_threads')
+  const send = parentPort ? (m, done) => (parentPort.postMessage(m), done?.()) : (m, done) => process.send(m, done)
+  const on = parentPort ? (f) => parentPort.on('message', f) : (f) => process.on('message', f)
+  const [, name, capacity, ms, policy = 'any'] = args
+  const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity), policy })
+  on((m) => {
     if (m !== 'go') return
     const end = Date.now() + Number(ms)
     let pairs = 0
@@ -51,9 +56,10 @@ if (mode === 'churn') {
       for (let i = 0; i < 10000; i++) bitmap.free(bitmap.allocate())
       pairs += 10000
     }
-    process.send({ pairs }, () => process.disconnect())
+    bitmap.close()
+    send({ pairs }, () => (parentPort ? parentPort.close() : process.disconnect()))
   })
-  process.send('ready')
+  send('ready')
 } else {
   perNumber().then((ns) => process.send({ ns }, () => process.disconnect()))
 }
