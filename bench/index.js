@@ -44,6 +44,8 @@ function pairVsAtomics() {
   const floor = measure(count, (k) => { for (let i = 0; i < k; i++) jsFree(jsAllocate()) })
   const ours = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.allocate()) })
   const tryOurs = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.tryAllocate()) })
+  // A napi-rs generated function (handle lookup, an f64 argument, a boolean result), for scale.
+  const generated = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.isAllocated(5) })
   const batch = 64
   const many = measure(count / batch, (k) => { for (let i = 0; i < k; i++) bitmap.freeMany(bitmap.allocateMany(batch)) }) / batch
   bitmap.close()
@@ -53,6 +55,7 @@ function pairVsAtomics() {
     ['numballoc allocate() + free()', ours, ours / floor],
     ['numballoc tryAllocate() + free()', tryOurs, tryOurs / floor],
     [`numballoc allocateMany(${batch}) + freeMany(), per number`, many, many / floor],
+    ['numballoc isAllocated(n): one call of a napi-rs generated function', generated, generated / floor],
   ]
 }
 

@@ -83,8 +83,8 @@ function dynamicPorts() {
  * taken (EADDRINUSE) or not ours to take (EACCES); anything else (a host that is not this
  * machine's) rejects. Without a host, exactly as `server.listen(port)` will: on the IPv6
  * wildcard, which sees IPv4 listeners too (dual stack), or the IPv4 wildcard where there is no
- * IPv6. (No host also skips the DNS lookup that listening on a named host does, which costs
- * ~15 ms the first time in a process.)
+ * IPv6. (No host also skips the DNS lookup that listening on a named host does, which loads
+ * Node's resolver the first time in a process: BENCHMARKS.md has what that costs.)
  */
 function canListen(port, host) {
   return new Promise((resolve, reject) => {

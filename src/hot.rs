@@ -1,7 +1,7 @@
 //! The hot path: each allocator's `allocate()` and `free(n)` as raw N-API functions of its own.
 //!
-//! A napi-rs `#[napi]` function costs about 150 ns a call in napi 3.16 whatever its arguments; a
-//! raw callback about 15–30 ns, most of it Node-API's own entry and exit. So `bitmapHotPath(id)`
+//! A napi-rs `#[napi]` function costs several times what a raw callback does, most of whose
+//! cost is Node-API's own entry and exit (BENCHMARKS.md). So `bitmapHotPath(id)`
 //! creates, for one allocator, two raw functions whose N-API `data` pointer is that allocator:
 //! a call finds it in the `napi_get_cb_info` it makes anyway, with no id to read, no table to
 //! search and no type check to pay, and no foreign pointer can ever reach it. Each function holds

@@ -2,11 +2,10 @@
 //! `lib/regions.js`. No algorithm lives here, only conversions, handle state and error mapping.
 //!
 //! # Why this shape
-//! `allocate` and `free` are the hot path, and what a call costs is mostly the binding
-//! (measured on Node 20, napi 3.16, one allocate+free pair: a napi-rs function ~300 ns, whatever
-//! its argument types; a raw N-API callback taking an `External` ~65–95 ns, ~90–120 ns with a
-//! type-tag check; a raw callback taking an integer id ~80 ns; a pure-JS `Atomics` pair ~25 ns).
-//! So each allocator gets its own two raw N-API functions for the hot calls (`hot`), and the
+//! `allocate` and `free` are the hot path, and what a call costs is mostly the binding: a
+//! napi-rs generated function converts its arguments and result and looks up what it works on,
+//! a raw N-API callback does only the entry and exit Node-API itself needs (BENCHMARKS.md has
+//! the measurements that chose this). So each allocator gets its own two raw N-API functions for the hot calls (`hot`), and the
 //! other calls are ordinary napi-rs functions over integer handle ids into a per-thread table
 //! (`handles`): a wrong id is an error, never a wild pointer, without a type-tag check.
 
