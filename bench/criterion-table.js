@@ -14,14 +14,16 @@ for (const line of lines) {
 }
 const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(1)} ns`)
 
-console.log('| capacity | fill | numballoc | Go algorithm | numballoc / Go |')
-console.log('|---|---|---|---|---|')
+const floor = medians.get('floor/cas-and')
+console.log('| capacity | fill | numballoc | Go algorithm | numballoc / Go algorithm | numballoc / bare CAS + AND |')
+console.log('|---|---|---|---|---|---|')
 for (const [key, ours] of medians) {
   const m = key.match(/^pair\/numballoc\/(2\^\d+)\/(\d+%)$/)
   if (!m) continue
   const go = medians.get(`pair/go/${m[1]}/${m[2]}`)
-  console.log(`| ${m[1]} | ${m[2]} | ${fmt(ours)} | ${fmt(go)} | ${(ours / go).toFixed(2)} |`)
+  console.log(`| ${m[1]} | ${m[2]} | ${fmt(ours)} | ${fmt(go)} | ${(ours / go).toFixed(2)} | ${floor ? (ours / floor).toFixed(2) : '-'} |`)
 }
+if (floor) console.log(`\nbare CAS + AND on one word (floor/cas-and): ${fmt(floor)}`)
 console.log('\n| capacity | one free, fresh handle | empty region, fresh handle | one free / empty | Go algorithm, one free | Go / numballoc |')
 console.log('|---|---|---|---|---|---|')
 for (const [key, ours] of medians) {
@@ -55,12 +57,26 @@ if (extentRows.length > 0) {
   }
 }
 
-const contention = ['numballoc', 'go'].map((impl) => [impl, medians.get(`contention/${impl}/1-threads`), medians.get(`contention/${impl}/2-threads`)])
-if (contention.every(([, one, two]) => one && two)) {
+const contention = ['numballoc', 'lowest', 'cyclic', 'go'].map((impl) => [impl, medians.get(`contention/${impl}/1-threads`), medians.get(`contention/${impl}/2-threads`)])
+if (contention.some(([, one, two]) => one && two)) {
   console.log('\n| implementation | 1 thread: time per pair | 2 threads: time per pair, combined | throughput, 2 threads / 1 |')
   console.log('|---|---|---|---|')
-  for (const [impl, one, two] of contention) {
-    console.log(`| ${impl === 'go' ? 'Go algorithm' : impl} | ${fmt(one)} | ${fmt(two)} | ${(one / two).toFixed(2)}× |`)
+  const label = { numballoc: 'numballoc, any', lowest: 'numballoc, lowest', cyclic: 'numballoc, cyclic', go: 'Go algorithm' }
+  for (const [impl, one, two] of contention.filter(([, one, two]) => one && two)) {
+    console.log(`| ${label[impl]} | ${fmt(one)} | ${fmt(two)} | ${(one / two).toFixed(2)}× |`)
+  }
+}
+
+const scaleRows = [...medians].filter(([key]) => key.startsWith('scale/') || key.startsWith('holder/'))
+if (scaleRows.length > 0) {
+  console.log('\n| what | capacity | time |')
+  console.log('|---|---|---|')
+  for (const [key, ns] of scaleRows) {
+    const parts = key.split('/')
+    const log2 = parts.pop()
+    const what = parts.slice(1).join('/')
+    const size = what === 'reclaim-live' ? `${log2} other holders` : `2^${log2}`
+    console.log(`| ${what} | ${size} | ${ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : fmt(ns)} |`)
   }
 }
 

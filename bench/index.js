@@ -77,7 +77,7 @@ async function perNumberPeers() {
   const rows = []
   const region = name('peers')
   const count = quick ? 20000 : 100000
-  const samples = { numballoc: [], ipc: [], getport: [] }
+  const samples = { numballoc: [], ipc: [], ourport: [], getport: [] }
   for (let r = 0; r < ROUNDS; r++) {
     const a = runWorker(['numballoc', region, 1024, count * 10], true)
     samples.numballoc.push((await a.result).find((m) => m.ns).ns)
@@ -91,6 +91,9 @@ async function perNumberPeers() {
     })
     samples.ipc.push((await b.result).find((m) => m.ns).ns)
 
+    const d = runWorker(['ourport', quick ? 200 : 1000], true)
+    samples.ourport.push((await d.result).find((m) => m.ns).ns)
+
     const c = runWorker(['getport', quick ? 200 : 1000], true)
     samples.getport.push((await c.result).find((m) => m.ns).ns)
   }
@@ -98,7 +101,10 @@ async function perNumberPeers() {
   const base = median(samples.numballoc)
   rows.push(['numballoc: allocate() + free() in the worker', base, 1])
   rows.push(['primary hands out numbers over cluster IPC (request + give back)', median(samples.ipc), median(samples.ipc) / base])
+  rows.push(['numballoc: await getPort() + releasePort() in the worker (a listen check each)', median(samples.ourport), median(samples.ourport) / base])
+  // get-port returns a port a listen check found free, so its peer is numballoc's getPort(), not a bare number.
   rows.push(['get-port: await getPort() in the worker', median(samples.getport), median(samples.getport) / base])
+  rows.push(['get-port: await getPort(), ratio to numballoc getPort()', median(samples.getport), median(samples.getport) / median(samples.ourport)])
   return rows
 }
 
@@ -191,11 +197,14 @@ function print(title, rows, unit = 'ns') {
 }
 
 async function main() {
+  // Every port taken here comes from a scratch pool, never the user's own.
+  process.env.NUMBALLOC_PORT_POOL = name('pool')
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
   print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
   await scaling()
   await portsUnderRace()
+  destroyShared(process.env.NUMBALLOC_PORT_POOL)
 }
 
 main().catch((error) => {

@@ -4,6 +4,7 @@
 //                            reports pairs (in a child process or a worker thread)
 //   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
 //   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
+//   ourport N                  N ports from numballoc's getPort() (each released again)
 //   getport N                  N ports from get-port
 const { ConcurrentBitmap } = require('..')
 
@@ -29,6 +30,14 @@ async function perNumber() {
       const n = await request()
       process.send({ giveBack: n })
     }
+    return Number(process.hrtime.bigint() - start) / count
+  }
+  if (mode === 'ourport') {
+    // numballoc's getPort(): a port from the pool that a listen check found free, then given back.
+    const count = Number(args[1])
+    const { getPort, releasePort } = require('..')
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < count; i++) releasePort(await getPort())
     return Number(process.hrtime.bigint() - start) / count
   }
   if (mode === 'getport') {

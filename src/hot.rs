@@ -130,7 +130,9 @@ unsafe extern "C" fn bitmap_free(
     let mut n = f64::NAN;
     sys::napi_get_value_double(raw_env, n_value, &mut n);
     let _: Result<()> = slot.live(&env).and_then(|bitmap| {
-        if !(n >= 0.0 && n.fract() == 0.0) {
+        // Not `fract()`, which is a libm call here: a whole number below 2^64 survives the
+        // round trip through u64 (NaN and negatives fail the first test).
+        if !(n >= 0.0 && n < 18_446_744_073_709_551_616.0 && n as u64 as f64 == n) {
             return Err(to_js(
                 &env,
                 numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
