@@ -132,7 +132,7 @@ unsafe extern "C" fn bitmap_free(
     let _: Result<()> = slot.live(&env).and_then(|bitmap| {
         // Not `fract()`, which is a libm call here: a whole number below 2^64 survives the
         // round trip through u64 (NaN and negatives fail the first test).
-        if !(n >= 0.0 && n < 18_446_744_073_709_551_616.0 && n as u64 as f64 == n) {
+        if !((0.0..18_446_744_073_709_551_616.0).contains(&n) && n as u64 as f64 == n) {
             return Err(to_js(
                 &env,
                 numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
