@@ -1,0 +1,14 @@
+'use strict'
+// node --test --test-concurrency=3 examples/runners/node/
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { serve } = require('../serve.js')
+
+test('c serves on a port of its own', async () => {
+  const server = await serve('c')
+  try {
+    assert.equal(await server.get(), `c on ${server.port}`)
+  } finally {
+    await server.close()
+  }
+})
