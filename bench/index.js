@@ -186,6 +186,36 @@ async function portsUnderRace() {
   }
 }
 
+/**
+ * Two Jest runs started at once on one machine, 4 workers each, every test file taking a port
+ * (bench/runners/): numballoc, the usual 8000 + JEST_WORKER_ID, and get-port. Counts listens that
+ * met EADDRINUSE and the time to choose a port.
+ */
+async function runnersUnderRace() {
+  const fs = require('node:fs')
+  const { spawn } = require('node:child_process')
+  const rounds = quick ? 2 : 10
+  const jest = path.join(__dirname, '..', 'node_modules', '.bin', 'jest')
+  const runOnce = (how, out) => new Promise((resolve, reject) => {
+    const env = { ...process.env, BENCH_PORTS: how, BENCH_OUT: out, NODE_OPTIONS: '--experimental-vm-modules', NO_COLOR: '1' }
+    const child = spawn(jest, ['--config', 'bench/runners/jest.config.js', '--maxWorkers=4'], { cwd: path.join(__dirname, '..'), env, stdio: 'ignore' })
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`jest exited ${code}`))))
+  })
+  console.log('\n### Two Jest runs at once, 4 workers each, a port per test file (bench/runners/)\n')
+  console.log('| how a test file gets its port | rounds × runs × files | EADDRINUSE | median time to choose |')
+  console.log('|---|---|---|---|')
+  const labels = { numballoc: "numballoc `getPort({ port: portNumbers(8000, 8100) })`", offset: '`8000 + JEST_WORKER_ID`', 'get-port': "get-port `getPort({ port: portNumbers(8000, 8100) })`" }
+  for (const how of ['numballoc', 'offset', 'get-port']) {
+    const out = path.join(require('node:os').tmpdir(), `${name('runners')}-${how}.jsonl`)
+    fs.rmSync(out, { force: true })
+    for (let r = 0; r < rounds; r++) await Promise.all([runOnce(how, out), runOnce(how, out)])
+    const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((line) => JSON.parse(line))
+    fs.rmSync(out, { force: true })
+    const collisions = lines.filter((l) => l.error === 'EADDRINUSE').length
+    console.log(`| ${labels[how]} | ${rounds} × 2 × 4 | ${collisions} | ${fmt(median(lines.map((l) => l.micros)) * 1000)} |`)
+  }
+}
+
 function print(title, rows, unit = 'ns') {
   console.log(`\n### ${title}\n`)
   console.log(`| what | ${unit === 'ns' ? 'median per call' : 'median'} | ratio |`)
@@ -199,11 +229,17 @@ function print(title, rows, unit = 'ns') {
 async function main() {
   // Every port taken here comes from a scratch pool, never the user's own.
   process.env.NUMBALLOC_PORT_POOL = name('pool')
+  if (process.argv.includes('--only-runners')) {
+    // npm run bench -- --only-runners: the test-runner scenario alone.
+    await runnersUnderRace()
+    return destroyShared(process.env.NUMBALLOC_PORT_POOL)
+  }
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
   print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
   await scaling()
   await portsUnderRace()
+  await runnersUnderRace()
   destroyShared(process.env.NUMBALLOC_PORT_POOL)
 }
 

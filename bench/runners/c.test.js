@@ -1,0 +1,4 @@
+'use strict'
+const { serveOnce } = require('./port.js')
+
+test('c', () => serveOnce())
