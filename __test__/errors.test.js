@@ -235,6 +235,19 @@ test('a batch call made from inside freeMany (a getter of its argument) neither 
   assert.deepEqual(ids.allocateMany(2).length, 2)
 })
 
+test('freeMany reads its argument\'s length once: a length that changes afterwards changes nothing', (t) => {
+  const name = scratchName(t, 'lengthonce')
+  const ids = ConcurrentBitmap.open(name, { capacity: 256 })
+  t.after(() => ids.close())
+  for (const later of [-1, 4.5, NaN, 1e10]) {
+    const held = ids.allocateMany(5)
+    let reads = 0
+    const shifty = new Proxy(held, { get: (target, key) => (key === 'length' ? (reads++ === 0 ? 5 : later) : target[key]) })
+    ids.freeMany(shifty)
+    assert.equal(ids.count(), 0, `length ${later} on later reads`)
+  }
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [() => loadShared(name, 8, { directory: '' }), () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }), () => inspectShared(name, { directory: '' })]) {

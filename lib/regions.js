@@ -321,12 +321,12 @@ class ConcurrentBitmap {
   }
 
   freeMany(numbers) {
-    if (numbers === null || typeof numbers !== 'object' || typeof numbers.length !== 'number') {
-      throw invalidType('numbers', 'an array of numbers', numbers)
-    }
-    // More than max numbers cannot all be distinct and allocated.
-    checkInteger('numbers.length', numbers.length, 0, this.#max)
+    if (numbers === null || typeof numbers !== 'object') throw invalidType('numbers', 'an array of numbers', numbers)
+    // Read once: an object whose length changes between reads gets what it said the first time.
     const count = numbers.length
+    if (typeof count !== 'number') throw invalidType('numbers', 'an array of numbers', numbers)
+    // More than max numbers cannot all be distinct and allocated.
+    checkInteger('numbers.length', count, 0, this.#max)
     const list = this.#takeScratch(count)
     try {
       for (let i = 0; i < count; i++) {

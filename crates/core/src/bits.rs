@@ -399,7 +399,17 @@ impl<'a> Bits<'a> {
                 uncounted = full;
             }
             if current & bits == 0 {
-                return current; // nothing to clear (never full: `bits` lie within `existing`)
+                // Nothing to clear (and never full: `bits` lie within `existing`), if this is the
+                // word's latest value: a plain load may be older, and a sweep taking over a
+                // stopped holder's record must not miss the bit it set. A compare-and-swap that
+                // writes the value it read reads the latest, as the AND would have.
+                match word.compare_exchange(current, current, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => return current,
+                    Err(actual) => {
+                        current = actual;
+                        continue;
+                    }
+                }
             }
             match word.compare_exchange_weak(
                 current,

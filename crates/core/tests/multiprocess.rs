@@ -159,34 +159,46 @@ const CHURN_SIZE: u64 = 3 * 4096 / 8;
 /// The number the checker keeps free: in the second group, whose other words fill and unfill.
 const KEPT_FREE: u64 = 4096 + 1000;
 
-/// The child: for a while, frees numbers of the first two groups (held by the parent or taken
-/// back by itself) and takes each back, so words fill and unfill and their groups' full counts
-/// go up and down; never touches `KEPT_FREE`.
+const CHURN_INDEX_ENV: &str = "NUMBALLOC_CHURN_INDEX";
+
+/// The child: takes its half of the first two groups' numbers (the even or the odd ones, all
+/// but `KEPT_FREE`), says READY, then for a while frees one of them at random and takes it back,
+/// so words fill and unfill and their groups' full counts go up and down. It frees only numbers
+/// it holds; one the checker took meanwhile comes back when the checker gives it back.
 #[test]
 fn child_churns() {
-    let Ok(name) = std::env::var(CHURN_ENV) else {
+    use std::io::Write;
+    let (Ok(name), Ok(index)) = (std::env::var(CHURN_ENV), std::env::var(CHURN_INDEX_ENV)) else {
         return;
     };
+    let index: u64 = index.parse().unwrap();
     let region = Arc::new(Region::open(&name, CHURN_SIZE, &OpenOptions::default()).unwrap());
     let bitmap = ConcurrentBitmap::new(region, 0);
+    let mine: Vec<u64> = (index..2 * 4096)
+        .step_by(2)
+        .filter(|&n| n != KEPT_FREE)
+        .collect();
+    let take_back = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while bitmap.try_allocate_in(n, n).unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{n} never came back");
+            std::hint::spin_loop();
+        }
+    };
+    for &n in &mine {
+        take_back(n);
+    }
+    println!("READY");
+    std::io::stdout().flush().unwrap();
     let mut seed = std::process::id() as u64 | 1;
     let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
     while std::time::Instant::now() < until {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let n = seed % (2 * 4096);
-        if n == KEPT_FREE || bitmap.free(n).is_err() {
-            continue;
-        }
-        // Whoever freed it, it comes back to someone: the checker gives back what it takes.
-        while bitmap.try_allocate_in(n, n).unwrap().is_none() {
-            assert!(
-                std::time::Instant::now() < until + std::time::Duration::from_secs(5),
-                "{n} never came back"
-            );
-            std::hint::spin_loop();
-        }
+        let n = mine[(seed % mine.len() as u64) as usize];
+        bitmap.free(n).unwrap();
+        take_back(n);
     }
     println!("CHURNED");
 }
@@ -194,6 +206,7 @@ fn child_churns() {
 #[test]
 fn lowest_never_passes_a_number_free_for_the_whole_call_while_other_processes_churn_its_group() {
     use numballoc_core::Policy;
+    use std::io::{BufRead, BufReader};
     let exe = std::env::current_exe().unwrap();
     let name = format!("numballoc-rs-churn-{}", std::process::id());
     let _cleanup = DestroyOnDrop(&name);
@@ -201,16 +214,27 @@ fn lowest_never_passes_a_number_free_for_the_whole_call_while_other_processes_ch
     let mut bitmap = ConcurrentBitmap::with_policy(region, 0, Policy::Lowest);
     bitmap.set_reclaim_when_full(false);
     while bitmap.try_allocate().is_some() {}
-    let churners: Vec<_> = (0..2)
-        .map(|_| {
+    // The churners' numbers: theirs to take.
+    let theirs: Vec<u64> = (0..2 * 4096).filter(|&n| n != KEPT_FREE).collect();
+    bitmap.free_many(&theirs).unwrap();
+    let mut churners: Vec<_> = (0..2)
+        .map(|index| {
             Command::new(&exe)
                 .args(["--exact", "child_churns", "--nocapture", "--test-threads=1"])
                 .env(CHURN_ENV, &name)
+                .env(CHURN_INDEX_ENV, index.to_string())
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
+    let mut outputs: Vec<_> = churners
+        .iter_mut()
+        .map(|churner| BufReader::new(churner.stdout.take().unwrap()).lines())
+        .collect();
+    for lines in &mut outputs {
+        assert!(lines.any(|line| line.unwrap().contains("READY")));
+    }
     let mut calls = 0u64;
     let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
     while std::time::Instant::now() < until {
@@ -230,15 +254,13 @@ fn lowest_never_passes_a_number_free_for_the_whole_call_while_other_processes_ch
             }
             taken.extend(got);
         }
-        for n in taken {
-            // A churner may have freed it already (anyone may free any number).
-            let _ = bitmap.free(n);
-        }
+        bitmap.free_many(&taken).unwrap();
     }
-    for churner in churners {
-        let output = churner.wait_with_output().unwrap();
-        assert!(output.status.success());
-        assert!(String::from_utf8_lossy(&output.stdout).contains("CHURNED"));
+    for (mut churner, lines) in churners.into_iter().zip(outputs) {
+        assert!(churner.wait().unwrap().success());
+        assert!(lines
+            .map_while(|line| line.ok())
+            .any(|line| line.contains("CHURNED")));
     }
     assert!(calls > 1000, "only {calls} calls");
 }
