@@ -239,7 +239,13 @@ test('run: a command gets a port and an ID in its environment, its exit status a
   // The wrapper SIGKILLed: the command still holds its ID (and port) until it ends.
   const orphan = start(`${report}; setInterval(() => {}, 1000)`)
   const held = await orphan.first
-  t.after(() => { try { process.kill(held.pid, 'SIGKILL') } catch {} })
+  t.after(() => {
+    try {
+      process.kill(held.pid, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  })
   orphan.wrapper.kill('SIGKILL')
   await orphan.exited
   assert.strictEqual(check.reclaim(), 0, 'the command lives: nothing to reclaim')

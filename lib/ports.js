@@ -69,7 +69,9 @@ function dynamicPorts() {
   try {
     const read = require('node:fs').readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
     if (read.length === 2 && read.every(Number.isInteger)) [low, high] = read
-  } catch {}
+  } catch {
+    // not Linux, or no /proc: keep the default
+  }
   const candidates = [
     [Math.max(49152, high + 1), 65535],
     [49152, Math.min(65535, low - 1)],
@@ -135,7 +137,9 @@ function poolMismatch(name, from, to, directory, cause) {
   try {
     const range = portRangeOfTag(inspectShared(name, { directory, cells: 1 }).tag)
     if (range) found = `is the pool of ports ${range.from}-${range.to}`
-  } catch {}
+  } catch {
+    // unreadable: say only that it is not the pool asked for
+  }
   const error = codedError(Error, 'ERR_POOL_MISMATCH', `region '${name}' ${found}, not of ports ${from}-${to}`)
   error.cause = cause
   return error
