@@ -27,7 +27,10 @@ test('exhaustion: every number once, then ERR_NO_FREE_NUMBER, then reuse after f
   const seen = new Set()
   for (let i = 0; i < 1000; i++) seen.add(bitmap.allocate())
   assert.equal(seen.size, 1000)
-  assert.deepEqual([...seen].sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i))
+  assert.deepEqual(
+    [...seen].sort((a, b) => a - b),
+    Array.from({ length: 1000 }, (_, i) => i),
+  )
   assert.equal(bitmap.count(), 1000)
   assert.throws(() => bitmap.allocate(), { code: 'ERR_NO_FREE_NUMBER', message: 'could not allocate a free number' })
   assert.equal(bitmap.tryAllocate(), null)
@@ -92,7 +95,15 @@ test('close: idempotent; any later use is ERR_REGION_CLOSED', (t) => {
   const n = viaMem.allocate()
   mem.close()
   mem.close()
-  for (const use of [() => viaMem.allocate(), () => viaMem.tryAllocate(), () => viaMem.free(n), () => viaMem.isAllocated(n), () => viaMem.count(), () => mem.blocks(), () => new ConcurrentBitmap(mem)]) {
+  for (const use of [
+    () => viaMem.allocate(),
+    () => viaMem.tryAllocate(),
+    () => viaMem.free(n),
+    () => viaMem.isAllocated(n),
+    () => viaMem.count(),
+    () => mem.blocks(),
+    () => new ConcurrentBitmap(mem),
+  ]) {
     assert.throws(use, { code: 'ERR_REGION_CLOSED' })
   }
 
@@ -172,7 +183,10 @@ test('an existing region opens by name alone, whatever its size, and keeps its t
   const n = new ConcurrentBitmap(created).allocate()
   assert.ok(ids.isAllocated(n), 'both handles see one region')
   assert.equal(loadShared(name, 37).tag, 0xabcn, 'an opener that asks no tag accepts any')
-  assert.throws(() => loadShared(name, 37, { tag: 0xabdn }), (e) => e.code === 'ERR_TAG_MISMATCH' && /0xabc/.test(e.message))
+  assert.throws(
+    () => loadShared(name, 37, { tag: 0xabdn }),
+    (e) => e.code === 'ERR_TAG_MISMATCH' && /0xabc/.test(e.message),
+  )
   assert.equal(loadShared(scratchName(t, 'untagged'), 8).tag, 0n)
 })
 
@@ -200,7 +214,10 @@ test('a region records the capacity it was created for: another capacity is ERR_
   const three = ConcurrentBitmap.open(name, { capacity: 3 })
   t.after(() => three.close())
   assert.equal(three.max, 3)
-  assert.throws(() => ConcurrentBitmap.open(name, { capacity: 5 }), (e) => e.code === 'ERR_SIZE_MISMATCH' && /capacity 3/.test(e.message) && /5/.test(e.message))
+  assert.throws(
+    () => ConcurrentBitmap.open(name, { capacity: 5 }),
+    (e) => e.code === 'ERR_SIZE_MISMATCH' && /capacity 3/.test(e.message) && /5/.test(e.message),
+  )
   const byName = ConcurrentBitmap.open(name)
   t.after(() => byName.close())
   assert.equal(byName.max, 3, 'opened by name alone: the capacity it was created for')

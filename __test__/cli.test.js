@@ -62,7 +62,10 @@ test('inspect shows counts, holders alive and dead, and an occupancy picture', a
   assert.match(out.stdout, new RegExp(`${process.pid} +28 +alive`))
   // 256 cells of 4 numbers in 4 rows of 64: the first 32 cells full, the rest empty.
   const rows = out.stdout.split('\n').filter((line) => /^ +\d+ [·░▒▓█]+$/.test(line))
-  assert.deepStrictEqual(rows.map((r) => r.trim().split(' ')[0]), ['0', '256', '512', '768'])
+  assert.deepStrictEqual(
+    rows.map((r) => r.trim().split(' ')[0]),
+    ['0', '256', '512', '768'],
+  )
   assert.strictEqual(rows[0].trim().split(' ')[1], '█'.repeat(32) + '·'.repeat(32))
   assert.strictEqual(rows[3].trim().split(' ')[1], '·'.repeat(64))
 
@@ -70,7 +73,13 @@ test('inspect shows counts, holders alive and dead, and an occupancy picture', a
   assert.strictEqual(report.inUse, 128)
   assert.strictEqual(report.heldByDead, 100)
   assert.deepStrictEqual(report.cells, [128, 0, 0, 0, 0, 0, 0, 0])
-  assert.deepStrictEqual(report.holders.map((h) => [h.pid, h.alive, h.count]), [[deadPid, false, 100], [process.pid, true, 28]])
+  assert.deepStrictEqual(
+    report.holders.map((h) => [h.pid, h.alive, h.count]),
+    [
+      [deadPid, false, 100],
+      [process.pid, true, 28],
+    ],
+  )
 })
 
 test('inspect shades partly full cells and labels a port pool by port', async (t) => {
@@ -162,7 +171,10 @@ test('regions kept in a directory are listed and inspected with --dir', (t) => {
   ids.allocateMany(5)
   ids.close()
   fs.writeFileSync(path.join(dir, 'README'), 'not a region')
-  assert.deepStrictEqual(json('list', '--dir', dir).map((r) => [r.name, r.inUse]), [['in-a-dir', 5]])
+  assert.deepStrictEqual(
+    json('list', '--dir', dir).map((r) => [r.name, r.inUse]),
+    [['in-a-dir', 5]],
+  )
   assert.strictEqual(json('inspect', 'in-a-dir', '--dir', dir).inUse, 5)
   assert.match(run('list', '--dir', path.join(dir, 'nope')).stderr, /^numballoc: /)
 })
@@ -184,7 +196,11 @@ test('a reader that stops early is no error; a missing --dir says so; a tiny sha
   const directory = fs.mkdtempSync('/tmp/numballoc-cli-pipe-')
   t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
   for (let i = 0; i < 40; i++) loadShared(`region-${i}`, 8, { directory }).close()
-  const piped = spawnSync('sh', ['-c', `"${process.execPath}" "${BIN}" list --json --dir "${directory}" | head -c 10 >/dev/null; echo "status $?" >&2; exit \${PIPESTATUS:-0}`], { encoding: 'utf8' })
+  const piped = spawnSync(
+    'sh',
+    ['-c', `"${process.execPath}" "${BIN}" list --json --dir "${directory}" | head -c 10 >/dev/null; echo "status $?" >&2; exit \${PIPESTATUS:-0}`],
+    { encoding: 'utf8' },
+  )
   assert.doesNotMatch(piped.stderr, /EPIPE|Error/, piped.stderr)
   const missing = run('list', '--dir', '/nonexistent-numballoc-dir')
   assert.deepStrictEqual([missing.status, missing.stderr], [1, 'numballoc: no directory /nonexistent-numballoc-dir\n'])
@@ -194,67 +210,74 @@ test('a reader that stops early is no error; a missing --dir says so; a tiny sha
   assert.match(run('inspect', 'tiny', '--dir', directory).stdout, /^in use {4}8 \(<0\.1%\)$/m)
 })
 
-test('run: a command gets a port and an ID in its environment, its exit status and signals pass through, and its numbers stay held while it lives, even if the wrapper is killed', { timeout: 60_000 }, async (t) => {
-  const { spawn } = require('node:child_process')
-  const readline = require('node:readline')
-  const pool = scratchName(t, 'runpool')
-  const ids = scratchName(t, 'runids')
-  const env = { ...process.env, NUMBALLOC_PORT_POOL: pool }
-  const start = (command) => {
-    const wrapper = spawn(process.execPath, [BIN, 'run', '--port', 'PORT', '--id', `WORKER_ID=${ids}:4`, '--', process.execPath, '-e', command], { env, stdio: ['ignore', 'pipe', 'inherit'] })
-    const lines = readline.createInterface({ input: wrapper.stdout })
-    const first = new Promise((resolve) => lines.once('line', (line) => resolve(JSON.parse(line))))
-    const exited = new Promise((resolve) => wrapper.once('exit', (code, signal) => resolve(signal ?? code)))
-    t.after(() => wrapper.exitCode === null && wrapper.kill('SIGKILL'))
-    return { wrapper, first, exited }
-  }
-  const report = 'console.log(JSON.stringify({ port: process.env.PORT, id: process.env.WORKER_ID, pid: process.pid }))'
-  const check = ConcurrentBitmap.open(ids, { capacity: 4 })
-  t.after(() => check.close())
-
-  // Exit status passes through; the numbers are given back when the command exits.
-  const quick = start(`${report}; process.exit(7)`)
-  const got = await quick.first
-  assert.ok(Number(got.port) > 0 && got.id === '0', JSON.stringify(got))
-  assert.strictEqual(await quick.exited, 7)
-  assert.strictEqual(check.count(), 0)
-
-  // A command ended by a signal ends the wrapper with the same signal (a shell loop stops).
-  const killed = start(`${report}; process.kill(process.pid, 'SIGTERM')`)
-  await killed.first
-  assert.strictEqual(await killed.exited, 'SIGTERM')
-  // The command's options are never taken for the wrapper's: it must come after --.
-  const noSeparator = run('run', 'echo', 'hello', '--json')
-  assert.strictEqual(noSeparator.status, 2)
-  assert.match(noSeparator.stderr, /needs -- before the COMMAND/)
-  assert.strictEqual(run('run', process.execPath, '-e', '1').status, 2, 'an option of the command, refused')
-  assert.strictEqual(run('run', '--port', 'P', '--port', 'P', '--', 'true').status, 2, 'a variable given twice')
-
-  // A SIGTERM to the wrapper reaches the command.
-  const signalled = start(`process.on('SIGTERM', () => process.exit(3)); ${report}; setInterval(() => {}, 1000)`)
-  await signalled.first
-  signalled.wrapper.kill('SIGTERM')
-  assert.strictEqual(await signalled.exited, 3)
-
-  // The wrapper SIGKILLed: the command still holds its ID (and port) until it ends.
-  const orphan = start(`${report}; setInterval(() => {}, 1000)`)
-  const held = await orphan.first
-  t.after(() => {
-    try {
-      process.kill(held.pid, 'SIGKILL')
-    } catch {
-      // already gone
+test(
+  'run: a command gets a port and an ID in its environment, its exit status and signals pass through, and its numbers stay held while it lives, even if the wrapper is killed',
+  { timeout: 60_000 },
+  async (t) => {
+    const { spawn } = require('node:child_process')
+    const readline = require('node:readline')
+    const pool = scratchName(t, 'runpool')
+    const ids = scratchName(t, 'runids')
+    const env = { ...process.env, NUMBALLOC_PORT_POOL: pool }
+    const start = (command) => {
+      const wrapper = spawn(process.execPath, [BIN, 'run', '--port', 'PORT', '--id', `WORKER_ID=${ids}:4`, '--', process.execPath, '-e', command], {
+        env,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      })
+      const lines = readline.createInterface({ input: wrapper.stdout })
+      const first = new Promise((resolve) => lines.once('line', (line) => resolve(JSON.parse(line))))
+      const exited = new Promise((resolve) => wrapper.once('exit', (code, signal) => resolve(signal ?? code)))
+      t.after(() => wrapper.exitCode === null && wrapper.kill('SIGKILL'))
+      return { wrapper, first, exited }
     }
-  })
-  orphan.wrapper.kill('SIGKILL')
-  await orphan.exited
-  assert.strictEqual(check.reclaim(), 0, 'the command lives: nothing to reclaim')
-  assert.strictEqual(check.isAllocated(Number(held.id)), true)
-  process.kill(held.pid, 'SIGKILL')
-  let reclaimed = 0
-  for (let i = 0; i < 300 && check.count() > 0; i++) {
-    reclaimed += check.reclaim()
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  assert.strictEqual(check.count(), 0, `the command's ID came back once it died (${reclaimed} reclaimed)`)
-})
+    const report = 'console.log(JSON.stringify({ port: process.env.PORT, id: process.env.WORKER_ID, pid: process.pid }))'
+    const check = ConcurrentBitmap.open(ids, { capacity: 4 })
+    t.after(() => check.close())
+
+    // Exit status passes through; the numbers are given back when the command exits.
+    const quick = start(`${report}; process.exit(7)`)
+    const got = await quick.first
+    assert.ok(Number(got.port) > 0 && got.id === '0', JSON.stringify(got))
+    assert.strictEqual(await quick.exited, 7)
+    assert.strictEqual(check.count(), 0)
+
+    // A command ended by a signal ends the wrapper with the same signal (a shell loop stops).
+    const killed = start(`${report}; process.kill(process.pid, 'SIGTERM')`)
+    await killed.first
+    assert.strictEqual(await killed.exited, 'SIGTERM')
+    // The command's options are never taken for the wrapper's: it must come after --.
+    const noSeparator = run('run', 'echo', 'hello', '--json')
+    assert.strictEqual(noSeparator.status, 2)
+    assert.match(noSeparator.stderr, /needs -- before the COMMAND/)
+    assert.strictEqual(run('run', process.execPath, '-e', '1').status, 2, 'an option of the command, refused')
+    assert.strictEqual(run('run', '--port', 'P', '--port', 'P', '--', 'true').status, 2, 'a variable given twice')
+
+    // A SIGTERM to the wrapper reaches the command.
+    const signalled = start(`process.on('SIGTERM', () => process.exit(3)); ${report}; setInterval(() => {}, 1000)`)
+    await signalled.first
+    signalled.wrapper.kill('SIGTERM')
+    assert.strictEqual(await signalled.exited, 3)
+
+    // The wrapper SIGKILLed: the command still holds its ID (and port) until it ends.
+    const orphan = start(`${report}; setInterval(() => {}, 1000)`)
+    const held = await orphan.first
+    t.after(() => {
+      try {
+        process.kill(held.pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    })
+    orphan.wrapper.kill('SIGKILL')
+    await orphan.exited
+    assert.strictEqual(check.reclaim(), 0, 'the command lives: nothing to reclaim')
+    assert.strictEqual(check.isAllocated(Number(held.id)), true)
+    process.kill(held.pid, 'SIGKILL')
+    let reclaimed = 0
+    for (let i = 0; i < 300 && check.count() > 0; i++) {
+      reclaimed += check.reclaim()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    assert.strictEqual(check.count(), 0, `the command's ID came back once it died (${reclaimed} reclaimed)`)
+  },
+)

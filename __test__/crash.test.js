@@ -97,7 +97,7 @@ test('opening a region reclaims what dead holders held: lowest gives 0 after a S
   assert.equal(ids.count(), 0)
 })
 
-test('a region without holders keeps a killed process\'s numbers (and says so)', async (t) => {
+test("a region without holders keeps a killed process's numbers (and says so)", async (t) => {
   const name = scratchName(t, 'noholders')
   const own = ConcurrentBitmap.open(name, { capacity: 64, holders: false })
   t.after(() => own.close())
@@ -108,66 +108,77 @@ test('a region without holders keeps a killed process\'s numbers (and says so)',
   assert.equal(own.count(), 10)
 })
 
-test('crash torture: 100+ SIGKILLs at random moments, also mid-registration; after reclaim() only live holders hold numbers, none twice', { timeout: 180_000 }, async (t) => {
-  const name = scratchName(t, 'torture')
-  const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
-  t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
-  const capacity = 48 // 4 live workers hold up to 16; dead ones fill the rest, so reclaims run
-  const overlaps = []
-  const start = async () => {
-    const child = forkFixture('torture.js', [name, witnessDir, capacity])
-    child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
-    child.on('error', () => {})
-    await waitFor(child, (m) => m === 'ready')
-    child.send('go')
-    return child
-  }
-  // Rust processes that, in a loop, take a holder slot (reclaiming the dead), take 2 numbers and
-  // give the slot back: killed at random, they die mid-registration, mid-reclaim and mid-sweep.
-  const churner = () => spawn(rustHolder(), [name, capacity / 8, 2, 'register-churn'], { stdio: 'ignore' })
-  const workers = await Promise.all([start(), start(), start(), start()])
-  const churners = [churner(), churner()]
-  t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
-  let kills = 0
-  while (kills < 150 && overlaps.length === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 20))
-    if (Math.random() < 0.4) {
-      const index = Math.floor(Math.random() * churners.length)
-      await kill9(churners[index])
-      churners[index] = churner()
-    } else {
-      const index = Math.floor(Math.random() * workers.length)
-      await kill9(workers[index])
-      workers[index] = await start()
+test(
+  'crash torture: 100+ SIGKILLs at random moments, also mid-registration; after reclaim() only live holders hold numbers, none twice',
+  { timeout: 180_000 },
+  async (t) => {
+    const name = scratchName(t, 'torture')
+    const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
+    t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+    const capacity = 48 // 4 live workers hold up to 16; dead ones fill the rest, so reclaims run
+    const overlaps = []
+    const start = async () => {
+      const child = forkFixture('torture.js', [name, witnessDir, capacity])
+      child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
+      child.on('error', () => {})
+      await waitFor(child, (m) => m === 'ready')
+      child.send('go')
+      return child
     }
-    kills++
-  }
-  for (const child of churners) await kill9(child)
-  const reports = await Promise.all(workers.map((child) => {
-    const reply = waitFor(child, (m) => m.holding !== undefined)
-    child.send('stop')
-    return reply
-  }))
-  for (const report of reports) overlaps.push(...report.overlaps)
-  assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
-  assert.equal(kills, 150)
+    // Rust processes that, in a loop, take a holder slot (reclaiming the dead), take 2 numbers and
+    // give the slot back: killed at random, they die mid-registration, mid-reclaim and mid-sweep.
+    const churner = () => spawn(rustHolder(), [name, capacity / 8, 2, 'register-churn'], { stdio: 'ignore' })
+    const workers = await Promise.all([start(), start(), start(), start()])
+    const churners = [churner(), churner()]
+    t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+    let kills = 0
+    while (kills < 150 && overlaps.length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 20))
+      if (Math.random() < 0.4) {
+        const index = Math.floor(Math.random() * churners.length)
+        await kill9(churners[index])
+        churners[index] = churner()
+      } else {
+        const index = Math.floor(Math.random() * workers.length)
+        await kill9(workers[index])
+        workers[index] = await start()
+      }
+      kills++
+    }
+    for (const child of churners) await kill9(child)
+    const reports = await Promise.all(
+      workers.map((child) => {
+        const reply = waitFor(child, (m) => m.holding !== undefined)
+        child.send('stop')
+        return reply
+      }),
+    )
+    for (const report of reports) overlaps.push(...report.overlaps)
+    assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
+    assert.equal(kills, 150)
 
-  const check = ConcurrentBitmap.open(name, { capacity })
-  t.after(() => check.close())
-  check.reclaim()
-  const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
-  assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
-  for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
-  assert.equal(new Set(live.map(({ n }) => n)).size, live.length)
+    const check = ConcurrentBitmap.open(name, { capacity })
+    t.after(() => check.close())
+    check.reclaim()
+    const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
+    assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
+    for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
+    assert.equal(new Set(live.map(({ n }) => n)).size, live.length)
 
-  await Promise.all(workers.map((child) => new Promise((resolve) => {
-    child.once('exit', resolve)
-    child.send('exit')
-  })))
-  assert.equal(check.count(), 0)
-})
+    await Promise.all(
+      workers.map(
+        (child) =>
+          new Promise((resolve) => {
+            child.once('exit', resolve)
+            child.send('exit')
+          }),
+      ),
+    )
+    assert.equal(check.count(), 0)
+  },
+)
 
-test('4 processes reclaiming at the same instant free each dead holder\'s number exactly once', async (t) => {
+test("4 processes reclaiming at the same instant free each dead holder's number exactly once", async (t) => {
   const name = scratchName(t, 'reclaimrace')
   // The reclaimers open first: opening after the death would reclaim on its own.
   const agents = []
@@ -186,7 +197,11 @@ test('4 processes reclaiming at the same instant free each dead holder\'s number
     return reply
   })
   const freed = (await Promise.all(replies)).map((r) => r.results[0])
-  assert.equal(freed.reduce((a, b) => a + b, 0), 1000, `each reclaimer freed ${freed.join(', ')}`)
+  assert.equal(
+    freed.reduce((a, b) => a + b, 0),
+    1000,
+    `each reclaimer freed ${freed.join(', ')}`,
+  )
   const check = ConcurrentBitmap.open(name, { capacity: 4096 })
   t.after(() => check.close())
   assert.equal(check.count(), 0)

@@ -96,12 +96,15 @@ test('opening with another size than another process: ERR_SIZE_MISMATCH naming b
   const child = forkFixture('exhaust.js', [name, 128]) // a region of 16 bytes
   const done = collect(child)
   await waitFor(child, (m) => m === 'ready')
-  assert.throws(() => loadShared(name, 32), (e) => {
-    assert.equal(e.code, 'ERR_SIZE_MISMATCH')
-    assert.match(e.message, /16 bytes/)
-    assert.match(e.message, /32 bytes/)
-    return true
-  })
+  assert.throws(
+    () => loadShared(name, 32),
+    (e) => {
+      assert.equal(e.code, 'ERR_SIZE_MISMATCH')
+      assert.match(e.message, /16 bytes/)
+      assert.match(e.message, /32 bytes/)
+      return true
+    },
+  )
   assert.throws(() => ConcurrentBitmap.open(name, { capacity: 129 }), { code: 'ERR_SIZE_MISMATCH' })
   child.send('go')
   const { numbers } = await waitFor(child, (m) => m.numbers)
@@ -114,7 +117,7 @@ test('garbage, foreign, truncated and future-version regions: ERR_INCOMPATIBLE_R
   const directory = fs.mkdtempSync('/tmp/numballoc-bad-')
   t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
   const garbage = Buffer.alloc(4096)
-  for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 2654435761) >>> 13 | 1
+  for (let i = 0; i < garbage.length; i++) garbage[i] = ((i * 2654435761) >>> 13) | 1
   fs.writeFileSync(`${directory}/garbage`, garbage)
   fs.writeFileSync(`${directory}/text`, 'hello, this is not a region at all, just some text in a file\n'.repeat(4))
   fs.writeFileSync(`${directory}/short`, 'hi')
@@ -134,7 +137,15 @@ test('garbage, foreign, truncated and future-version regions: ERR_INCOMPATIBLE_R
   headerThenData.fill(0, 0, 8)
   headerThenData[headerThenData.length - 1] = 7
   fs.writeFileSync(`${directory}/header-then-data`, headerThenData)
-  for (const [name, size] of [['garbage', 8], ['text', 8], ['short', 8], ['truncated', 1024], ['future', 8], ['zero-then-data', 8], ['header-then-data', 8]]) {
+  for (const [name, size] of [
+    ['garbage', 8],
+    ['text', 8],
+    ['short', 8],
+    ['truncated', 1024],
+    ['future', 8],
+    ['zero-then-data', 8],
+    ['header-then-data', 8],
+  ]) {
     const before = fs.readFileSync(`${directory}/${name}`)
     assert.throws(() => loadShared(name, size, { directory }), { code: 'ERR_INCOMPATIBLE_REGION' }, name)
     assert.deepEqual(fs.readFileSync(`${directory}/${name}`), before, `${name} was modified`)
@@ -170,13 +181,26 @@ test('a FIFO, socket, directory or symlink under a region name fails at once wit
   await require('node:events').once(server, 'listening')
   t.after(() => server.close())
   const cli = path.join(__dirname, '..', 'bin', 'numballoc.js')
-  for (const [name, codes] of [['fifo', ['ERR_INCOMPATIBLE_REGION']], ['dir', ['EISDIR', 'ERR_INCOMPATIBLE_REGION']], ['link', ['ELOOP']], ['socket', ['ENXIO']]]) {
+  for (const [name, codes] of [
+    ['fifo', ['ERR_INCOMPATIBLE_REGION']],
+    ['dir', ['EISDIR', 'ERR_INCOMPATIBLE_REGION']],
+    ['link', ['ELOOP']],
+    ['socket', ['ENXIO']],
+  ]) {
     const coded = (e) => codes.includes(e.code)
     assert.throws(() => loadShared(name, 8, { directory }), coded, `loadShared ${name}`)
     assert.throws(() => loadShared(name, undefined, { directory }), coded, `loadShared ${name} without a size`)
     assert.throws(() => ConcurrentBitmap.open(name, { capacity: 8, directory }), coded, `open ${name}`)
-    assert.throws(() => inspectShared(name, { directory }), (e) => /^E|^ERR_/.test(e.code), `inspectShared ${name}`)
-    assert.throws(() => reclaimShared(name, { directory }), (e) => /^E|^ERR_/.test(e.code), `reclaimShared ${name}`)
+    assert.throws(
+      () => inspectShared(name, { directory }),
+      (e) => /^E|^ERR_/.test(e.code),
+      `inspectShared ${name}`,
+    )
+    assert.throws(
+      () => reclaimShared(name, { directory }),
+      (e) => /^E|^ERR_/.test(e.code),
+      `reclaimShared ${name}`,
+    )
     for (const command of ['inspect', 'destroy', 'reclaim']) {
       const out = require('node:child_process').spawnSync(process.execPath, [cli, command, name, '--dir', directory], { encoding: 'utf8', timeout: 10_000 })
       assert.equal(out.status, 1, `numballoc ${command} ${name}: ${out.stderr}${out.error ?? ''}`)
@@ -228,14 +252,22 @@ test('a batch call made from inside freeMany (a getter of its argument) neither 
   })
   ids.freeMany(sneaky)
   assert.equal(inner.length, 3)
-  assert.deepEqual(inner.map((n) => ids.isAllocated(n)), [true, true, true], 'the inner batch is still held')
-  assert.deepEqual(held.map((n) => ids.isAllocated(n)), [false, false, false, false, false], 'the listed numbers were freed')
+  assert.deepEqual(
+    inner.map((n) => ids.isAllocated(n)),
+    [true, true, true],
+    'the inner batch is still held',
+  )
+  assert.deepEqual(
+    held.map((n) => ids.isAllocated(n)),
+    [false, false, false, false, false],
+    'the listed numbers were freed',
+  )
   assert.equal(ids.count(), 3)
   ids.freeMany(inner)
   assert.deepEqual(ids.allocateMany(2).length, 2)
 })
 
-test('freeMany reads its argument\'s length once: a length that changes afterwards changes nothing', (t) => {
+test("freeMany reads its argument's length once: a length that changes afterwards changes nothing", (t) => {
   const name = scratchName(t, 'lengthonce')
   const ids = ConcurrentBitmap.open(name, { capacity: 256 })
   t.after(() => ids.close())
@@ -250,7 +282,11 @@ test('freeMany reads its argument\'s length once: a length that changes afterwar
 
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
-  for (const call of [() => loadShared(name, 8, { directory: '' }), () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }), () => inspectShared(name, { directory: '' })]) {
+  for (const call of [
+    () => loadShared(name, 8, { directory: '' }),
+    () => ConcurrentBitmap.open(name, { capacity: 8, directory: '' }),
+    () => inspectShared(name, { directory: '' }),
+  ]) {
     assert.throws(call, { code: 'ERR_INVALID_ARG_VALUE' })
   }
   assert.equal(fs.existsSync(name), false, 'nothing created in the current directory')
@@ -287,13 +323,16 @@ test('destroyShared and numballoc destroy remove what is a region, finished, cut
 
 test('create: false on a missing region is ENOENT from shm_open; nothing is created', (t) => {
   const name = scratchName(t, 'nocreate')
-  assert.throws(() => loadShared(name, 8, { create: false }), (e) => {
-    assert.equal(e.code, 'ENOENT')
-    assert.equal(e.syscall, 'shm_open')
-    assert.equal(e.errno, -2)
-    assert.match(e.message, /^ENOENT: no such file or directory, shm_open/)
-    return true
-  })
+  assert.throws(
+    () => loadShared(name, 8, { create: false }),
+    (e) => {
+      assert.equal(e.code, 'ENOENT')
+      assert.equal(e.syscall, 'shm_open')
+      assert.equal(e.errno, -2)
+      assert.match(e.message, /^ENOENT: no such file or directory, shm_open/)
+      return true
+    },
+  )
   assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
   loadShared(name, 8).close()
   loadShared(name, 8, { create: false }).close()
@@ -346,20 +385,40 @@ test('bad arguments to ranges, blocks, batches and policies: typed errors, nothi
   t.after(() => bitmap.close())
   const held = bitmap.allocate()
   const calls = {
-    allocateInRange: [[1, 5], ['1', 5], [5, '9']],
+    allocateInRange: [
+      [1, 5],
+      ['1', 5],
+      [5, '9'],
+    ],
     allocateBlock: [[2, 1], ['2'], [2, '1']],
-    freeBlock: [[held, 1], ['0', 1], [0, '1']],
+    freeBlock: [
+      [held, 1],
+      ['0', 1],
+      [0, '1'],
+    ],
     allocateMany: [[2], ['2']],
   }
   for (const [method, [, ...wrongTypes]] of Object.entries(calls)) {
     for (const args of wrongTypes) throwsCode(() => bitmap[method](...args), TypeError, 'ERR_INVALID_ARG_TYPE', `${method}(${args})`)
   }
   const outOfRange = [
-    ['allocateInRange', [5, 4]], ['allocateInRange', [-1, 5]], ['allocateInRange', [0, 100]], ['allocateInRange', [1.5, 3]],
-    ['allocateBlock', [0]], ['allocateBlock', [101]], ['allocateBlock', [2, 0]], ['allocateBlock', [2, 1.5]],
-    ['freeBlock', [99, 2]], ['freeBlock', [0, 0]], ['freeBlock', [-1, 1]],
-    ['allocateMany', [-1]], ['allocateMany', [101]], ['allocateMany', [NaN]],
-    ['freeMany', [[100]]], ['freeMany', [[held, -1]]], ['freeMany', [[0.5]]],
+    ['allocateInRange', [5, 4]],
+    ['allocateInRange', [-1, 5]],
+    ['allocateInRange', [0, 100]],
+    ['allocateInRange', [1.5, 3]],
+    ['allocateBlock', [0]],
+    ['allocateBlock', [101]],
+    ['allocateBlock', [2, 0]],
+    ['allocateBlock', [2, 1.5]],
+    ['freeBlock', [99, 2]],
+    ['freeBlock', [0, 0]],
+    ['freeBlock', [-1, 1]],
+    ['allocateMany', [-1]],
+    ['allocateMany', [101]],
+    ['allocateMany', [NaN]],
+    ['freeMany', [[100]]],
+    ['freeMany', [[held, -1]]],
+    ['freeMany', [[0.5]]],
   ]
   for (const [method, args] of outOfRange) throwsCode(() => bitmap[method](...args), RangeError, 'ERR_OUT_OF_RANGE', `${method}(${JSON.stringify(args)})`)
   for (const bad of [null, 5, 'abc', undefined]) throwsCode(() => bitmap.freeMany(bad), TypeError, 'ERR_INVALID_ARG_TYPE', `freeMany(${bad})`)

@@ -14,12 +14,17 @@ test('every export imports by name from ESM, and is the very object require() gi
   const cjs = require('numballoc')
   const esm = await import('numballoc')
   const names = Object.keys(cjs).sort()
-  assert.deepEqual(Object.keys(esm).filter((k) => k !== 'default').sort(), names)
+  assert.deepEqual(
+    Object.keys(esm)
+      .filter((k) => k !== 'default')
+      .sort(),
+    names,
+  )
   for (const name of names) assert.equal(esm[name], cjs[name], name)
   assert.equal(esm.default, cjs)
   const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'esm-consumer.mjs'), scratchName(t, 'esm')], { encoding: 'utf8' })
   const report = JSON.parse(out)
-  assert.deepEqual(report.names, names, 'each static named import is defined and is require()\'s')
+  assert.deepEqual(report.names, names, "each static named import is defined and is require()'s")
   assert.deepEqual([report.leased, report.isLease, report.sameRegion], [0, true, true])
 })
 
@@ -33,7 +38,27 @@ test('a TypeScript consumer under --module nodenext compiles and runs', (t) => {
   const outDir = path.join(root, 'target', 'ts-nodenext') // inside the package: 'numballoc' resolves to itself
   fs.rmSync(outDir, { recursive: true, force: true })
   const tsc = require.resolve('typescript/bin/tsc', { paths: [root] })
-  execFileSync(process.execPath, [tsc, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'ES2022', '--strict', '--types', 'node', '--rootDir', path.join(__dirname, 'types'), '--outDir', outDir, path.join(__dirname, 'types', 'nodenext.mts')], { cwd: root, encoding: 'utf8' })
+  execFileSync(
+    process.execPath,
+    [
+      tsc,
+      '--module',
+      'nodenext',
+      '--moduleResolution',
+      'nodenext',
+      '--target',
+      'ES2022',
+      '--strict',
+      '--types',
+      'node',
+      '--rootDir',
+      path.join(__dirname, 'types'),
+      '--outDir',
+      outDir,
+      path.join(__dirname, 'types', 'nodenext.mts'),
+    ],
+    { cwd: root, encoding: 'utf8' },
+  )
   // getPort() over a scratch pool, not this user's own.
   const env = { ...process.env, NUMBALLOC_PORT_POOL: scratchName(t, 'nodenext-ports') }
   const out = execFileSync(process.execPath, [path.join(outDir, 'nodenext.mjs'), scratchName(t, 'nodenext')], { encoding: 'utf8', env })

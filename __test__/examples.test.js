@@ -77,7 +77,10 @@ test('test-workers: processes started at once each get a port, and none collide'
     assert.strictEqual(new Set(got.map((g) => g.port)).size, 6, `round ${round}: distinct ports`)
   }
   // Each round's workers exited holding their ports; the next round got ports regardless.
-  assert.strictEqual(inspectShared(pool).holders.every((h) => !h.alive), true)
+  assert.strictEqual(
+    inspectShared(pool).holders.every((h) => !h.alive),
+    true,
+  )
 })
 
 test('npm start: the cluster demo replaces a SIGKILLed worker, which gets its ID back, and leaves nothing behind', { timeout: 120_000 }, async (t) => {
@@ -93,8 +96,13 @@ test('npm start: the cluster demo replaces a SIGKILLed worker, which gets its ID
   assert.match(out, /workers are up:/)
   assert.match(out, /\$ numballoc inspect .*-ids --cells 16\nregion {4}/)
   assert.match(out, /occupancy \(one cell = 1 number/)
-  const summary = JSON.parse(out.split('\n').find((line) => line.startsWith('summary ')).slice('summary '.length))
-  assert.strictEqual(summary.replacement.id, summary.victim.id, 'the replacement got the dead worker\'s ID')
+  const summary = JSON.parse(
+    out
+      .split('\n')
+      .find((line) => line.startsWith('summary '))
+      .slice('summary '.length),
+  )
+  assert.strictEqual(summary.replacement.id, summary.victim.id, "the replacement got the dead worker's ID")
   assert.notStrictEqual(summary.replacement.pid, summary.victim.pid)
   assert.ok(summary.replacement.port >= from && summary.replacement.port < from + 16)
   assert.deepStrictEqual(summary.left, { ids: 0, ports: 0 })

@@ -84,25 +84,33 @@ function assertStillHeld(bitmap, numbers, why) {
   assert.equal(bitmap.reclaim(), 0, `${why}: reclaim() took a live holder's numbers`)
   const taken = []
   for (let n = bitmap.tryAllocate(); n !== null; n = bitmap.tryAllocate()) taken.push(n)
-  assert.deepEqual(taken.filter((n) => numbers.includes(n)), [], `${why}: a live holder's number was handed out`)
+  assert.deepEqual(
+    taken.filter((n) => numbers.includes(n)),
+    [],
+    `${why}: a live holder's number was handed out`,
+  )
   bitmap.freeMany(taken)
   for (const n of numbers) assert.equal(bitmap.isAllocated(n), true, `${why}: ${n} was freed`)
 }
 
 for (const mountProc of [true, false]) {
-  test(`a holder in another pid namespace (${mountProc ? 'with' : 'without'} its own /proc): kept while it runs, back after SIGKILL`, { skip: noNamespaces ?? false }, async (t) => {
-    const name = scratchName(t, 'pidns')
-    const reclaimer = ConcurrentBitmap.open(name, { capacity: 64 })
-    t.after(() => reclaimer.close())
-    const prefix = ['unshare', '--pid', '--fork', '--kill-child', ...(mountProc ? ['--mount-proc'] : [])]
-    const holder = await nodeHolder(t, name, 64, 5, { prefix })
-    assert.equal(holder.pid, 1, 'the holder is pid 1 of its namespace')
-    assertStillHeld(reclaimer, holder.numbers, 'pid namespace')
-    holder.child.kill('SIGKILL') // --kill-child: the holder dies with unshare
-    await holder.exited
-    const reclaimed = await reclaimUntil(reclaimer, () => reclaimer.count() === 0)
-    assert.equal(reclaimed, 5, 'the dead holder\'s 5 numbers came back')
-  })
+  test(
+    `a holder in another pid namespace (${mountProc ? 'with' : 'without'} its own /proc): kept while it runs, back after SIGKILL`,
+    { skip: noNamespaces ?? false },
+    async (t) => {
+      const name = scratchName(t, 'pidns')
+      const reclaimer = ConcurrentBitmap.open(name, { capacity: 64 })
+      t.after(() => reclaimer.close())
+      const prefix = ['unshare', '--pid', '--fork', '--kill-child', ...(mountProc ? ['--mount-proc'] : [])]
+      const holder = await nodeHolder(t, name, 64, 5, { prefix })
+      assert.equal(holder.pid, 1, 'the holder is pid 1 of its namespace')
+      assertStillHeld(reclaimer, holder.numbers, 'pid namespace')
+      holder.child.kill('SIGKILL') // --kill-child: the holder dies with unshare
+      await holder.exited
+      const reclaimed = await reclaimUntil(reclaimer, () => reclaimer.count() === 0)
+      assert.equal(reclaimed, 5, "the dead holder's 5 numbers came back")
+    },
+  )
 }
 
 test('a holder in another time namespace (boot time 100000 s ahead) keeps its numbers', { skip: noNamespaces ?? false }, async (t) => {
@@ -130,18 +138,21 @@ test('a holder that could not read /proc when it opened the region keeps its num
   assert.equal(await reclaimUntil(reclaimer, () => reclaimer.count() === 0), 5)
 })
 
-test('a reclaimer out of file descriptors (EMFILE) takes no live holder\'s number', async (t) => {
+test("a reclaimer out of file descriptors (EMFILE) takes no live holder's number", async (t) => {
   const name = scratchName(t, 'emfile')
   const holder = await nodeHolder(t, name, 32, 5)
   const reclaimer = start(t, process.execPath, [fixture('reclaimer.js'), name, 32, '', 'emfile'])
   const report = JSON.parse(await reclaimer.next())
   assert.ok(report.fdsOpened > 0 && report.stillOut, `the reclaimer ran out of descriptors (${JSON.stringify(report)})`)
   assert.equal(report.reclaimed, 0)
-  assert.equal(report.taken.length, 27, 'every number but the holder\'s 5')
-  assert.deepEqual(report.taken.filter((n) => holder.numbers.includes(n)), [])
+  assert.equal(report.taken.length, 27, "every number but the holder's 5")
+  assert.deepEqual(
+    report.taken.filter((n) => holder.numbers.includes(n)),
+    [],
+  )
 })
 
-test('with /proc mounted hidepid=2, another user\'s reclaimer takes no live holder\'s number', { skip: noNamespaces ?? false }, async (t) => {
+test("with /proc mounted hidepid=2, another user's reclaimer takes no live holder's number", { skip: noNamespaces ?? false }, async (t) => {
   const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-hidepid-'))
   fs.chmodSync(directory, 0o777)
   t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
@@ -149,11 +160,27 @@ test('with /proc mounted hidepid=2, another user\'s reclaimer takes no live hold
   const holder = await nodeHolder(t, name, 32, 5, { directory })
   // Its own mount and pid namespaces, so the hidepid mount cannot touch the machine's /proc.
   const script = `mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$@"`
-  const nobody = start(t, 'unshare', ['--mount', '--pid', '--fork', '--kill-child', 'sh', '-c', script, process.execPath, fixture('reclaimer.js'), name, 32, directory])
+  const nobody = start(t, 'unshare', [
+    '--mount',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    'sh',
+    '-c',
+    script,
+    process.execPath,
+    fixture('reclaimer.js'),
+    name,
+    32,
+    directory,
+  ])
   const report = JSON.parse(await nobody.next())
   assert.equal(report.reclaimed, 0)
   assert.equal(report.taken.length, 27)
-  assert.deepEqual(report.taken.filter((n) => holder.numbers.includes(n)), [])
+  assert.deepEqual(
+    report.taken.filter((n) => holder.numbers.includes(n)),
+    [],
+  )
 })
 
 /** Builds the Rust example `holder` and returns its path. */
@@ -165,7 +192,11 @@ function rustHolder() {
 
 const numbersOf = (line, label) => {
   assert.ok(line.startsWith(`${label} `), line)
-  return line.slice(label.length + 1).split(',').filter(Boolean).map(Number)
+  return line
+    .slice(label.length + 1)
+    .split(',')
+    .filter(Boolean)
+    .map(Number)
 }
 
 test('a process whose main thread exited while another thread runs keeps its numbers', async (t) => {
@@ -183,7 +214,7 @@ test('a process whose main thread exited while another thread runs keeps its num
   assert.equal(reclaimer.count(), 0, 'its normal exit gave them back')
 })
 
-test('a child forked without exec keeps its numbers after its parent exits; with a holder of its own, the parent\'s come back', async (t) => {
+test("a child forked without exec keeps its numbers after its parent exits; with a holder of its own, the parent's come back", async (t) => {
   const exe = rustHolder()
   for (const mode of ['fork', 'fork-own']) {
     const name = scratchName(t, mode)
@@ -200,11 +231,11 @@ test('a child forked without exec keeps its numbers after its parent exits; with
     assert.equal(line('parent exited'), 'parent exited 0', 'the parent exited')
     if (mode === 'fork') {
       // One holder for both: nothing comes back while either could still use a number.
-      assertStillHeld(reclaimer, [...parent, ...child], 'forked child sharing its parent\'s holder')
+      assertStillHeld(reclaimer, [...parent, ...child], "forked child sharing its parent's holder")
     } else {
       // Reclaimed by us, or already by the child when it opened the region again.
       await reclaimUntil(reclaimer, () => reclaimer.count() === 5)
-      assert.equal(reclaimer.count(), 5, 'the parent\'s numbers came back, the child\'s stay')
+      assert.equal(reclaimer.count(), 5, "the parent's numbers came back, the child's stay")
       assertStillHeld(reclaimer, child, 'forked child with a holder of its own')
     }
     holder.child.stdin.end() // the child shares the pipe: it exits now
@@ -230,7 +261,7 @@ function worker(name, count) {
   return { w, numbers }
 }
 
-test('worker threads are holders of their own: an exited or terminated worker\'s numbers come back while the process lives', async (t) => {
+test("worker threads are holders of their own: an exited or terminated worker's numbers come back while the process lives", async (t) => {
   const name = scratchName(t, 'workers')
   const main = ConcurrentBitmap.open(name, { capacity: 64 })
   t.after(() => main.close())
@@ -250,7 +281,7 @@ test('worker threads are holders of their own: an exited or terminated worker\'s
   assert.equal(main.count(), 10)
   await terminated.w.terminate()
   await reclaimUntil(main, () => main.count() === 4)
-  assert.equal(main.count(), 4, 'a terminated worker\'s numbers come back')
+  assert.equal(main.count(), 4, "a terminated worker's numbers come back")
   for (const n of terminatedNumbers) assert.equal(main.isAllocated(n), false)
   for (const n of mine) assert.equal(main.isAllocated(n), true, 'the main thread keeps its own')
 })

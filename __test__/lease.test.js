@@ -37,7 +37,9 @@ test('`using port = pool.acquire()` (TypeScript 5.2+) releases at scope exit', (
   const name = scratchName(t, 'using')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-using-'))
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
-  fs.writeFileSync(path.join(dir, 'using.ts'), `
+  fs.writeFileSync(
+    path.join(dir, 'using.ts'),
+    `
     import { ConcurrentBitmap } from ${JSON.stringify(root)}
     const pool = ConcurrentBitmap.open(${JSON.stringify(name)}, { capacity: 8 })
     function serve(): number {
@@ -48,9 +50,30 @@ test('`using port = pool.acquire()` (TypeScript 5.2+) releases at scope exit', (
     const value = serve()
     console.log(JSON.stringify({ value, after: pool.count(), held: pool.isAllocated(value) }))
     pool.close()
-  `)
+  `,
+  )
   const tsc = require.resolve('typescript/bin/tsc', { paths: [root] })
-  execFileSync(process.execPath, [tsc, '--strict', '--target', 'ES2022', '--lib', 'ES2022,ESNext.Disposable', '--module', 'commonjs', '--types', 'node', '--typeRoots', path.join(root, 'node_modules', '@types'), '--outDir', dir, path.join(dir, 'using.ts')], { cwd: root, stdio: 'inherit' })
+  execFileSync(
+    process.execPath,
+    [
+      tsc,
+      '--strict',
+      '--target',
+      'ES2022',
+      '--lib',
+      'ES2022,ESNext.Disposable',
+      '--module',
+      'commonjs',
+      '--types',
+      'node',
+      '--typeRoots',
+      path.join(root, 'node_modules', '@types'),
+      '--outDir',
+      dir,
+      path.join(dir, 'using.ts'),
+    ],
+    { cwd: root, stdio: 'inherit' },
+  )
   const out = JSON.parse(execFileSync(process.execPath, [path.join(dir, 'using.js')], { encoding: 'utf8' }))
   assert.deepEqual(out, { value: out.value, after: 0, held: false })
 })

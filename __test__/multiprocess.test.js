@@ -25,7 +25,11 @@ test('4 forked children and 4 cluster workers exhaust one region: every number e
   const reports = await Promise.all(children.map((child) => waitFor(child.process ?? child, (m) => m.numbers)))
   const all = reports.flatMap((r) => r.numbers)
   assert.equal(all.length, capacity, 'every number handed out once in total')
-  assert.deepEqual(all.sort((a, b) => a - b), range(capacity), 'no number twice, none missing')
+  assert.deepEqual(
+    all.sort((a, b) => a - b),
+    range(capacity),
+    'no number twice, none missing',
+  )
   for (const r of reports) assert.equal(r.error, 'ERR_NO_FREE_NUMBER')
   const check = ConcurrentBitmap.open(name, { capacity })
   t.after(() => check.close())
@@ -45,7 +49,11 @@ test('churn across 4 processes: no number is ever held by two processes at once'
   await Promise.all(children.map((child) => waitFor(child, (m) => m === 'ready')))
   for (const child of children) child.send('go')
   const reports = (await Promise.all(results)).map((messages) => messages.find((m) => m.overlaps))
-  assert.deepEqual(reports.flatMap((r) => r.overlaps), [], 'a number was held by two processes at once')
+  assert.deepEqual(
+    reports.flatMap((r) => r.overlaps),
+    [],
+    'a number was held by two processes at once',
+  )
   for (const r of reports) assert.ok(r.taken > 1000, `a process took only ${r.taken} numbers`)
   assert.deepEqual(fs.readdirSync(witnessDir), [])
   const check = ConcurrentBitmap.open(name, { capacity: 24 })
@@ -64,7 +72,11 @@ test('creation race: 8 processes open a new region at the same instant, 60 round
     const replies = children.map((child) => waitFor(child, (m) => m.numbers))
     for (const child of children) child.send({ name, startAt })
     const all = (await Promise.all(replies)).flatMap((r) => r.numbers)
-    assert.deepEqual(all.sort((a, b) => a - b), range(capacity), `round ${round}: a number twice or missing`)
+    assert.deepEqual(
+      all.sort((a, b) => a - b),
+      range(capacity),
+      `round ${round}: a number twice or missing`,
+    )
   }
   for (const child of children) child.send({ done: true })
   await Promise.all(results) // every child exits 0: none died of SIGBUS or an error
@@ -89,7 +101,10 @@ test('repair race: processes open, open by name and inspect a region while one c
   }
   for (const child of children) child.send({ done: true })
   await Promise.all(results) // every child exits 0: none died of SIGBUS
-  assert.ok([...outcomes].every((o) => ['ok', 'ERR_INCOMPATIBLE_REGION'].includes(o)), [...outcomes].join(', '))
+  assert.ok(
+    [...outcomes].every((o) => ['ok', 'ERR_INCOMPATIBLE_REGION'].includes(o)),
+    [...outcomes].join(', '),
+  )
 })
 
 test('never a spurious ERR_NO_FREE_NUMBER: a victim against an adversary, one number always free', async (t) => {

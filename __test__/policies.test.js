@@ -86,7 +86,11 @@ test('blocks: 4 racing processes tile the region with aligned, disjoint blocks',
     const firsts = replies.flatMap((r) => r.results)
     for (const reply of replies) assert.equal(reply.code ?? 'ERR_NO_FREE_NUMBER', 'ERR_NO_FREE_NUMBER')
     for (const first of firsts) assert.equal(first % 10, 0)
-    assert.deepEqual(sorted(firsts), range(0, 40).map((i) => i * 10), `round ${round}: a block twice or missing`)
+    assert.deepEqual(
+      sorted(firsts),
+      range(0, 40).map((i) => i * 10),
+      `round ${round}: a block twice or missing`,
+    )
     // Every number is in exactly one block; freeBlock gives a block back whole.
     await list[0].call('freeBlock', [firsts[0], 10])
     const again = await list[1].call('allocateBlock', [10, 10])

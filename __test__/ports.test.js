@@ -26,7 +26,10 @@ test('processes asking at once get distinct ports that cover the pool', async (t
   for (const c of children) c.send('exit')
   await Promise.all(done)
   const ports = got.flatMap((r) => r.ports).sort((a, b) => a - b)
-  assert.deepStrictEqual(ports, Array.from({ length: 24 }, (_, i) => from + i))
+  assert.deepStrictEqual(
+    ports,
+    Array.from({ length: 24 }, (_, i) => from + i),
+  )
   assert.ok(got.every((r) => r.error === null))
 })
 
@@ -96,17 +99,32 @@ test("a killed worker's ports come back when the pool runs out, and when preferr
   // ...and so do the others when nothing else is free.
   const rest = [await pool.getPort(), await pool.getPort()].sort()
   assert.deepStrictEqual(rest, [from, from + 2])
-  assert.deepStrictEqual(inspectShared(name).holders.map((h) => [h.pid, h.alive]), [[process.pid, true]])
+  assert.deepStrictEqual(
+    inspectShared(name).holders.map((h) => [h.pid, h.alive]),
+    [[process.pid, true]],
+  )
 })
 
 test('bad input is refused with a code, and nothing is created', async (t) => {
   const name = scratchName(t, 'badpool')
   const refuse = (options, code, what) => assert.rejects(PortPool.open(name, options), (e) => e.code === code || assert.fail(`${what}: ${e.code} ${e.message}`))
   await refuse({ from: 3100, to: 3000 }, 'ERR_OUT_OF_RANGE', 'from > to')
-  for (const [from, to] of [[0, 10], [65530, 65536], [-1, 5], [1.5, 10], [10, 10.5], [NaN, 10]]) {
+  for (const [from, to] of [
+    [0, 10],
+    [65530, 65536],
+    [-1, 5],
+    [1.5, 10],
+    [10, 10.5],
+    [NaN, 10],
+  ]) {
     await refuse({ from, to }, 'ERR_OUT_OF_RANGE', `${from}-${to}`)
   }
-  for (const [from, to] of [['3000', 3001], [3000, undefined], [undefined, 3001], [3000n, 3001]]) {
+  for (const [from, to] of [
+    ['3000', 3001],
+    [3000, undefined],
+    [undefined, 3001],
+    [3000n, 3001],
+  ]) {
     await refuse({ from, to }, 'ERR_INVALID_ARG_TYPE', `${typeof from}-${typeof to}`)
   }
   await refuse(undefined, 'ERR_INVALID_ARG_TYPE', 'no options')
@@ -182,42 +200,56 @@ test('getPort, releasePort: the drop-in over the per-user pool (here NUMBALLOC_P
   assert.strictEqual(report.capacity, 65535, 'the capacity asked for: ports 1-65535')
 })
 
-test('the per-user pool is private: one another user made first, or one others can use, is refused with a code', { skip: process.getuid() !== 0 ? 'needs root to act as another user' : false }, (t) => {
-  const { execFileSync, spawnSync } = require('node:child_process')
-  const pkg = JSON.stringify(require.resolve('..'))
-  const pool = scratchName(t, 'private')
-  const getPortIn = (prefix) => spawnSync(prefix[0], [...prefix.slice(1), process.execPath, '-e', `
-    require(${pkg}).getPort().then((port) => console.log(JSON.stringify({ port })), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`], {
-    env: { ...process.env, NUMBALLOC_PORT_POOL: pool },
-    encoding: 'utf8',
-  })
-  // Another user (nobody) gets there first: its pool, owned by it.
-  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
-  const first = getPortIn(nobody)
-  assert.ok(JSON.parse(first.stdout).port > 0, `${first.stdout}${first.stderr}`)
-  const before = fs.readFileSync(`/dev/shm/${pool}`)
-  const victim = JSON.parse(getPortIn(['env']).stdout)
-  assert.equal(victim.code, 'ERR_REGION_NOT_PRIVATE')
-  assert.match(victim.message, /belongs to uid 65534/)
-  assert.deepEqual(fs.readFileSync(`/dev/shm/${pool}`), before, 'the other user\'s pool was not touched')
-  // Ours, but usable by others.
-  execFileSync('rm', [`/dev/shm/${pool}`])
-  assert.ok(JSON.parse(getPortIn(['env']).stdout).port > 0)
-  fs.chmodSync(`/dev/shm/${pool}`, 0o666)
-  const shared = JSON.parse(getPortIn(['env']).stdout)
-  assert.equal(shared.code, 'ERR_REGION_NOT_PRIVATE')
-  assert.match(shared.message, /mode 0o666/)
-  assert.match(shared.message, new RegExp(`remove the file \\(/dev/shm/${pool}\\)`))
-  // Ours and 0600, but with a second name (a hard link someone planted): refused too.
-  fs.chmodSync(`/dev/shm/${pool}`, 0o600)
-  fs.linkSync(`/dev/shm/${pool}`, `/dev/shm/${pool}-link`)
-  t.after(() => fs.rmSync(`/dev/shm/${pool}-link`, { force: true }))
-  const linked = JSON.parse(getPortIn(['env']).stdout)
-  assert.equal(linked.code, 'ERR_REGION_NOT_PRIVATE')
-  assert.match(linked.message, /hard link/)
-})
+test(
+  'the per-user pool is private: one another user made first, or one others can use, is refused with a code',
+  { skip: process.getuid() !== 0 ? 'needs root to act as another user' : false },
+  (t) => {
+    const { execFileSync, spawnSync } = require('node:child_process')
+    const pkg = JSON.stringify(require.resolve('..'))
+    const pool = scratchName(t, 'private')
+    const getPortIn = (prefix) =>
+      spawnSync(
+        prefix[0],
+        [
+          ...prefix.slice(1),
+          process.execPath,
+          '-e',
+          `
+    require(${pkg}).getPort().then((port) => console.log(JSON.stringify({ port })), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`,
+        ],
+        {
+          env: { ...process.env, NUMBALLOC_PORT_POOL: pool },
+          encoding: 'utf8',
+        },
+      )
+    // Another user (nobody) gets there first: its pool, owned by it.
+    const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+    const first = getPortIn(nobody)
+    assert.ok(JSON.parse(first.stdout).port > 0, `${first.stdout}${first.stderr}`)
+    const before = fs.readFileSync(`/dev/shm/${pool}`)
+    const victim = JSON.parse(getPortIn(['env']).stdout)
+    assert.equal(victim.code, 'ERR_REGION_NOT_PRIVATE')
+    assert.match(victim.message, /belongs to uid 65534/)
+    assert.deepEqual(fs.readFileSync(`/dev/shm/${pool}`), before, "the other user's pool was not touched")
+    // Ours, but usable by others.
+    execFileSync('rm', [`/dev/shm/${pool}`])
+    assert.ok(JSON.parse(getPortIn(['env']).stdout).port > 0)
+    fs.chmodSync(`/dev/shm/${pool}`, 0o666)
+    const shared = JSON.parse(getPortIn(['env']).stdout)
+    assert.equal(shared.code, 'ERR_REGION_NOT_PRIVATE')
+    assert.match(shared.message, /mode 0o666/)
+    assert.match(shared.message, new RegExp(`remove the file \\(/dev/shm/${pool}\\)`))
+    // Ours and 0600, but with a second name (a hard link someone planted): refused too.
+    fs.chmodSync(`/dev/shm/${pool}`, 0o600)
+    fs.linkSync(`/dev/shm/${pool}`, `/dev/shm/${pool}-link`)
+    t.after(() => fs.rmSync(`/dev/shm/${pool}-link`, { force: true }))
+    const linked = JSON.parse(getPortIn(['env']).stdout)
+    assert.equal(linked.code, 'ERR_REGION_NOT_PRIVATE')
+    assert.match(linked.message, /hard link/)
+  },
+)
 
-test('getPort() moves on after a release, stays out of the kernel\'s ephemeral range, names ports in errors, and refuses endless options', (t) => {
+test("getPort() moves on after a release, stays out of the kernel's ephemeral range, names ports in errors, and refuses endless options", (t) => {
   const pool = scratchName(t, 'dropin2')
   const script = `
     const { getPort, releasePort } = require(${JSON.stringify(require.resolve('..'))})
@@ -244,7 +276,11 @@ test('getPort() moves on after a release, stays out of the kernel\'s ephemeral r
   assert.strictEqual(out.endless, 'ERR_OUT_OF_RANGE')
   // A bad argument is refused before the pool is created.
   const other = scratchName(t, 'dropin3')
-  const refused = execFileSync(process.execPath, ['-e', `try { require(${JSON.stringify(require.resolve('..'))}).releasePort('x') } catch (e) { console.log(e.code) }`], { env: { ...process.env, NUMBALLOC_PORT_POOL: other }, encoding: 'utf8' })
+  const refused = execFileSync(
+    process.execPath,
+    ['-e', `try { require(${JSON.stringify(require.resolve('..'))}).releasePort('x') } catch (e) { console.log(e.code) }`],
+    { env: { ...process.env, NUMBALLOC_PORT_POOL: other }, encoding: 'utf8' },
+  )
   assert.strictEqual(refused.trim(), 'ERR_INVALID_ARG_TYPE')
   assert.strictEqual(fs.existsSync(`/dev/shm/${other}`), false)
 })
@@ -263,15 +299,25 @@ test('getPortSync: what getPort does, without await, for config files; unique ac
     const port = getPortSync({ port: require(${pkg}).portNumbers(${from}, ${from + 7}) })
     process.stdout.write(String(port))
     setTimeout(() => {}, 300) // hold it while the others pick theirs`
-  const ports = await Promise.all(Array.from({ length: 6 }, () => new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`exit ${code}`))))
-  })))
+  const ports = await Promise.all(
+    Array.from(
+      { length: 6 },
+      () =>
+        new Promise((resolve, reject) => {
+          const child = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+          let out = ''
+          child.stdout.on('data', (d) => (out += d))
+          child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`exit ${code}`))))
+        }),
+    ),
+  )
   assert.strictEqual(new Set(ports).size, 6, `distinct: ${ports}`)
   for (const port of ports) assert.ok(port > from && port <= from + 7, `${port}: in range, not the busy ${from}`)
-  const bad = execFileSync(process.execPath, ['-e', `try { require(${pkg}).getPortSync({ host: 'no.such.host.invalid' }) } catch (e) { console.log(e.code) }`], { env, encoding: 'utf8' })
+  const bad = execFileSync(
+    process.execPath,
+    ['-e', `try { require(${pkg}).getPortSync({ host: 'no.such.host.invalid' }) } catch (e) { console.log(e.code) }`],
+    { env, encoding: 'utf8' },
+  )
   assert.strictEqual(bad.trim(), 'ERR_INVALID_HOST')
   const pool2 = await PortPool.open(scratchName(t, 'syncpool'), { from, to: from + 7, host: '127.0.0.1' })
   t.after(() => pool2.close())

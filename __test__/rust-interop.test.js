@@ -36,7 +36,11 @@ test('a Rust process and a Node process take numbers from one region: never the 
   assert.equal(await exited, 0)
 
   const all = [...nodeNumbers, ...rustNumbers].sort((a, b) => a - b)
-  assert.deepEqual(all, Array.from({ length: size * 8 }, (_, i) => i), 'every number exactly once between the two')
+  assert.deepEqual(
+    all,
+    Array.from({ length: size * 8 }, (_, i) => i),
+    'every number exactly once between the two',
+  )
   assert.equal(rustNumbers.length, (size * 8) / 2)
   assert.equal(bitmap.count(), (size * 8) / 2, 'the Rust program ended normally and gave its numbers back')
   for (const n of nodeNumbers.slice(0, 100)) assert.equal(bitmap.isAllocated(n), true)

@@ -28,5 +28,9 @@ test('misuses (wrong argument types, writing max, ignoring null from tryAllocate
   const { status, output } = compile('misuse.ts')
   assert.notEqual(status, 0)
   const errorLines = [...output.matchAll(/misuse\.ts\((\d+),\d+\): error/g)].map((m) => Number(m[1]))
-  assert.deepEqual([...new Set(errorLines)].sort((a, b) => a - b), marked, output)
+  assert.deepEqual(
+    [...new Set(errorLines)].sort((a, b) => a - b),
+    marked,
+    output,
+  )
 })

@@ -2,7 +2,7 @@
 // Turns `cargo bench -p numballoc-core` output into the Markdown tables of BENCHMARKS.md:
 //   cargo bench -p numballoc-core --bench bitmap | node bench/criterion-table.js
 const lines = require('node:fs').readFileSync(0, 'utf8').split('\n')
-const units = { ps: 1e-3, ns: 1, 'µs': 1e3, us: 1e3, ms: 1e6 }
+const units = { ps: 1e-3, ns: 1, µs: 1e3, us: 1e3, ms: 1e6 }
 const medians = new Map()
 let current = null
 for (const line of lines) {
@@ -57,7 +57,11 @@ if (extentRows.length > 0) {
   }
 }
 
-const contention = ['numballoc', 'lowest', 'cyclic', 'go'].map((impl) => [impl, medians.get(`contention/${impl}/1-threads`), medians.get(`contention/${impl}/2-threads`)])
+const contention = ['numballoc', 'lowest', 'cyclic', 'go'].map((impl) => [
+  impl,
+  medians.get(`contention/${impl}/1-threads`),
+  medians.get(`contention/${impl}/2-threads`),
+])
 if (contention.some(([, one, two]) => one && two)) {
   console.log('\n| implementation | 1 thread: time per pair | 2 threads: time per pair, combined | throughput, 2 threads / 1 |')
   console.log('|---|---|---|---|')

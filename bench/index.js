@@ -41,13 +41,24 @@ function pairVsAtomics() {
   }
   const jsFree = (n) => Atomics.and(words, n >> 5, ~(1 << (n & 31)))
   const count = quick ? 1e6 : 5e6
-  const floor = measure(count, (k) => { for (let i = 0; i < k; i++) jsFree(jsAllocate()) })
-  const ours = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.allocate()) })
-  const tryOurs = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.free(bitmap.tryAllocate()) })
+  const floor = measure(count, (k) => {
+    for (let i = 0; i < k; i++) jsFree(jsAllocate())
+  })
+  const ours = measure(count, (k) => {
+    for (let i = 0; i < k; i++) bitmap.free(bitmap.allocate())
+  })
+  const tryOurs = measure(count, (k) => {
+    for (let i = 0; i < k; i++) bitmap.free(bitmap.tryAllocate())
+  })
   // A napi-rs generated function (handle lookup, an f64 argument, a boolean result), for scale.
-  const generated = measure(count, (k) => { for (let i = 0; i < k; i++) bitmap.isAllocated(5) })
+  const generated = measure(count, (k) => {
+    for (let i = 0; i < k; i++) bitmap.isAllocated(5)
+  })
   const batch = 64
-  const many = measure(count / batch, (k) => { for (let i = 0; i < k; i++) bitmap.freeMany(bitmap.allocateMany(batch)) }) / batch
+  const many =
+    measure(count / batch, (k) => {
+      for (let i = 0; i < k; i++) bitmap.freeMany(bitmap.allocateMany(batch))
+    }) / batch
   bitmap.close()
   destroyShared(name('pair'))
   return [
@@ -60,15 +71,16 @@ function pairVsAtomics() {
 }
 
 function runWorker(args, viaCluster) {
-  const child = viaCluster
-    ? cluster.fork({ BENCH_ARGS: JSON.stringify(args) })
-    : fork(path.join(__dirname, 'worker.js'), args.map(String))
+  const child = viaCluster ? cluster.fork({ BENCH_ARGS: JSON.stringify(args) }) : fork(path.join(__dirname, 'worker.js'), args.map(String))
   const proc = viaCluster ? child.process : child
-  return { child, result: new Promise((resolve, reject) => {
-    const messages = []
-    child.on('message', (m) => messages.push(m))
-    proc.on('exit', (code) => (code === 0 ? resolve(messages) : reject(new Error(`worker exited ${code}`))))
-  }) }
+  return {
+    child,
+    result: new Promise((resolve, reject) => {
+      const messages = []
+      child.on('message', (m) => messages.push(m))
+      proc.on('exit', (code) => (code === 0 ? resolve(messages) : reject(new Error(`worker exited ${code}`))))
+    }),
+  }
 }
 
 /** Per unique number handed to a worker process: numballoc, a primary over IPC, get-port. */
@@ -123,7 +135,7 @@ async function scaling() {
   const throughput = async (kind, count, region, policy) => {
     const workers = Array.from({ length: count }, () => start(kind, ['churn', region, 16384, ms, policy]))
     await Promise.all(workers.map(({ child }) => new Promise((resolve) => child.on('message', (m) => m === 'ready' && resolve()))))
-    for (const { child } of workers) (kind === 'process' ? child.send('go') : child.postMessage('go'))
+    for (const { child } of workers) kind === 'process' ? child.send('go') : child.postMessage('go')
     const pairs = (await Promise.all(workers.map((w) => w.result))).map((list) => list.find((m) => m.pairs).pairs)
     return pairs.reduce((a, b) => a + b, 0) / (ms / 1000)
   }
@@ -196,20 +208,29 @@ async function runnersUnderRace() {
   const { spawn } = require('node:child_process')
   const rounds = quick ? 2 : 10
   const jest = path.join(__dirname, '..', 'node_modules', '.bin', 'jest')
-  const runOnce = (how, out) => new Promise((resolve, reject) => {
-    const env = { ...process.env, BENCH_PORTS: how, BENCH_OUT: out, NODE_OPTIONS: '--experimental-vm-modules', NO_COLOR: '1' }
-    const child = spawn(jest, ['--config', 'bench/runners/jest.config.js', '--maxWorkers=4'], { cwd: path.join(__dirname, '..'), env, stdio: 'ignore' })
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`jest exited ${code}`))))
-  })
+  const runOnce = (how, out) =>
+    new Promise((resolve, reject) => {
+      const env = { ...process.env, BENCH_PORTS: how, BENCH_OUT: out, NODE_OPTIONS: '--experimental-vm-modules', NO_COLOR: '1' }
+      const child = spawn(jest, ['--config', 'bench/runners/jest.config.js', '--maxWorkers=4'], { cwd: path.join(__dirname, '..'), env, stdio: 'ignore' })
+      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`jest exited ${code}`))))
+    })
   console.log('\n### Two Jest runs at once, 4 workers each, a port per test file (bench/runners/)\n')
   console.log('| how a test file gets its port | rounds × runs × files | EADDRINUSE | median time to choose |')
   console.log('|---|---|---|---|')
-  const labels = { numballoc: "numballoc `getPort({ port: portNumbers(8000, 8100) })`", offset: '`8000 + JEST_WORKER_ID`', 'get-port': "get-port `getPort({ port: portNumbers(8000, 8100) })`" }
+  const labels = {
+    numballoc: 'numballoc `getPort({ port: portNumbers(8000, 8100) })`',
+    offset: '`8000 + JEST_WORKER_ID`',
+    'get-port': 'get-port `getPort({ port: portNumbers(8000, 8100) })`',
+  }
   for (const how of ['numballoc', 'offset', 'get-port']) {
     const out = path.join(require('node:os').tmpdir(), `${name('runners')}-${how}.jsonl`)
     fs.rmSync(out, { force: true })
     for (let r = 0; r < rounds; r++) await Promise.all([runOnce(how, out), runOnce(how, out)])
-    const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((line) => JSON.parse(line))
+    const lines = fs
+      .readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
     fs.rmSync(out, { force: true })
     const collisions = lines.filter((l) => l.error === 'EADDRINUSE').length
     console.log(`| ${labels[how]} | ${rounds} × 2 × 4 | ${collisions} | ${fmt(median(lines.map((l) => l.micros)) * 1000)} |`)

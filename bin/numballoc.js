@@ -215,7 +215,15 @@ function list(_name, values) {
   const table = rows.map((r) =>
     r.error
       ? [r.name, `unreadable: ${r.error.message}`]
-      : [r.name, r.kind, r.capacity, r.inUse, r.tracksHolders ? r.holdersAlive : '-', r.tracksHolders ? r.holdersDead : '-', r.tracksHolders ? r.heldByDead : '-'],
+      : [
+          r.name,
+          r.kind,
+          r.capacity,
+          r.inUse,
+          r.tracksHolders ? r.holdersAlive : '-',
+          r.tracksHolders ? r.holdersDead : '-',
+          r.tracksHolders ? r.heldByDead : '-',
+        ],
   )
   return { json: rows, text: formatTable([header, ...table]) }
 }
@@ -269,7 +277,10 @@ function inspect(name, values) {
     lines.push('holders   not recorded (the region was created with holders: false)')
   }
   const unit = range ? 'port' : 'number'
-  lines.push('', `occupancy (one cell = ${report.cellSize} ${unit}${report.cellSize === 1 ? '' : 's'}: ${SHADES[0]} empty, ${SHADES[1]} <=25%, ${SHADES[2]} <=50%, ${SHADES[3]} <100%, ${SHADES[4]} full)`)
+  lines.push(
+    '',
+    `occupancy (one cell = ${report.cellSize} ${unit}${report.cellSize === 1 ? '' : 's'}: ${SHADES[0]} empty, ${SHADES[1]} <=25%, ${SHADES[2]} <=50%, ${SHADES[3]} <100%, ${SHADES[4]} full)`,
+  )
   const labelWidth = String(first + capacity - 1).length
   // Cells past the usable numbers (a pool's padding to whole bytes) are left out.
   const shown = report.cells.slice(0, Math.ceil(capacity / report.cellSize))
@@ -280,7 +291,10 @@ function inspect(name, values) {
       .join('')
     lines.push(`  ${String(first + row * report.cellSize).padStart(labelWidth)} ${picture}`)
   }
-  return { json: { ...summary(report), ...(range ?? {}), holders: report.holders, cells: report.cells, cellSize: report.cellSize }, text: `${lines.join('\n')}\n` }
+  return {
+    json: { ...summary(report), ...(range ?? {}), holders: report.holders, cells: report.cells, cellSize: report.cellSize },
+    text: `${lines.join('\n')}\n`,
+  }
 }
 
 function reclaim(name, values) {

@@ -47,11 +47,13 @@ async function worker() {
 
 function get(port) {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
-      let body = ''
-      res.on('data', (chunk) => (body += chunk))
-      res.on('end', () => resolve(JSON.parse(body)))
-    }).on('error', reject)
+    http
+      .get({ host: '127.0.0.1', port, agent: false }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => (body += chunk))
+        res.on('end', () => resolve(JSON.parse(body)))
+      })
+      .on('error', reject)
   })
 }
 

@@ -24,7 +24,8 @@ function regionOptions(options) {
   checkInteger('options.mode', mode, 0, 0o777) // permission bits only: no setuid, setgid or sticky
   if (directory !== undefined) {
     checkString('options.directory', directory)
-    if (directory === '') throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "options.directory" must not be empty (use \'.\' for the current directory)')
+    if (directory === '')
+      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "options.directory" must not be empty (use \'.\' for the current directory)')
   }
   checkBoolean('options.holders', holders)
   if (tag !== undefined) {
@@ -147,7 +148,11 @@ const POLICIES = ['any', 'lowest', 'cyclic']
 function checkPolicy(options) {
   const { policy = 'any' } = options
   if (!POLICIES.includes(policy)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "options.policy" must be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}. Received ${describe(policy)}`)
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_ARG_VALUE',
+      `The "options.policy" must be one of ${POLICIES.map((p) => `'${p}'`).join(', ')}. Received ${describe(policy)}`,
+    )
   }
   return policy
 }

@@ -72,8 +72,7 @@ function buildWithCargo() {
   run('cargo', ['build', '--release', '--lib', '-p', 'numballoc-node'])
   const targetDir = process.env.CARGO_TARGET_DIR
     ? path.resolve(root, process.env.CARGO_TARGET_DIR)
-    : JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root }))
-        .target_directory
+    : JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
   const library = { darwin: 'libnumballoc.dylib', win32: 'numballoc.dll' }[process.platform] ?? 'libnumballoc.so'
   fs.copyFileSync(path.join(targetDir, 'release', library), target)
 }
