@@ -14,6 +14,9 @@
  * - `ERR_POOL_MISMATCH`: a port pool exists under that name for other ports (or the region is not a pool).
  * - `ERR_INVALID_HOST`: a port pool's `host` cannot be listened on (unknown name, not this machine's address).
  * - `ERR_ILLEGAL_CONSTRUCTOR` (`TypeError`): `new` of a class that has a factory (`loadShared`, `PortPool.open`).
+ * - `ERR_CONSTRUCT_CALL_REQUIRED` (`TypeError`): a class called without `new`.
+ * - `ERR_INVALID_THIS` (`TypeError`): a method or getter called on something that is not an instance of its class.
+ * - `ERR_NATIVE_ADDON_MISSING`: the package's native addon is not built (an install with `--ignore-scripts`) or cannot be loaded.
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
@@ -40,6 +43,9 @@ export type NumballocErrorCode =
   | 'ERR_LEASE_RELEASED'
   | 'ERR_TOO_MANY_HOLDERS'
   | 'ERR_REGION_NOT_PRIVATE'
+  | 'ERR_CONSTRUCT_CALL_REQUIRED'
+  | 'ERR_INVALID_THIS'
+  | 'ERR_NATIVE_ADDON_MISSING'
 
 /** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
 export declare const MAX_SIZE: number

@@ -280,6 +280,41 @@ test("freeMany reads its argument's length once: a length that changes afterward
   }
 })
 
+test('without its native addon (an install with --ignore-scripts), requiring the package says so, with a code and what to do', (t) => {
+  const os = require('node:os')
+  const root = path.join(__dirname, '..')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-noaddon-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  for (const file of ['index.js', 'package.json', 'binding.js']) fs.copyFileSync(path.join(root, file), path.join(dir, file))
+  fs.cpSync(path.join(root, 'lib'), path.join(dir, 'lib'), { recursive: true })
+  const script = `try { require(${JSON.stringify(dir)}) } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`
+  const out = require('node:child_process').spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+  const { code, message } = JSON.parse(out.stdout)
+  assert.equal(code, 'ERR_NATIVE_ADDON_MISSING')
+  assert.match(message, /is not built/)
+  assert.match(message, /npm rebuild numballoc/)
+})
+
+test('a class called without new, and every method and getter called on a foreign object, throw coded TypeErrors (async methods reject)', async () => {
+  const { SharedMemory, PortPool, Lease } = require('..')
+  for (const Class of [SharedMemory, ConcurrentBitmap, PortPool, Lease]) {
+    assert.throws(() => Class(), { name: 'TypeError', code: 'ERR_CONSTRUCT_CALL_REQUIRED' }, `${Class.name}()`)
+    let members = 0
+    for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(Class.prototype))) {
+      if (key === 'constructor') continue
+      const call = descriptor.get ?? descriptor.value
+      for (const foreign of [{}, null, 5, Object.create(Class.prototype)]) {
+        const expected = { name: 'TypeError', code: 'ERR_INVALID_THIS' }
+        const what = `${Class.name}.${key} on ${foreign}`
+        if (call.constructor.name === 'AsyncFunction') await assert.rejects(() => call.call(foreign, 1, 1), expected, what)
+        else assert.throws(() => call.call(foreign, 1, 1), expected, what)
+      }
+      members++
+    }
+    assert.ok(members >= 3, `${Class.name} has ${members} members`)
+  }
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [

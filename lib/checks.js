@@ -31,6 +31,26 @@ function checkInteger(name, value, min, max) {
   if (value < min || value > max) throw outOfRange(name, `>= ${min} and <= ${max}`, value)
 }
 
+/**
+ * For a method called on something that is not an instance of its class (`SomeClass.prototype.m.call(other)`):
+ * `ok` is a private-field brand check, `#field in this`.
+ */
+function checkThis(ok, className) {
+  if (!ok) throw codedError(TypeError, 'ERR_INVALID_THIS', `Value of "this" must be of type ${className}`)
+}
+
+/**
+ * The class `Class` as exported: `new` works as on the class itself, and a call without `new` is a
+ * coded error instead of the engine's uncoded TypeError.
+ */
+function constructOnly(Class) {
+  return new Proxy(Class, {
+    apply() {
+      throw codedError(TypeError, 'ERR_CONSTRUCT_CALL_REQUIRED', `Class constructor ${Class.name} cannot be invoked without 'new'`)
+    },
+  })
+}
+
 function checkString(name, value) {
   if (typeof value !== 'string') throw invalidType(name, 'of type string', value)
 }
@@ -50,4 +70,16 @@ function noFreeNumber() {
   return codedError(Error, 'ERR_NO_FREE_NUMBER', 'could not allocate a free number')
 }
 
-module.exports = { codedError, describe, invalidType, outOfRange, checkInteger, checkString, checkOptions, checkBoolean, noFreeNumber }
+module.exports = {
+  codedError,
+  describe,
+  invalidType,
+  outOfRange,
+  checkInteger,
+  checkString,
+  checkOptions,
+  checkBoolean,
+  checkThis,
+  constructOnly,
+  noFreeNumber,
+}

@@ -1,6 +1,6 @@
 'use strict'
 
-const { codedError } = require('./checks.js')
+const { codedError, checkThis, constructOnly } = require('./checks.js')
 
 const constructing = Symbol('numballoc lease')
 
@@ -19,14 +19,17 @@ class Lease {
   }
 
   get value() {
+    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
     return this.#value
   }
 
   get released() {
+    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
     return this.#released
   }
 
   release() {
+    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
     if (this.#released) {
       throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
     }
@@ -48,4 +51,4 @@ function createLease(value, free) {
   return new Lease(constructing, value, free)
 }
 
-module.exports = { Lease, createLease }
+module.exports = { Lease: constructOnly(Lease), createLease }

@@ -3,10 +3,10 @@
 // on right now. index.d.ts documents each call; README.md shows the migration from get-port.
 
 const net = require('node:net')
-const native = require('../binding.js')
+const native = require('./native.js')
 const { ConcurrentBitmap, inspectShared } = require('./regions.js')
 const { createLease } = require('./lease.js')
-const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions } = require('./checks.js')
+const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, checkThis, constructOnly } = require('./checks.js')
 
 // A pool's region tag (FORMAT.md, offset 112): 'P' in the top byte, then the first and last port,
 // so a process that opens the pool with another range is refused instead of sharing numbers
@@ -218,27 +218,33 @@ class PortPool {
   }
 
   get name() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#name
   }
 
   get from() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#from
   }
 
   get to() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#to
   }
 
   get host() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#host
   }
 
   async acquire(options) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     const port = await this.getPort(options)
     return createLease(port, (p) => this.release(p))
   }
 
   async getPort(options) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     const { preferred, excluded, host } = this.#request(options)
     if (host !== undefined) await checkHost(host)
     const search = this.#search(preferred, excluded)
@@ -246,6 +252,7 @@ class PortPool {
   }
 
   getPortSync(options) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     const { preferred, excluded, host } = this.#request(options)
     checkHostSync(host)
     const search = this.#search(preferred, excluded)
@@ -338,6 +345,7 @@ class PortPool {
   }
 
   release(port) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     checkPort('port', port, this.#from, this.#to)
     try {
       this.#bitmap.free(port - this.#from)
@@ -351,19 +359,23 @@ class PortPool {
   }
 
   holderOf(port) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     checkPort('port', port, this.#from, this.#to)
     return this.#bitmap.holderOf(port - this.#from)
   }
 
   count() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#bitmap.count()
   }
 
   reclaim() {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     return this.#bitmap.reclaim()
   }
 
   close(options) {
+    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
     this.#bitmap.close(options)
   }
 
@@ -398,4 +410,13 @@ function defaultPortPool() {
   return defaultPool
 }
 
-module.exports = { PortPool, getPort, getPortSync, releasePort, portNumbers, portRangeOfTag, defaultPortPool, poolBitmap: (pool) => poolBitmap(pool) }
+module.exports = {
+  PortPool: constructOnly(PortPool),
+  getPort,
+  getPortSync,
+  releasePort,
+  portNumbers,
+  portRangeOfTag,
+  defaultPortPool,
+  poolBitmap: (pool) => poolBitmap(pool),
+}

@@ -3,8 +3,20 @@
 // the napi CLI from src/lib.rs). Argument checks live here, where the JS error classes are;
 // everything about regions and numbers lives in Rust. index.d.ts documents each call.
 
-const native = require('../binding.js')
-const { codedError, describe, invalidType, outOfRange, checkInteger, checkString, checkOptions, checkBoolean, noFreeNumber } = require('./checks.js')
+const native = require('./native.js')
+const {
+  codedError,
+  describe,
+  invalidType,
+  outOfRange,
+  checkInteger,
+  checkString,
+  checkOptions,
+  checkBoolean,
+  checkThis,
+  constructOnly,
+  noFreeNumber,
+} = require('./checks.js')
 const { createLease } = require('./lease.js')
 
 // Native handles are ids into a per-thread table; an id is released once the object holding it
@@ -58,32 +70,39 @@ class SharedMemory {
   }
 
   get name() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     return this.#name
   }
 
   get size() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     return this.#size
   }
 
   get capacity() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     return native.regionCapacity(this.#handle)
   }
 
   get tracksHolders() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     return native.regionTracksHolders(this.#handle)
   }
 
   get tag() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     return native.regionTag(this.#handle)
   }
 
   blocks() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     const out = new Uint32Array(native.regionBlockCount(this.#handle))
     native.regionCopyBlocks(this.#handle, out)
     return out
   }
 
   close() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
     native.regionClose(this.#handle)
   }
 
@@ -221,38 +240,46 @@ class ConcurrentBitmap {
   }
 
   get max() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return this.#max
   }
 
   get policy() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return this.#policy
   }
 
   allocate() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     const n = this.#allocate()
     if (n < 0) throw noFreeNumber()
     return n
   }
 
   acquire() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return createLease(this.allocate(), (n) => this.free(n))
   }
 
   tryAllocate() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     const n = this.#allocate()
     return n < 0 ? null : n
   }
 
   free(n) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     checkInteger('n', n, 0, this.#max - 1)
     this.#free(n)
   }
 
   allocateInRange(min, max) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return found(this.#inRange(min, max))
   }
 
   tryAllocateInRange(min, max) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     const n = this.#inRange(min, max)
     return n < 0 ? null : n
   }
@@ -264,10 +291,12 @@ class ConcurrentBitmap {
   }
 
   allocateBlock(count, align = 1) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return found(this.#block(count, align))
   }
 
   tryAllocateBlock(count, align = 1) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     const first = this.#block(count, align)
     return first < 0 ? null : first
   }
@@ -279,12 +308,14 @@ class ConcurrentBitmap {
   }
 
   freeBlock(first, count) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     checkInteger('first', first, 0, this.#max - 1)
     checkInteger('count', count, 1, this.#max - first)
     native.bitmapFreeBlock(this.#handle, first, count)
   }
 
   allocateMany(n) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     checkInteger('n', n, 0, this.#max)
     const out = this.#takeScratch(n)
     try {
@@ -326,6 +357,7 @@ class ConcurrentBitmap {
   }
 
   freeMany(numbers) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     if (numbers === null || typeof numbers !== 'object') throw invalidType('numbers', 'an array of numbers', numbers)
     // Read once: an object whose length changes between reads gets what it said the first time.
     const count = numbers.length
@@ -346,25 +378,30 @@ class ConcurrentBitmap {
   }
 
   reclaim() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return native.bitmapReclaim(this.#handle)
   }
 
   holderOf(n) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     checkInteger('n', n, 0, this.#max - 1)
     const pid = native.bitmapHolderOf(this.#handle, n)
     return pid < 0 ? null : { pid }
   }
 
   isAllocated(n) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     checkInteger('n', n, 0, this.#max - 1)
     return native.bitmapIsAllocated(this.#handle, n)
   }
 
   count() {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     return native.bitmapCount(this.#handle)
   }
 
   close(options) {
+    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
     const { release = false } = checkOptions(options)
     checkBoolean('options.release', release)
     releasedAtExit.delete(this)
@@ -376,4 +413,14 @@ class ConcurrentBitmap {
   }
 }
 
-module.exports = { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE, holderFd }
+module.exports = {
+  loadShared,
+  destroyShared,
+  inspectShared,
+  listShared,
+  reclaimShared,
+  SharedMemory: constructOnly(SharedMemory),
+  ConcurrentBitmap: constructOnly(ConcurrentBitmap),
+  MAX_SIZE,
+  holderFd,
+}
