@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 
+use numballoc_core::ones;
+
 pub struct Held {
     words: Box<[Cell<u64>]>,
 }
@@ -58,11 +60,7 @@ impl Held {
     pub fn take_all(&self) -> Vec<u64> {
         let mut numbers = Vec::new();
         for (w, word) in self.words.iter().enumerate() {
-            let mut bits = word.replace(0);
-            while bits != 0 {
-                numbers.push(w as u64 * 64 + bits.trailing_zeros() as u64);
-                bits &= bits - 1;
-            }
+            numbers.extend(ones(word.replace(0)).map(|bit| w as u64 * 64 + bit as u64));
         }
         numbers
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::bits::Bits;
+use crate::bits::{ones, Bits};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::region::Region;
@@ -270,11 +270,8 @@ impl ConcurrentBitmap {
                 let bits = self.bits();
                 if w < bits.word_count() {
                     let want = (n - taken.len()).min(64) as u32;
-                    let mut claimed = bits.claim_several(w, want);
-                    while claimed != 0 {
-                        taken.push(w as u64 * 64 + claimed.trailing_zeros() as u64);
-                        claimed &= claimed - 1;
-                    }
+                    let claimed = bits.claim_several(w, want);
+                    taken.extend(ones(claimed).map(|bit| w as u64 * 64 + bit as u64));
                     if taken.len() == n {
                         break;
                     }

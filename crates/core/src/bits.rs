@@ -100,6 +100,19 @@ use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 /// so 31 words miss one about once in a hundred times.
 const ROOMIER_REACH: usize = 31;
 
+/// The positions of the set bits of `word`, lowest first.
+#[inline]
+pub fn ones(word: u64) -> impl Iterator<Item = u32> {
+    let mut rest = word;
+    std::iter::from_fn(move || {
+        (rest != 0).then(|| {
+            let bit = rest.trailing_zeros();
+            rest &= rest - 1;
+            bit
+        })
+    })
+}
+
 /// The low `n` bits set (`n` up to 64).
 #[inline]
 fn low_bits(n: u64) -> u64 {
@@ -562,30 +575,17 @@ impl<'a> Bits<'a> {
     /// Clears the bits `bits` of word `w` (all allocated), then their holder records, then the
     /// word's summary bits if it was full.
     fn release_word(&self, w: usize, bits: u64) {
-        let numbers = || {
-            let mut rest = bits;
-            std::iter::from_fn(move || {
-                (rest != 0).then(|| {
-                    let n = w as u64 * 64 + rest.trailing_zeros() as u64;
-                    rest &= rest - 1;
-                    n
-                })
-            })
-        };
         let mut expected = [0u32; 64];
         if self.holders.is_some() {
-            for n in numbers() {
-                expected[(n % 64) as usize] = self.record_of(n);
+            for bit in ones(bits) {
+                expected[bit as usize] = self.record_of(w as u64 * 64 + bit as u64);
             }
         }
         let before = self.clear_bits(w, bits);
         // Only the bits this call cleared: one that was already clear was freed by someone else,
         // whose record is theirs to clear.
-        let mut rest = bits & before;
-        while rest != 0 {
-            let bit = rest.trailing_zeros();
+        for bit in ones(bits & before) {
             self.drop_holder(w as u64 * 64 + bit as u64, expected[bit as usize]);
-            rest &= rest - 1;
         }
         if before & self.existing(w) == self.existing(w) {
             self.mark_open(w);
@@ -903,10 +903,7 @@ impl<'a> Bits<'a> {
         let sweeping = record(record_slot(holder), SWEEPING);
         let mut freed = 0;
         for (w, word) in self.words.iter().enumerate() {
-            let mut set = word.load(Ordering::Relaxed) & self.existing(w);
-            while set != 0 {
-                let bit = set.trailing_zeros();
-                set &= set - 1;
+            for bit in ones(word.load(Ordering::Relaxed) & self.existing(w)) {
                 let n = w * 64 + bit as usize;
                 if holders[n]
                     .compare_exchange(holder, sweeping, Ordering::AcqRel, Ordering::Relaxed)
@@ -932,15 +929,8 @@ impl<'a> Bits<'a> {
             return false;
         };
         self.words.iter().enumerate().any(|(w, word)| {
-            let mut set = word.load(Ordering::Relaxed) & self.existing(w);
-            while set != 0 {
-                let n = w * 64 + set.trailing_zeros() as usize;
-                if holders[n].load(Ordering::Relaxed) == holder {
-                    return true;
-                }
-                set &= set - 1;
-            }
-            false
+            ones(word.load(Ordering::Relaxed) & self.existing(w))
+                .any(|bit| holders[w * 64 + bit as usize].load(Ordering::Relaxed) == holder)
         })
     }
 

@@ -91,10 +91,8 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
         if cell_size % 64 == 0 {
             counts[(first / cell_size) as usize] += u64::from(bits.count_ones());
         } else {
-            while bits != 0 {
-                let n = first + u64::from(bits.trailing_zeros());
-                counts[(n / cell_size) as usize] += 1;
-                bits &= bits - 1;
+            for bit in crate::bits::ones(bits) {
+                counts[((first + u64::from(bit)) / cell_size) as usize] += 1;
             }
         }
     }

@@ -30,7 +30,7 @@ mod sync;
 
 #[cfg(not(loom))]
 pub use bitmap::{Allocator, ConcurrentBitmap, Policy};
-pub use bits::{Bits, Parts};
+pub use bits::{ones, Bits, Parts};
 pub use error::{Error, Result};
 pub use holder::Holder;
 #[cfg(not(loom))]
