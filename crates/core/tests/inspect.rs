@@ -1,36 +1,13 @@
 //! Tools' view of regions: opening one without knowing its size, tags, inspecting and listing.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use numballoc_core::inspect::{inspect, list};
-use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, OpenOptions, Region};
+use numballoc_core::{Allocator, ConcurrentBitmap, Error, OpenOptions, Region};
 
 mod common;
 
-struct Scratch(String, Option<std::path::PathBuf>);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        use std::sync::atomic::AtomicU32;
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        Scratch(
-            format!("numballoc-rs-inspect-{tag}-{}-{seq}", std::process::id()),
-            None,
-        )
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if destroy(&self.0, self.1.as_deref()).is_err() {
-            // Not a region (destroy leaves those alone): a test put it there.
-            let dir = self.1.clone().unwrap_or_else(|| "/dev/shm".into());
-            let _ = std::fs::remove_file(dir.join(&self.0));
-        }
-    }
-}
+use common::Scratch;
 
 #[test]
 fn open_existing_reads_the_size_from_the_header() {

@@ -8,26 +8,7 @@ use numballoc_core::{destroy, Allocator, ConcurrentBitmap, Error, OpenOptions, R
 
 mod common;
 
-/// A region name no other test or run uses, destroyed when dropped (even if the test panics).
-struct Scratch(String);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        Scratch(format!("numballoc-rs-{tag}-{}-{seq}", std::process::id()))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if destroy(&self.0, None).is_err() {
-            // Not a region (destroy leaves those alone): a test put it there.
-            let _ = std::fs::remove_file(shm_path(&self.0));
-        }
-    }
-}
+use common::Scratch;
 
 fn shm_path(name: &str) -> PathBuf {
     PathBuf::from("/dev/shm").join(name)
