@@ -995,29 +995,16 @@ impl<'a> Bits<'a> {
 #[cfg(all(test, not(loom)))]
 pub(crate) mod tests {
     use super::*;
-    use crate::header::Header;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
-    /// A bitmap with its summaries in ordinary memory, laid out as in a region of `size` bytes.
-    pub(crate) struct Memory {
-        words: Vec<AtomicU64>,
-        l1: Vec<AtomicU64>,
-        l2: Vec<AtomicU64>,
-        counts: Vec<AtomicU32>,
-        holders: Option<Vec<AtomicU32>>,
-        capacity: u64,
-    }
+    pub(crate) use crate::testing::Memory;
 
     /// The record of the live holder the tests' views write.
     pub(crate) const ME: u32 = record(1, 1);
     /// The record of a holder whose slot (2) a test sweeps, as if it had died.
     pub(crate) const DEAD: u32 = record(2, 5);
-
-    fn zeroed(n: usize) -> Vec<AtomicU64> {
-        (0..n).map(|_| AtomicU64::new(0)).collect()
-    }
 
     impl Memory {
         /// With holder records, as regions are by default.
@@ -1025,31 +1012,8 @@ pub(crate) mod tests {
             Memory::with(size, true)
         }
 
-        pub(crate) fn with(size: u64, holders: bool) -> Memory {
-            let h = Header::new(size, holders);
-            Memory {
-                words: zeroed(h.words()),
-                l1: zeroed(h.l1_words()),
-                l2: zeroed(h.l2_words()),
-                counts: (0..h.l1_words()).map(|_| AtomicU32::new(0)).collect(),
-                holders: holders.then(|| {
-                    (0..h.bitmap_capacity())
-                        .map(|_| AtomicU32::new(0))
-                        .collect()
-                }),
-                capacity: h.bitmap_capacity(),
-            }
-        }
-
         pub(crate) fn bits(&self, max: u64) -> Bits<'_> {
-            let parts = Parts {
-                words: &self.words,
-                l1: &self.l1,
-                l2: &self.l2,
-                counts: &self.counts,
-                holders: self.holders.as_deref(),
-            };
-            Bits::new(parts, ME, self.capacity, max)
+            self.bits_as(max, ME)
         }
 
         /// Sets `n`'s bit as an allocation does, counting its word full if that filled it.

@@ -27,6 +27,8 @@ pub mod inspect;
 #[cfg(not(loom))]
 mod region;
 mod sync;
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(not(loom))]
 pub use bitmap::{Allocator, ConcurrentBitmap, Policy};

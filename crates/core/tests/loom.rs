@@ -5,12 +5,12 @@
 //! (`npm run test:loom`; part of `npm test`)
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use numballoc_core::header::Header;
 use numballoc_core::holder::record;
-use numballoc_core::{Bits, Parts};
+use numballoc_core::testing::Memory;
+use numballoc_core::Bits;
 
 /// The record of the live holder every view here writes.
 const ME: u32 = record(1, 1);
@@ -19,82 +19,63 @@ const DEAD: u32 = record(2, 1);
 /// The record of another live holder, which frees numbers it did not take.
 const THIRD: u32 = record(3, 1);
 
-/// A region's words in ordinary memory: bitmap, summaries and holder records.
-struct Memory {
-    words: Vec<AtomicU64>,
-    l1: Vec<AtomicU64>,
-    l2: Vec<AtomicU64>,
-    counts: Vec<AtomicU32>,
-    holders: Vec<AtomicU32>,
-    capacity: u64,
-}
-
-fn zeroed(n: usize) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(0)).collect()
-}
-
-impl Memory {
+/// What the models do with the shared fixture ([`Memory`]: a region's sections in ordinary memory).
+trait Fixture {
     /// 8 numbers in one word, with holders: small, so every interleaving can be explored.
+    fn one_word() -> Memory;
+    /// A bitmap of `size` bytes, with holders.
+    fn with_size(size: u64) -> Memory;
+    /// A view of every number, writing this test's live holder's record.
+    fn bits(&self) -> Bits<'_>;
+    /// A view of another live holder, whose record is `me`.
+    fn bits_of(&self, me: u32) -> Bits<'_>;
+    /// Marks every number but `free` as held by `holder` (bit and record).
+    fn fill_except(&self, free: &[u64], holder: u32);
+    /// Never a nameless bit: every allocated number has a record (so no second claimer can take
+    /// it, whatever else happened).
+    fn assert_no_nameless_bit(&self);
+    /// Every number is consistent: allocated with a record, or free without one.
+    fn assert_consistent(&self);
+}
+
+impl Fixture for Memory {
     fn one_word() -> Memory {
         Memory::with_size(1)
     }
 
-    /// A bitmap of `size` bytes, with holders.
     fn with_size(size: u64) -> Memory {
-        let h = Header::new(size, true);
-        Memory {
-            words: zeroed(h.words()),
-            l1: zeroed(h.l1_words()),
-            l2: zeroed(h.l2_words()),
-            counts: (0..h.l1_words()).map(|_| AtomicU32::new(0)).collect(),
-            holders: (0..h.bitmap_capacity())
-                .map(|_| AtomicU32::new(0))
-                .collect(),
-            capacity: h.bitmap_capacity(),
-        }
+        Memory::with(size, true)
     }
 
     fn bits(&self) -> Bits<'_> {
-        self.bits_as(ME)
+        self.bits_of(ME)
     }
 
-    /// A view of another live holder, whose record is `me`.
-    fn bits_as(&self, me: u32) -> Bits<'_> {
-        let parts = Parts {
-            words: &self.words,
-            l1: &self.l1,
-            l2: &self.l2,
-            counts: &self.counts,
-            holders: Some(&self.holders),
-        };
-        Bits::new(parts, me, self.capacity, self.capacity)
+    fn bits_of(&self, me: u32) -> Bits<'_> {
+        self.bits_as(self.capacity, me)
     }
 
-    /// Marks every number but `free` as held by `holder` (bit and record).
     fn fill_except(&self, free: &[u64], holder: u32) {
         for n in 0..self.capacity {
             if !free.contains(&n) {
                 self.words[0].fetch_or(1 << n, Ordering::Relaxed);
-                self.holders[n as usize].store(holder, Ordering::Relaxed);
+                self.records()[n as usize].store(holder, Ordering::Relaxed);
             }
         }
     }
 
-    /// Never a nameless bit: every allocated number has a record (so no second claimer can take
-    /// it, whatever else happened).
     fn assert_no_nameless_bit(&self) {
         for n in 0..self.capacity as usize {
             let set = self.words[0].load(Ordering::Relaxed) & (1 << n) != 0;
-            let record = self.holders[n].load(Ordering::Relaxed);
+            let record = self.records()[n].load(Ordering::Relaxed);
             assert!(!set || record != 0, "number {n}: bit set, no record");
         }
     }
 
-    /// Every number is consistent: allocated with a record, or free without one.
     fn assert_consistent(&self) {
         for n in 0..self.capacity as usize {
             let set = self.words[0].load(Ordering::Relaxed) & (1 << n) != 0;
-            let record = self.holders[n].load(Ordering::Relaxed);
+            let record = self.records()[n].load(Ordering::Relaxed);
             assert_eq!(
                 set,
                 record != 0,
@@ -143,7 +124,7 @@ fn a_stopped_holders_number_is_swept_once_while_others_allocate_and_free() {
             let memory = Arc::new(Memory::one_word());
             // 7 is the stopped holder's; 3 is free; the rest are held by the live holder.
             memory.fill_except(&[7, 3], ME);
-            memory.holders[7].store(DEAD, Ordering::Relaxed);
+            memory.records()[7].store(DEAD, Ordering::Relaxed);
             if bit_set {
                 memory.words[0].fetch_or(1 << 7, Ordering::Relaxed);
             }
@@ -158,7 +139,7 @@ fn a_stopped_holders_number_is_swept_once_while_others_allocate_and_free() {
             // A third party frees 7 too (anyone may free any number it was given).
             let freer = {
                 let memory = memory.clone();
-                thread::spawn(move || memory.bits_as(THIRD).free(7).is_ok())
+                thread::spawn(move || memory.bits_of(THIRD).free(7).is_ok())
             };
             let swept = sweeper.join().unwrap();
             let freed = freer.join().unwrap();
@@ -194,18 +175,18 @@ fn a_delayed_free_never_clears_a_record_of_the_slots_next_holder() {
         let memory = Arc::new(Memory::one_word());
         // 7 is held by the stopped holder in slot 2; every other number by the live holder.
         memory.fill_except(&[], ME);
-        memory.holders[7].store(DEAD, Ordering::Relaxed);
+        memory.records()[7].store(DEAD, Ordering::Relaxed);
         // A third party frees 7, while slot 2 is swept and its next holder takes 7 again.
         let freer = {
             let memory = memory.clone();
-            thread::spawn(move || memory.bits_as(THIRD).free(7).is_ok())
+            thread::spawn(move || memory.bits_of(THIRD).free(7).is_ok())
         };
         let next_holder = {
             let memory = memory.clone();
             thread::spawn(move || {
                 memory.bits().sweep(|slot| slot == 2);
                 memory
-                    .bits_as(NEXT_IN_SLOT)
+                    .bits_of(NEXT_IN_SLOT)
                     .allocate_from(0)
                     .map(|(n, _)| n)
             })
@@ -216,7 +197,7 @@ fn a_delayed_free_never_clears_a_record_of_the_slots_next_holder() {
         // taken again, it may clear the new holder's bit, never leave a bit without a record.
         memory.assert_no_nameless_bit();
         if got == Some(7) && memory.words[0].load(Ordering::Relaxed) & (1 << 7) != 0 {
-            assert_eq!(memory.holders[7].load(Ordering::Relaxed), NEXT_IN_SLOT);
+            assert_eq!(memory.records()[7].load(Ordering::Relaxed), NEXT_IN_SLOT);
         }
     });
 }
@@ -268,7 +249,7 @@ fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
             memory.words[w].store(u64::MAX, Ordering::Relaxed);
         }
         for n in 0..memory.capacity as usize {
-            memory.holders[n].store(ME, Ordering::Relaxed);
+            memory.records()[n].store(ME, Ordering::Relaxed);
         }
         memory.l1[0].store(u64::MAX & !1, Ordering::Relaxed); // every word but 0 marked full
         let got = free_5_racing_a_search(&memory);
@@ -297,7 +278,7 @@ fn a_live_holder_claiming_and_freeing_while_a_dead_one_is_swept_keeps_what_it_ho
         let memory = Arc::new(Memory::one_word());
         // 7 is the stopped holder's; 3 and 5 are free; the rest are the live holder's.
         memory.fill_except(&[3, 5, 7], ME);
-        memory.holders[7].store(DEAD, Ordering::Relaxed);
+        memory.records()[7].store(DEAD, Ordering::Relaxed);
         memory.words[0].fetch_or(1 << 7, Ordering::Relaxed);
         let live = {
             let memory = memory.clone();
@@ -311,7 +292,7 @@ fn a_live_holder_claiming_and_freeing_while_a_dead_one_is_swept_keeps_what_it_ho
         };
         let sweeper = {
             let memory = memory.clone();
-            thread::spawn(move || memory.bits_as(THIRD).sweep(|slot| slot == 2))
+            thread::spawn(move || memory.bits_of(THIRD).sweep(|slot| slot == 2))
         };
         let kept = live.join().unwrap();
         assert_eq!(sweeper.join().unwrap(), 1, "7 was swept, once");
@@ -320,7 +301,7 @@ fn a_live_holder_claiming_and_freeing_while_a_dead_one_is_swept_keeps_what_it_ho
             word & (1 << kept) != 0,
             "the live holder's {kept} was taken from it"
         );
-        assert_eq!(memory.holders[kept as usize].load(Ordering::Relaxed), ME);
+        assert_eq!(memory.records()[kept as usize].load(Ordering::Relaxed), ME);
         memory.assert_consistent();
         // Exactly two of 3, 5, 7 are free now: the live holder kept one.
         assert_eq!((!word & 0b1010_1000).count_ones(), 2);
@@ -339,7 +320,7 @@ fn a_block_and_a_single_allocation_never_share_a_number() {
         };
         let single = {
             let memory = memory.clone();
-            thread::spawn(move || memory.bits_as(THIRD).allocate_from(0).map(|(n, _)| n))
+            thread::spawn(move || memory.bits_of(THIRD).allocate_from(0).map(|(n, _)| n))
         };
         let block = block.join().unwrap();
         let single = single
@@ -404,7 +385,7 @@ fn a_full_count_never_hides_a_number_free_for_the_whole_search() {
                         memory.counts[0].fetch_sub(1, Ordering::Relaxed);
                     }
                     Six::StopsBeforeCounting => {
-                        memory.holders[6].store(ME, Ordering::Relaxed);
+                        memory.records()[6].store(ME, Ordering::Relaxed);
                         memory.words[0].fetch_or(1 << 6, Ordering::AcqRel);
                     }
                 })
