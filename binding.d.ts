@@ -83,6 +83,19 @@ export interface HolderReport {
   count: number
 }
 
+export declare function limits(): Limits
+
+/**
+ * The facts lib/ checks arguments against, as the core states them, so that each is written
+ * once: the largest region size, the largest and the default mode, the policies' names.
+ */
+export interface Limits {
+  maxSize: number
+  maxMode: number
+  defaultMode: number
+  policies: Array<string>
+}
+
 /**
  * Whether `port` can be listened on right now, found by binding a TCP listener for a moment, as
  * `server.listen(port, host)` would: without a host on the IPv6 wildcard (which sees IPv4

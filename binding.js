@@ -849,6 +849,7 @@ module.exports.bitmapIsAllocated = nativeBinding.bitmapIsAllocated
 module.exports.bitmapMax = nativeBinding.bitmapMax
 module.exports.bitmapNew = nativeBinding.bitmapNew
 module.exports.bitmapReclaim = nativeBinding.bitmapReclaim
+module.exports.limits = nativeBinding.limits
 module.exports.portCanListen = nativeBinding.portCanListen
 module.exports.regionBlockCount = nativeBinding.regionBlockCount
 module.exports.regionCapacity = nativeBinding.regionCapacity

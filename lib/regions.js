@@ -23,17 +23,18 @@ const { createLease } = require('./lease.js')
 // is garbage-collected, so it can never be reused while some object could still pass it.
 const handles = new FinalizationRegistry((id) => native.releaseHandle(id))
 
-const MAX_SIZE = 2 ** 40
+// The largest region size, the largest and the default mode, and the policies' names, as the core
+// states them.
+const { maxSize: MAX_SIZE, maxMode: MAX_MODE, defaultMode: DEFAULT_MODE, policies: POLICIES } = native.limits()
 /** The largest batch whose scratch array an allocator keeps for the next batch (32 KiB). */
 const SCRATCH_KEPT = 4096
-const DEFAULT_MODE = 0o600
 
 /** The region options shared by loadShared, destroyShared and ConcurrentBitmap.open. */
 function regionOptions(options) {
   const { create = true, mode = DEFAULT_MODE, directory, holders = true, tag, private: owned = false } = checkOptions(options)
   checkBoolean('options.create', create)
   checkBoolean('options.private', owned)
-  checkInteger('options.mode', mode, 0, 0o777) // permission bits only: no setuid, setgid or sticky
+  checkInteger('options.mode', mode, 0, MAX_MODE) // permission bits only: no setuid, setgid or sticky
   if (directory !== undefined) {
     checkString('options.directory', directory)
     if (directory === '')
@@ -161,8 +162,6 @@ function releaseAtExit(bitmap) {
     })
   }
 }
-
-const POLICIES = ['any', 'lowest', 'cyclic']
 
 function checkPolicy(options) {
   const { policy = 'any' } = options

@@ -395,6 +395,26 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
     numballoc_core::destroy(&name, directory.as_deref()).map_err(|e| to_js(&env, e))
 }
 
+/// The facts lib/ checks arguments against, as the core states them, so that each is written
+/// once: the largest region size, the largest and the default mode, the policies' names.
+#[napi(object)]
+pub struct Limits {
+    pub max_size: f64,
+    pub max_mode: u32,
+    pub default_mode: u32,
+    pub policies: Vec<String>,
+}
+
+#[napi]
+pub fn limits() -> Limits {
+    Limits {
+        max_size: numballoc_core::header::MAX_SIZE as f64,
+        max_mode: numballoc_core::MAX_MODE,
+        default_mode: numballoc_core::OpenOptions::default().mode,
+        policies: Policy::ALL.iter().map(|p| p.name().to_owned()).collect(),
+    }
+}
+
 /// Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
 /// `'any'`, `'lowest'` or `'cyclic'` (lib/regions.js has checked it; another is refused here too,
 /// never taken for `'any'`).
@@ -406,19 +426,14 @@ pub fn bitmap_new(
     policy: String,
     reclaim_when_full: bool,
 ) -> Result<HandleId> {
-    let policy = match policy.as_str() {
-        "any" => Policy::Any,
-        "lowest" => Policy::Lowest,
-        "cyclic" => Policy::Cyclic,
-        other => {
-            return Err(throw_js(
-                &env,
-                "ERR_INVALID_ARG_VALUE",
-                &format!("unknown policy {other:?}"),
-                ErrorClass::TypeError,
-                None,
-            ))
-        }
+    let Some(policy) = Policy::from_name(&policy) else {
+        return Err(throw_js(
+            &env,
+            "ERR_INVALID_ARG_VALUE",
+            &format!("unknown policy {policy:?}"),
+            ErrorClass::TypeError,
+            None,
+        ));
     };
     let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;

@@ -81,6 +81,25 @@ pub enum Policy {
     Cyclic,
 }
 
+impl Policy {
+    /// Every policy, in the order the documentation lists them.
+    pub const ALL: [Policy; 3] = [Policy::Any, Policy::Lowest, Policy::Cyclic];
+
+    /// Its name in the JavaScript API and on the command line: `any`, `lowest` or `cyclic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Any => "any",
+            Policy::Lowest => "lowest",
+            Policy::Cyclic => "cyclic",
+        }
+    }
+
+    /// The policy of that name, if there is one.
+    pub fn from_name(name: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|policy| policy.name() == name)
+    }
+}
+
 /// The lock-free allocator over a shared [`Region`] (Go's `ConcurrentBitmap`).
 ///
 /// Every process (or thread) that builds one over the same region shares the numbers: a number

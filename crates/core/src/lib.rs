@@ -38,4 +38,6 @@ pub use holder::Holder;
 #[cfg(not(loom))]
 pub use holder::HolderScope;
 #[cfg(not(loom))]
-pub use region::{destroy, validate_name, validate_size, OpenOptions, Region, MAX_NAME_LEN};
+pub use region::{
+    destroy, validate_name, validate_size, OpenOptions, Region, MAX_MODE, MAX_NAME_LEN,
+};

@@ -39,6 +39,10 @@ use crate::holder::{
     entry_generation, entry_in_use, entry_pid, next_generation, slot_entry, HolderScope, SLOTS,
 };
 
+/// The largest `mode` a region may be created with: permission bits only (no setuid, setgid or
+/// sticky bit).
+pub const MAX_MODE: u32 = 0o777;
+
 /// The longest region name: the platform's limit on one path component (Linux `NAME_MAX`), or
 /// on macOS the POSIX shared-memory name limit less its leading `/`.
 #[cfg(target_os = "macos")]
@@ -556,7 +560,7 @@ impl Region {
 
     fn open_with(name: &str, size: Option<u64>, options: &OpenOptions) -> Result<Region> {
         let location = Location::new(name, options.directory.as_deref())?;
-        if options.mode & !0o777 != 0 {
+        if options.mode & !MAX_MODE != 0 {
             return Err(Error::OutOfRange(format!(
                 "mode must be permission bits from 0 to 0o777, got {:#o}",
                 options.mode
