@@ -203,6 +203,16 @@ test('inspectShared reports counts, holders and cells; listShared finds the regi
   )
   assert.deepEqual(report.holders, [{ pid: process.pid, alive: true, count: 71 }])
   assert.equal(report.path, `/${name}`)
+  // The report is what index.d.ts declares, field for field (the binding's structs implement
+  // the declarations there, which are the only ones published).
+  const declared = (type) => {
+    const body = fs
+      .readFileSync(require('node:path').join(__dirname, '..', 'index.d.ts'), 'utf8')
+      .match(new RegExp(`export interface ${type} \\{([\\s\\S]*?)\\n\\}`))[1]
+    return [...body.matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]).sort()
+  }
+  assert.deepEqual(Object.keys(report).sort(), declared('RegionReport'))
+  assert.deepEqual(Object.keys(report.holders[0]).sort(), declared('HolderReport'))
   assert.ok(listShared().includes(name))
   assert.equal(ids.count(), 71, 'inspecting changed nothing')
   assert.throws(() => inspectShared(name, { cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
