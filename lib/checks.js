@@ -32,11 +32,16 @@ function checkInteger(name, value, min, max) {
 }
 
 /**
- * For a method called on something that is not an instance of its class (`SomeClass.prototype.m.call(other)`):
- * `ok` is a private-field brand check, `#field in this`.
+ * The check that starts every method and getter of a class: `has` is the class's private-field
+ * brand check (`(value) => #field in value`), so a call on anything else
+ * (`SomeClass.prototype.m.call(other)`) is a coded error instead of the engine's uncoded one.
  */
-function checkThis(ok, className) {
-  if (!ok) throw codedError(TypeError, 'ERR_INVALID_THIS', `Value of "this" must be of type ${className}`)
+function brandCheck(has, className) {
+  return (self) => {
+    if (typeof self !== 'object' || self === null || !has(self)) {
+      throw codedError(TypeError, 'ERR_INVALID_THIS', `Value of "this" must be of type ${className}`)
+    }
+  }
 }
 
 /**
@@ -79,7 +84,7 @@ module.exports = {
   checkString,
   checkOptions,
   checkBoolean,
-  checkThis,
+  brandCheck,
   constructOnly,
   noFreeNumber,
 }

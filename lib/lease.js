@@ -1,14 +1,19 @@
 'use strict'
 
-const { codedError, checkThis, constructOnly } = require('./checks.js')
+const { codedError, brandCheck, constructOnly } = require('./checks.js')
 
 const constructing = Symbol('numballoc lease')
 
 /** A number held until released: `using port = pool.acquire()` releases it at scope exit. */
+let ownLease // (self) => throws ERR_INVALID_THIS unless self is a Lease; set in its static block
 class Lease {
   #value
   #free
   #released = false
+
+  static {
+    ownLease = brandCheck((value) => #value in value, 'Lease')
+  }
 
   constructor(token, value, free) {
     if (token !== constructing) {
@@ -19,17 +24,17 @@ class Lease {
   }
 
   get value() {
-    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
+    ownLease(this)
     return this.#value
   }
 
   get released() {
-    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
+    ownLease(this)
     return this.#released
   }
 
   release() {
-    checkThis(typeof this === 'object' && this !== null && #value in this, 'Lease')
+    ownLease(this)
     if (this.#released) {
       throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
     }

@@ -6,7 +6,7 @@ const net = require('node:net')
 const native = require('./native.js')
 const { ConcurrentBitmap, inspectShared } = require('./regions.js')
 const { createLease } = require('./lease.js')
-const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, checkThis, constructOnly } = require('./checks.js')
+const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, brandCheck, constructOnly } = require('./checks.js')
 
 // A pool's region tag (FORMAT.md, offset 112): 'P' in the top byte, then the first and last port,
 // so a process that opens the pool with another range is refused instead of sharing numbers
@@ -145,6 +145,7 @@ function poolMismatch(name, from, to, directory, cause) {
   return error
 }
 
+let ownPool // (self) => throws ERR_INVALID_THIS unless self is a PortPool; set in its static block
 class PortPool {
   #bitmap
   #name
@@ -169,6 +170,7 @@ class PortPool {
   }
 
   static {
+    ownPool = brandCheck((value) => #bitmap in value, 'PortPool')
     poolBitmap = (pool) => pool.#bitmap
   }
 
@@ -218,33 +220,33 @@ class PortPool {
   }
 
   get name() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#name
   }
 
   get from() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#from
   }
 
   get to() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#to
   }
 
   get host() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#host
   }
 
   async acquire(options) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     const port = await this.getPort(options)
     return createLease(port, (p) => this.release(p))
   }
 
   async getPort(options) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     const { preferred, excluded, host } = this.#request(options)
     if (host !== undefined) await checkHost(host)
     const search = this.#search(preferred, excluded)
@@ -252,7 +254,7 @@ class PortPool {
   }
 
   getPortSync(options) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     const { preferred, excluded, host } = this.#request(options)
     checkHostSync(host)
     const search = this.#search(preferred, excluded)
@@ -345,7 +347,7 @@ class PortPool {
   }
 
   release(port) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     checkPort('port', port, this.#from, this.#to)
     try {
       this.#bitmap.free(port - this.#from)
@@ -359,23 +361,23 @@ class PortPool {
   }
 
   holderOf(port) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     checkPort('port', port, this.#from, this.#to)
     return this.#bitmap.holderOf(port - this.#from)
   }
 
   count() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#bitmap.count()
   }
 
   reclaim() {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     return this.#bitmap.reclaim()
   }
 
   close(options) {
-    checkThis(typeof this === 'object' && this !== null && #bitmap in this, 'PortPool')
+    ownPool(this)
     this.#bitmap.close(options)
   }
 

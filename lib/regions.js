@@ -13,7 +13,7 @@ const {
   checkString,
   checkOptions,
   checkBoolean,
-  checkThis,
+  brandCheck,
   constructOnly,
   noFreeNumber,
 } = require('./checks.js')
@@ -51,6 +51,7 @@ function regionOptions(options) {
 let memoryHandle // (mem: SharedMemory) => native handle; set in SharedMemory's static block
 const constructing = Symbol('numballoc internal')
 
+let ownMemory // (self) => throws ERR_INVALID_THIS unless self is a SharedMemory; set in its static block
 class SharedMemory {
   #handle
   #name
@@ -67,43 +68,44 @@ class SharedMemory {
   }
 
   static {
+    ownMemory = brandCheck((value) => #handle in value, 'SharedMemory')
     memoryHandle = (mem) => mem.#handle
   }
 
   get name() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     return this.#name
   }
 
   get size() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     return this.#size
   }
 
   get capacity() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     return native.regionCapacity(this.#handle)
   }
 
   get tracksHolders() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     return native.regionTracksHolders(this.#handle)
   }
 
   get tag() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     return native.regionTag(this.#handle)
   }
 
   blocks() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     const out = new Uint32Array(native.regionBlockCount(this.#handle))
     native.regionCopyBlocks(this.#handle, out)
     return out
   }
 
   close() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'SharedMemory')
+    ownMemory(this)
     native.regionClose(this.#handle)
   }
 
@@ -191,6 +193,7 @@ function holderFd(bitmap) {
   return native.bitmapHolderFd(bitmapHandle(bitmap))
 }
 
+let ownBitmap // (self) => throws ERR_INVALID_THIS unless self is a ConcurrentBitmap; set in its static block
 class ConcurrentBitmap {
   #handle
   #allocate // () => number: the claimed number, or -1 when none is free
@@ -216,6 +219,7 @@ class ConcurrentBitmap {
   }
 
   static {
+    ownBitmap = brandCheck((value) => #handle in value, 'ConcurrentBitmap')
     bitmapHandle = (bitmap) => bitmap.#handle
   }
 
@@ -239,46 +243,46 @@ class ConcurrentBitmap {
   }
 
   get max() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return this.#max
   }
 
   get policy() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return this.#policy
   }
 
   allocate() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     const n = this.#allocate()
     if (n < 0) throw noFreeNumber()
     return n
   }
 
   acquire() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return createLease(this.allocate(), (n) => this.free(n))
   }
 
   tryAllocate() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     const n = this.#allocate()
     return n < 0 ? null : n
   }
 
   free(n) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     checkInteger('n', n, 0, this.#max - 1)
     this.#free(n)
   }
 
   allocateInRange(min, max) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return found(this.#inRange(min, max))
   }
 
   tryAllocateInRange(min, max) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     const n = this.#inRange(min, max)
     return n < 0 ? null : n
   }
@@ -290,12 +294,12 @@ class ConcurrentBitmap {
   }
 
   allocateBlock(count, align = 1) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return found(this.#block(count, align))
   }
 
   tryAllocateBlock(count, align = 1) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     const first = this.#block(count, align)
     return first < 0 ? null : first
   }
@@ -307,14 +311,14 @@ class ConcurrentBitmap {
   }
 
   freeBlock(first, count) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     checkInteger('first', first, 0, this.#max - 1)
     checkInteger('count', count, 1, this.#max - first)
     native.bitmapFreeBlock(this.#handle, first, count)
   }
 
   allocateMany(n) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     checkInteger('n', n, 0, this.#max)
     const out = this.#takeScratch(n)
     try {
@@ -356,7 +360,7 @@ class ConcurrentBitmap {
   }
 
   freeMany(numbers) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     if (numbers === null || typeof numbers !== 'object') throw invalidType('numbers', 'an array of numbers', numbers)
     // Read once: an object whose length changes between reads gets what it said the first time.
     const count = numbers.length
@@ -377,30 +381,30 @@ class ConcurrentBitmap {
   }
 
   reclaim() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return native.bitmapReclaim(this.#handle)
   }
 
   holderOf(n) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     checkInteger('n', n, 0, this.#max - 1)
     const pid = native.bitmapHolderOf(this.#handle, n)
     return pid < 0 ? null : { pid }
   }
 
   isAllocated(n) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     checkInteger('n', n, 0, this.#max - 1)
     return native.bitmapIsAllocated(this.#handle, n)
   }
 
   count() {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     return native.bitmapCount(this.#handle)
   }
 
   close(options) {
-    checkThis(typeof this === 'object' && this !== null && #handle in this, 'ConcurrentBitmap')
+    ownBitmap(this)
     const { release = false } = checkOptions(options)
     checkBoolean('options.release', release)
     releasedAtExit.delete(this)

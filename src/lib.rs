@@ -5,9 +5,10 @@
 //! `allocate` and `free` are the hot path, and what a call costs is mostly the binding: a
 //! napi-rs generated function converts its arguments and result and looks up what it works on,
 //! a raw N-API callback does only the entry and exit Node-API itself needs (BENCHMARKS.md has
-//! the measurements that chose this). So each allocator gets its own two raw N-API functions for the hot calls (`hot`), and the
-//! other calls are ordinary napi-rs functions over integer handle ids into a per-thread table
-//! (`handles`): a wrong id is an error, never a wild pointer, without a type-tag check.
+//! the measurements that chose this). So each allocator gets its own two raw N-API functions
+//! for the hot calls (`hot`), and the other calls are ordinary napi-rs functions over integer
+//! handle ids into a per-thread table (`handles`): a wrong id is an error, never a wild pointer,
+//! without a type-tag check.
 
 mod handles;
 mod held;
