@@ -130,9 +130,10 @@ export declare class SharedMemory {
  * and region) and reclaims the numbers of holders that are gone.
  *
  * @throws `ERR_INVALID_NAME`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_SIZE_MISMATCH`,
- *   `ERR_TAG_MISMATCH`, `ERR_INCOMPATIBLE_REGION` (also for a FIFO, socket or directory under
- *   the name), `ERR_TOO_MANY_HOLDERS`, `ENOENT` (with `create: false`, or no size), `EACCES`,
- *   `ENOSPC`, `EMFILE`.
+ *   `ERR_TAG_MISMATCH`, `ERR_INCOMPATIBLE_REGION` (also for a FIFO under the name),
+ *   `ERR_TOO_MANY_HOLDERS`, `ENOENT` (with `create: false`, or no size), `EACCES`, `ENOSPC`,
+ *   `EMFILE`; what the system says of other things under the name, at once: `EISDIR` or
+ *   `EINVAL` (a directory), `ENXIO` (a socket), `ELOOP` (a symbolic link).
  * @example
  * const mem = loadShared('ports', 128) // numbers 0..1023
  * const same = loadShared('ports') // the existing region, size 128

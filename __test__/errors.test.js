@@ -293,6 +293,12 @@ test('without its native addon (an install with --ignore-scripts), requiring the
   assert.equal(code, 'ERR_NATIVE_ADDON_MISSING')
   assert.match(message, /is not built/)
   assert.match(message, /npm rebuild numballoc/)
+  // From ESM too, and a caught failure leaves the process running.
+  fs.copyFileSync(path.join(root, 'index.mjs'), path.join(dir, 'index.mjs'))
+  const esm = `import(${JSON.stringify(path.join(dir, 'index.mjs'))}).then(() => console.log('loaded'), (e) => console.log(e.code)); setTimeout(() => console.log('alive'), 50)`
+  const imported = require('node:child_process').spawnSync(process.execPath, ['--input-type=module', '-e', esm], { encoding: 'utf8' })
+  assert.equal(imported.stdout, 'ERR_NATIVE_ADDON_MISSING\nalive\n', imported.stderr)
+  assert.equal(imported.status, 0)
 })
 
 test('a class called without new, and every method and getter called on a foreign object, throw coded TypeErrors (async methods reject)', async () => {
@@ -300,12 +306,15 @@ test('a class called without new, and every method and getter called on a foreig
   for (const Class of [SharedMemory, ConcurrentBitmap, PortPool, Lease]) {
     assert.throws(() => Class(), { name: 'TypeError', code: 'ERR_CONSTRUCT_CALL_REQUIRED' }, `${Class.name}()`)
     let members = 0
-    for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(Class.prototype))) {
-      if (key === 'constructor') continue
+    assert.equal(Object.create(Class.prototype).constructor, Class, `${Class.name}.prototype.constructor is the export`)
+    const descriptors = Object.getOwnPropertyDescriptors(Class.prototype)
+    for (const key of Reflect.ownKeys(descriptors)) {
+      const descriptor = descriptors[key]
+      if (key === 'constructor' || key === Symbol.toStringTag) continue
       const call = descriptor.get ?? descriptor.value
       for (const foreign of [{}, null, 5, Object.create(Class.prototype)]) {
         const expected = { name: 'TypeError', code: 'ERR_INVALID_THIS' }
-        const what = `${Class.name}.${key} on ${foreign}`
+        const what = `${Class.name}.${String(key)} on ${String(foreign)}`
         if (call.constructor.name === 'AsyncFunction') await assert.rejects(() => call.call(foreign, 1, 1), expected, what)
         else assert.throws(() => call.call(foreign, 1, 1), expected, what)
       }

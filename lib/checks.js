@@ -49,11 +49,14 @@ function brandCheck(has, className) {
  * coded error instead of the engine's uncoded TypeError.
  */
 function constructOnly(Class) {
-  return new Proxy(Class, {
+  const exported = new Proxy(Class, {
     apply() {
       throw codedError(TypeError, 'ERR_CONSTRUCT_CALL_REQUIRED', `Class constructor ${Class.name} cannot be invoked without 'new'`)
     },
   })
+  // So that `instance.constructor` is what users imported (and calling it is coded too).
+  Object.defineProperty(Class.prototype, 'constructor', { value: exported, writable: true, configurable: true, enumerable: false })
+  return exported
 }
 
 function checkString(name, value) {

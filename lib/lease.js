@@ -43,6 +43,7 @@ class Lease {
   }
 
   [Symbol.dispose]() {
+    ownLease(this)
     if (!this.#released) this.release()
   }
 

@@ -352,7 +352,14 @@ class ConcurrentBitmap {
       this.#scratch = null
       return scratch
     }
-    return new Float64Array(n <= SCRATCH_KEPT ? Math.max(n, 64) : n)
+    try {
+      return new Float64Array(n <= SCRATCH_KEPT ? Math.max(n, 64) : n)
+    } catch (cause) {
+      // More than a typed array may hold, or no memory for it: nothing has been taken yet.
+      const error = codedError(RangeError, 'ERR_OUT_OF_RANGE', `cannot make room for ${n} numbers: ${cause.message}`)
+      error.cause = cause
+      throw error
+    }
   }
 
   #giveScratch(scratch) {
