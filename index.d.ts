@@ -338,9 +338,15 @@ export declare class ConcurrentBitmap implements Allocator {
   /**
    * Opens (or creates) a region sized for `capacity` numbers and an allocator over it, in one
    * step. The allocator owns the region: its `close()` closes the region too.
+   * Called on a subclass, it returns an instance of the subclass (constructed with the same
+   * arguments as `new ConcurrentBitmap(mem, max, options)`).
    * @throws as `loadShared`, and `ERR_SIZE_MISMATCH` if the region was made for another capacity.
    */
-  static open(name: string, options?: ConcurrentBitmapOpenOptions): ConcurrentBitmap
+  static open<T extends ConcurrentBitmap>(
+    this: new (mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions) => T,
+    name: string,
+    options?: ConcurrentBitmapOpenOptions,
+  ): T
   /** The allocator hands out the numbers `0` to `max - 1`. */
   readonly max: number
   /** Which free number `allocate()` hands out. */

@@ -260,3 +260,25 @@ test('reclaimShared reports what came back; 0 when nobody died, and for a region
   assert.equal(reclaimShared(plain), 0)
   assert.throws(() => reclaimShared(scratchName(t, 'absent')), { code: 'ENOENT' })
 })
+
+test('a subclass opens instances of itself; a subclass constructor that throws is an error from open', (t) => {
+  class Ids extends ConcurrentBitmap {
+    next() {
+      return this.allocate()
+    }
+  }
+  const name = scratchName(t, 'subclass')
+  const ids = Ids.open(name, { capacity: 8 })
+  t.after(() => ids.close())
+  assert.ok(ids instanceof Ids && ids instanceof ConcurrentBitmap)
+  assert.equal(ids.next(), 0)
+
+  class Broken extends ConcurrentBitmap {
+    constructor(...args) {
+      super(...args)
+      throw new Error('subclass says no')
+    }
+  }
+  assert.throws(() => Broken.open(name), /subclass says no/)
+  assert.equal(ids.next(), 1)
+})

@@ -325,3 +325,15 @@ test('getPortSync: what getPort does, without await, for config files; unique ac
   assert.ok(port > from && port <= from + 7)
   assert.strictEqual(pool2.count(), 1, 'the busy port was not kept')
 })
+
+test('a PortPool subclass opens instances of itself', async (t) => {
+  class Pool extends PortPool {}
+  const name = scratchName(t, 'subclass')
+  const from = await freePortRange(2)
+  const pool = await Pool.open(name, { from, to: from + 1 })
+  t.after(() => pool.close())
+  assert.ok(pool instanceof Pool)
+  const port = await pool.acquire()
+  assert.ok(port.value >= from && port.value <= from + 1)
+  port.release()
+})

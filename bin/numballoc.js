@@ -6,9 +6,18 @@
 const { spawn } = require('node:child_process')
 const os = require('node:os')
 const { parseArgs } = require('node:util')
-const { listShared, inspectShared, destroyShared, reclaimShared, ConcurrentBitmap } = require('..')
-const { portRangeOfTag, defaultPortPool, poolBitmap } = require('../lib/ports.js')
-const { holderFd } = require('../lib/regions.js')
+const { listShared, inspectShared, destroyShared, reclaimShared, ConcurrentBitmap, portRangeOfTag, defaultPortPool, poolBitmap, holderFd } = load()
+
+/** The library, or, without its native addon, one line that says what to do (not a stack). */
+function load() {
+  try {
+    return { ...require('..'), ...require('../lib/ports.js'), ...require('../lib/regions.js') }
+  } catch (error) {
+    if (error.code !== 'ERR_NATIVE_ADDON_MISSING') throw error
+    process.stderr.write(`numballoc: ${error.message}\n`)
+    process.exit(1)
+  }
+}
 
 const COMMON = {
   dir: { type: 'string', short: 'd' },

@@ -181,10 +181,10 @@ class PortPool {
     checkPort('options.to', to)
     if (to < from) throw outOfRange('options.to', `>= options.from (${from})`, to)
     await checkHost(host)
-    return PortPool.#open(name, from, to, host, { directory, mode }, null)
+    return PortPool.#open(name, from, to, host, { directory, mode }, null, typeof this === 'function' ? this : PortPool)
   }
 
-  static #open(name, from, to, host, regionOptions, fallback) {
+  static #open(name, from, to, host, regionOptions, fallback, Class = PortPool) {
     let bitmap
     try {
       // cyclic: a port just released is the last to come back, so a client still talking to
@@ -203,7 +203,12 @@ class PortPool {
       }
       throw error
     }
-    return new PortPool(constructing, bitmap, name, from, to, host, fallback)
+    try {
+      return new Class(constructing, bitmap, name, from, to, host, fallback)
+    } catch (error) {
+      bitmap.close()
+      throw error
+    }
   }
 
   /**

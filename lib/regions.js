@@ -233,7 +233,9 @@ class ConcurrentBitmap {
     // Every option is checked above or in openRegion before anything is created.
     const mem = openRegion(name, capacity === undefined ? undefined : Math.ceil(capacity / 8), capacity, regionOptions(rest))
     try {
-      const bitmap = new ConcurrentBitmap(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit })
+      // `new this`: a subclass's open() gives an instance of the subclass.
+      const Class = typeof this === 'function' ? this : ConcurrentBitmap
+      const bitmap = new Class(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit })
       bitmap.#ownsMemory = true
       return bitmap
     } catch (error) {

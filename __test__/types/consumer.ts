@@ -55,6 +55,12 @@ function scoped(pool: ConcurrentBitmap): number {
 }
 ids.close({ release: true })
 const onExit = ConcurrentBitmap.open('typed-exit', { capacity: 8, releaseOnExit: true })
+class Slots extends ConcurrentBitmap {
+  take(): number {
+    return this.allocate()
+  }
+}
+const slot: number = Slots.open('typed-slots', { capacity: 8 }).take()
 const maybe = ids.tryAllocate()
 if (maybe !== null) {
   const id: number = maybe
@@ -67,7 +73,7 @@ mem.close()
 const existed: boolean = destroyShared('typed-consumer')
 const code: NumballocErrorCode = 'ERR_NO_FREE_NUMBER'
 
-export { size, name, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }
+export { size, name, slot, blocks, max, used, held, existed, code, MAX_SIZE, policy, inRange, cyclic }
 export { tracked, reclaimed, pid, untracked, leased, scoped, onExit }
 
 async function ports(): Promise<number> {
