@@ -4,15 +4,6 @@
 /** A native handle: an id into the per-thread handle table (src/handles.rs). */
 export type HandleId = number
 
-
-/**
- * Which binding artifact the generated loader actually loaded: `'native'` for
- * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
- * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
- * can point the loader at a WASI artifact this package does not build itself.
- */
-export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
-
 /** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */
 export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, align: number): number
 

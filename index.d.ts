@@ -16,7 +16,8 @@
  * - `ERR_ILLEGAL_CONSTRUCTOR` (`TypeError`): `new` of a class that has a factory (`loadShared`, `PortPool.open`).
  * - `ERR_CONSTRUCT_CALL_REQUIRED` (`TypeError`): a class called without `new`.
  * - `ERR_INVALID_THIS` (`TypeError`): a method or getter called on something that is not an instance of its class.
- * - `ERR_NATIVE_ADDON_MISSING`: the package's native addon is not built (an install with `--ignore-scripts`) or cannot be loaded.
+ * - `ERR_NATIVE_ADDON_MISSING`: no native addon for this platform (neither a local build nor its package, such as
+ *   `numballoc-linux-x64-gnu`, is installed), or the one found cannot be loaded.
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.

@@ -30,7 +30,7 @@ test('every export imports by name from ESM, and is the very object require() gi
 
 test('the package boundary: lib/ and the binding are private; package.json is not', () => {
   assert.throws(() => require('numballoc/lib/regions.js'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' })
-  assert.throws(() => require('numballoc/binding.js'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' })
+  assert.throws(() => require('numballoc/lib/native.js'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' })
   assert.equal(require('numballoc/package.json').name, 'numballoc')
 })
 

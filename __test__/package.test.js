@@ -4,7 +4,7 @@
 // the numballoc command runs.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { execFileSync } = require('node:child_process')
+const { execFileSync, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -43,4 +43,111 @@ test('the packed tarball installs into an empty app, builds from source and allo
   // The command is installed as a bin.
   const help = execFileSync(path.join(app, 'node_modules', '.bin', 'numballoc'), ['--help'], { encoding: 'utf8' })
   assert.match(help, /Usage: numballoc COMMAND/)
+})
+
+// What an app that installs a release gets: the main package and this platform's package (packed
+// as `npm run artifacts` packs them), with no Rust anywhere on the PATH.
+const { packMain, packPlatform } = require('../scripts/pack.js')
+const { currentPlatform, binaryFile, packageOf } = require('../lib/platform.js')
+
+/** PATH without any directory that holds cargo, rustc or rustup, and a directory with node and npm. */
+function pathWithoutRust(work) {
+  const bin = path.join(work, 'bin')
+  fs.mkdirSync(bin)
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'))
+  const rust = ['cargo', 'rustc', 'rustup']
+  const dirs = process.env.PATH.split(path.delimiter).filter((dir) => dir && !rust.some((tool) => fs.existsSync(path.join(dir, tool))))
+  const found = dirs.find((dir) => fs.existsSync(path.join(dir, 'npm')))
+  assert.ok(found, 'npm is on a PATH directory without Rust')
+  return [bin, ...dirs].join(path.delimiter)
+}
+
+function newApp(work, name) {
+  const app = path.join(work, name)
+  fs.mkdirSync(app)
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true }))
+  return app
+}
+
+/** Allocates from require('numballoc') and from import in `app`, in a new process; returns what it printed. */
+function allocateIn(app, env) {
+  const name = `numballoc-test-prebuilt-${process.pid}`
+  const script = `
+    const { ConcurrentBitmap, destroyShared } = require('numballoc')
+    import('numballoc').then((esm) => {
+      const ids = esm.ConcurrentBitmap.open(${JSON.stringify(name)}, { capacity: 10 })
+      const got = [ids.allocate(), ids.allocate()]
+      ids.close()
+      destroyShared(${JSON.stringify(name)})
+      const addon = Object.keys(require.cache).find((file) => file.endsWith('.node'))
+      console.log(JSON.stringify({ got, same: esm.ConcurrentBitmap === ConcurrentBitmap, addon }))
+    })`
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env, encoding: 'utf8' }))
+}
+
+test(
+  'a release installs with no Rust on the PATH: the platform package carries the addon, with and without install scripts; NUMBALLOC_BUILD_FROM_SOURCE=1 builds anyway',
+  { timeout: 600_000 },
+  (t) => {
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-release-'))
+    t.after(() => fs.rmSync(work, { recursive: true, force: true }))
+    const platform = currentPlatform()
+    const main = packMain(work)
+    const binary = packPlatform(platform, path.join(root, binaryFile(platform)), work)
+    assert.ok(!main.files.some((f) => f.endsWith('.node')), 'the main package has no binary')
+    assert.deepEqual(binary.files.sort(), ['LICENSE', 'README.md', binaryFile(platform), 'package.json'])
+    const env = { ...process.env, PATH: pathWithoutRust(work) }
+    delete env.CARGO_TARGET_DIR
+
+    for (const flags of [[], ['--ignore-scripts']]) {
+      const app = newApp(work, `app${flags.length}`)
+      // --offline: the other platforms' packages are looked for nowhere (npm skips optional ones it
+      // cannot get), and nothing is fetched from the registry.
+      execFileSync(npm, ['install', '--offline', '--no-audit', '--no-fund', ...flags, main.tarball, binary.tarball], { cwd: app, env, stdio: 'pipe' })
+      const installed = path.join(app, 'node_modules', 'numballoc')
+      assert.deepEqual(
+        fs.readdirSync(installed).filter((f) => f.endsWith('.node')),
+        [],
+        'nothing was built',
+      )
+      assert.ok(fs.existsSync(path.join(app, 'node_modules', packageOf(platform), binaryFile(platform))))
+      const { got, same, addon } = allocateIn(app, env)
+      assert.equal(new Set(got).size, 2, `${flags}: two different numbers`)
+      assert.ok(same, 'import and require give the same classes')
+      assert.equal(addon, fs.realpathSync(path.join(app, 'node_modules', packageOf(platform), binaryFile(platform))))
+    }
+
+    // Asked to, the install builds from source even so, and the local build is the one loaded.
+    const app = newApp(work, 'app-from-source')
+    const build = { ...process.env, NUMBALLOC_BUILD_FROM_SOURCE: '1', CARGO_TARGET_DIR: path.join(root, 'target', 'pack-test') }
+    execFileSync(npm, ['install', '--offline', '--no-audit', '--no-fund', main.tarball, binary.tarball], { cwd: app, env: build, stdio: 'pipe' })
+    const { addon } = allocateIn(app, env)
+    assert.equal(addon, fs.realpathSync(path.join(app, 'node_modules', 'numballoc', binaryFile(platform))))
+  },
+)
+
+test('where no package matches and no Rust exists, the install succeeds with one line and require throws the numballoc message', { timeout: 300_000 }, (t) => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-nopackage-'))
+  t.after(() => fs.rmSync(work, { recursive: true, force: true }))
+  const main = packMain(work)
+  const env = { ...process.env, PATH: pathWithoutRust(work) }
+  const app = newApp(work, 'app')
+  const install = spawnSync(npm, ['install', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', main.tarball], { cwd: app, env, encoding: 'utf8' })
+  assert.equal(install.status, 0, install.stderr)
+  const said = `${install.stdout}${install.stderr}`.split('\n').filter((line) => line.startsWith('numballoc:'))
+  assert.equal(said.length, 1, said.join('\n'))
+  assert.match(said[0], new RegExp(`^numballoc: no prebuilt addon for ${currentPlatform()} and no Rust toolchain`))
+
+  const required = spawnSync(process.execPath, ['-e', "require('numballoc')"], { cwd: app, env, encoding: 'utf8' })
+  assert.equal(required.status, 1)
+  assert.match(
+    required.stderr,
+    new RegExp(`Error: numballoc has no native addon for ${currentPlatform()}: its package ${packageOf(currentPlatform())} is not installed`),
+  )
+  assert.match(required.stderr, /code: 'ERR_NATIVE_ADDON_MISSING'/)
+  assert.doesNotMatch(required.stderr, /napi|binding\.js|wasi|Require stack|cause/i, 'no loader internals')
+  const cli = spawnSync(path.join(app, 'node_modules', '.bin', 'numballoc'), ['list'], { cwd: app, env, encoding: 'utf8' })
+  assert.equal(cli.status, 1)
+  assert.equal(cli.stderr.trim().split('\n').length, 1, cli.stderr)
+  assert.match(cli.stderr, /^numballoc: numballoc has no native addon/)
 })
