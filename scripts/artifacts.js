@@ -111,7 +111,8 @@ function run(platform, tarballs, node, work) {
   // A copy in the app: from here, require('numballoc') would find this repository itself.
   fs.copyFileSync(path.join(__dirname, 'smoke.js'), path.join(app, 'smoke.js'))
   const [command, ...args] = node.command
-  const env = { ...process.env, NUMBALLOC_SMOKE_NODE: JSON.stringify(node.command) }
+  // A port pool of its own, which the smoke test removes, rather than this user's.
+  const env = { ...process.env, NUMBALLOC_SMOKE_NODE: JSON.stringify(node.command), NUMBALLOC_PORT_POOL: `numballoc-smoke-ports-${process.pid}` }
   const result = JSON.parse(sh(command, [...args, 'smoke.js'], { cwd: app, env, stdio: ['ignore', 'pipe', 'inherit'] }))
   const loaded = fs.realpathSync(path.join(app, 'node_modules', packageOf(platform)))
   if (result.addon !== path.join(loaded, binaryFile(platform))) throw new Error(`the smoke test loaded ${result.addon}, not ${platform}'s package`)

@@ -71,6 +71,8 @@ async function main() {
   } finally {
     ids.close()
     numballoc.destroyShared(name)
+    // The pool getPortSync used, if the caller named one for this test (never this user's own).
+    if (process.env.NUMBALLOC_PORT_POOL) numballoc.destroyShared(process.env.NUMBALLOC_PORT_POOL)
   }
 }
 
