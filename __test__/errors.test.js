@@ -291,14 +291,72 @@ test('without its native addon (an install with --ignore-scripts), requiring the
   const out = require('node:child_process').spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
   const { code, message } = JSON.parse(out.stdout)
   assert.equal(code, 'ERR_NATIVE_ADDON_MISSING')
-  assert.match(message, /^numballoc has no native addon for linux-x64-gnu: its package numballoc-linux-x64-gnu is not installed/)
+  const { currentPlatform, packageOf } = require('../lib/platform.js')
+  assert.ok(
+    message.startsWith(
+      `numballoc has no native addon for ${currentPlatform()}: ${packageOf(currentPlatform())}, the optional dependency that carries it, is not installed`,
+    ),
+    message,
+  )
   assert.match(message, /npm rebuild numballoc/)
   // From ESM too, and a caught failure leaves the process running.
   fs.copyFileSync(path.join(root, 'index.mjs'), path.join(dir, 'index.mjs'))
-  const esm = `import(${JSON.stringify(path.join(dir, 'index.mjs'))}).then(() => console.log('loaded'), (e) => console.log(e.code)); setTimeout(() => console.log('alive'), 50)`
+  const esm = `import(${JSON.stringify(path.join(dir, 'index.mjs'))}).then(() => console.log('loaded'), (e) => { console.log(e.code); setTimeout(() => console.log('alive'), 50) })`
   const imported = require('node:child_process').spawnSync(process.execPath, ['--input-type=module', '-e', esm], { encoding: 'utf8' })
   assert.equal(imported.stdout, 'ERR_NATIVE_ADDON_MISSING\nalive\n', imported.stderr)
   assert.equal(imported.status, 0)
+})
+
+test('an addon file that is damaged, not a file, for another architecture, or of another version is a coded error, never a crash or a hang', (t) => {
+  const os = require('node:os')
+  const { spawnSync, execFileSync } = require('node:child_process')
+  const { currentPlatform, binaryFile, packageOf } = require('../lib/platform.js')
+  const root = path.join(__dirname, '..')
+  const platform = currentPlatform()
+  const built = fs.readFileSync(path.join(root, binaryFile(platform)))
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-badaddon-'))
+  t.after(() => fs.rmSync(work, { recursive: true, force: true }))
+  let cases = 0
+  /** The package as installed in an app, with `place(app)` done to it; what requiring it throws. */
+  function requireWith(place) {
+    const app = path.join(work, `app${cases++}`)
+    const pkg = path.join(app, 'node_modules', 'numballoc')
+    fs.mkdirSync(pkg, { recursive: true })
+    for (const file of ['index.js', 'package.json']) fs.copyFileSync(path.join(root, file), path.join(pkg, file))
+    fs.cpSync(path.join(root, 'lib'), path.join(pkg, 'lib'), { recursive: true })
+    place(app, pkg)
+    const script = "try { require('numballoc'); console.log('{}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }"
+    const out = spawnSync(process.execPath, ['-e', script], { cwd: app, encoding: 'utf8', timeout: 20_000 })
+    assert.equal(out.status, 0, `a crash or a hang: ${out.signal} ${out.stderr}`)
+    return JSON.parse(out.stdout)
+  }
+  /** The platform package holding `bytes` as its addon, at `version`. */
+  const platformPackage = (bytes, version) => (app) => {
+    const dir = path.join(app, 'node_modules', packageOf(platform))
+    fs.mkdirSync(dir, { recursive: true })
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: packageOf(platform), version, main: binaryFile(platform) }))
+    fs.writeFileSync(path.join(dir, binaryFile(platform)), bytes)
+  }
+  const { version } = require('../package.json')
+  const foreign = Buffer.from(built)
+  foreign.writeUInt16LE(foreign.readUInt16LE(18) === 183 ? 62 : 183, 18) // the other of x64 and arm64
+  const expectations = [
+    // Cut short, dlopen would die of SIGBUS.
+    [platformPackage(built.subarray(0, Math.floor(built.length / 2)), version), /\(.*\) is cut short/],
+    [platformPackage(foreign, version), /is built for (arm64|x64), and this process is/],
+    [platformPackage(Buffer.from('not a library'), version), /is not a shared library/],
+    [platformPackage(built, '0.0.1'), new RegExp(`needs ${packageOf(platform)} ${version}, and ${packageOf(platform)} 0.0.1 is installed`)],
+    // A FIFO would block dlopen forever; a directory is no library.
+    [(app, pkg) => execFileSync('mkfifo', [path.join(pkg, binaryFile(platform))]), /is not a regular file/],
+    [(app, pkg) => fs.mkdirSync(path.join(pkg, binaryFile(platform))), /is not a regular file/],
+  ]
+  for (const [place, expected] of expectations) {
+    const { code, message } = requireWith(place)
+    assert.equal(code, 'ERR_NATIVE_ADDON_MISSING', message)
+    assert.match(message, expected)
+  }
+  // And the real thing, as a package, loads.
+  assert.deepEqual(requireWith(platformPackage(built, version)), {})
 })
 
 test('a class called without new, and every method and getter called on a foreign object, throw coded TypeErrors (async methods reject)', async () => {

@@ -297,20 +297,23 @@ test('getPortSync: what getPort does, without await, for config files; unique ac
   const script = `
     const { getPortSync } = require(${pkg})
     const port = getPortSync({ port: require(${pkg}).portNumbers(${from}, ${from + 7}) })
-    process.stdout.write(String(port))
-    setTimeout(() => {}, 300) // hold it while the others pick theirs`
+    process.stdout.write(String(port) + '\\n')
+    process.stdin.resume() // hold it while the others pick theirs, until told to end`
+  const children = Array.from({ length: 6 }, () => spawn(process.execPath, ['-e', script], { env, stdio: ['pipe', 'pipe', 'inherit'] }))
   const ports = await Promise.all(
-    Array.from(
-      { length: 6 },
-      () =>
+    children.map(
+      (child) =>
         new Promise((resolve, reject) => {
-          const child = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
           let out = ''
-          child.stdout.on('data', (d) => (out += d))
-          child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`exit ${code}`))))
+          child.stdout.on('data', (d) => {
+            out += d
+            if (out.endsWith('\n')) resolve(Number(out))
+          })
+          child.on('exit', (code) => reject(new Error(`exit ${code} before a port`)))
         }),
     ),
   )
+  await Promise.all(children.map((child) => new Promise((resolve) => child.on('exit', resolve).stdin.end())))
   assert.strictEqual(new Set(ports).size, 6, `distinct: ${ports}`)
   for (const port of ports) assert.ok(port > from && port <= from + 7, `${port}: in range, not the busy ${from}`)
   const bad = execFileSync(

@@ -5,6 +5,8 @@
 // rounds: no test may fail, and no listen may meet EADDRINUSE.
 const test = require('node:test')
 const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { scratchName } = require('./helpers')
@@ -28,7 +30,11 @@ function run([command, args], pool) {
     let output = ''
     child.stdout.on('data', (d) => (output += d))
     child.stderr.on('data', (d) => (output += d))
-    child.on('close', (code, signal) => resolve({ code, signal, output }))
+    child.on('close', (code, signal) => {
+      // Playwright's results directory (examples/runners/playwright: named by its main process).
+      fs.rmSync(path.join(os.tmpdir(), `numballoc-playwright-${child.pid}`), { recursive: true, force: true })
+      resolve({ code, signal, output })
+    })
   })
 }
 

@@ -14,7 +14,7 @@ function load() {
     return { ...require('..'), ...require('../lib/ports.js'), ...require('../lib/regions.js') }
   } catch (error) {
     if (error.code !== 'ERR_NATIVE_ADDON_MISSING') throw error
-    process.stderr.write(`numballoc: ${error.message}\n`)
+    process.stderr.write(`${error.message}\n`) // it starts with "numballoc"
     process.exit(1)
   }
 }

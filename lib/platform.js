@@ -6,7 +6,8 @@
 const fs = require('node:fs')
 const { napi } = require('../package.json')
 
-const CPU = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm', riscv64gc: 'riscv64', powerpc64le: 'ppc64', s390x: 's390x' }
+/** `process.arch` of a Rust target triple's CPU, where the two differ. */
+const CPU = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm', riscv64gc: 'riscv64', powerpc64le: 'ppc64', loongarch64: 'loong64' }
 
 /** Whether this Linux process runs on musl rather than glibc (what npm's `libc` field calls them). */
 function isMusl() {
@@ -33,7 +34,8 @@ function isMusl() {
 /** This process's platform, for example `linux-x64-gnu`, `linux-arm64-musl` or `darwin-arm64`. */
 function currentPlatform() {
   const { platform, arch } = process
-  if (platform === 'linux') return `linux-${arch}-${isMusl() ? 'musl' : 'gnu'}`
+  // 32-bit ARM's ABIs are named as in its triples (gnueabihf, musleabihf), as napi-rs names them.
+  if (platform === 'linux') return `linux-${arch}-${isMusl() ? 'musl' : 'gnu'}${arch === 'arm' ? 'eabihf' : ''}`
   if (platform === 'win32') return `win32-${arch}-msvc`
   return `${platform}-${arch}`
 }
@@ -42,7 +44,7 @@ function currentPlatform() {
 function platformOfTriple(triple) {
   const [cpu, , os, abi] = triple.split('-')
   const arch = CPU[cpu] ?? cpu
-  if (os === 'linux') return `linux-${arch}-${abi.startsWith('musl') ? 'musl' : 'gnu'}`
+  if (os === 'linux') return `linux-${arch}-${abi}`
   if (os === 'darwin') return `darwin-${arch}`
   if (os === 'windows') return `win32-${arch}-${abi}`
   return `${os}-${arch}`

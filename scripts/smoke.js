@@ -42,9 +42,11 @@ async function main() {
 
   const name = `numballoc-smoke-${process.pid}`
   const ids = numballoc.ConcurrentBitmap.open(name, { capacity: 64, policy: 'lowest' })
+  const children = []
   try {
     const mine = ids.allocateMany(8)
     const [a, b] = [child(name, 16), child(name, 16)]
+    children.push(a.proc, b.proc)
     const theirs = [...(await a.numbers), ...(await b.numbers)]
     const all = [...mine, ...theirs]
     assert.equal(new Set(all).size, 40, 'no number was handed out twice')
@@ -69,6 +71,8 @@ async function main() {
     const addon = Object.keys(require.cache).find((file) => file.endsWith('.node'))
     console.log(JSON.stringify({ ok: true, arch: process.arch, addon, numbers: all.length, port }))
   } finally {
+    // On a failure too: children left running would hold the caller's output pipe open.
+    for (const proc of children) if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
     ids.close()
     numballoc.destroyShared(name)
     // The pool getPortSync used, if the caller named one for this test (never this user's own).

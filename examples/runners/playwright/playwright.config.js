@@ -11,13 +11,16 @@ const { defineConfig } = require('@playwright/test')
 const { getPortSync } = require('numballoc')
 
 process.env.PORT ??= String(getPortSync())
+// Where results go, also chosen once in the main process (a path per process would leave one
+// directory per worker behind).
+process.env.PLAYWRIGHT_RESULTS ??= path.join(os.tmpdir(), `numballoc-playwright-${process.pid}`)
 
 module.exports = defineConfig({
   testDir: __dirname,
   testMatch: '*.spec.js',
   workers: 2,
   reporter: 'line',
-  outputDir: path.join(os.tmpdir(), `numballoc-playwright-${process.pid}`),
+  outputDir: process.env.PLAYWRIGHT_RESULTS,
   use: { baseURL: `http://127.0.0.1:${process.env.PORT}` },
   webServer: {
     command: `node ${JSON.stringify(path.join(__dirname, 'server.js'))}`,
