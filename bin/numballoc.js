@@ -6,9 +6,15 @@
 const { spawn } = require('node:child_process')
 const os = require('node:os')
 const { parseArgs } = require('node:util')
-const { listShared, inspectShared, destroyShared, reclaimShared, ConcurrentBitmap, portRangeOfTag, defaultPortPool, poolBitmap, holderFd } = load()
+// Loaded when a command needs it, so that help works without the native addon.
+let library
 
 /** The library, or, without its native addon, one line that says what to do (not a stack). */
+function lib() {
+  library ??= load()
+  return library
+}
+
 function load() {
   try {
     return { ...require('..'), ...require('../lib/ports.js'), ...require('../lib/regions.js') }
@@ -185,13 +191,13 @@ function percent(part, whole) {
 }
 
 function describeKind(report) {
-  const range = portRangeOfTag(report.tag)
+  const range = lib().portRangeOfTag(report.tag)
   return range ? `ports ${range.from}-${range.to}` : `numbers 0-${report.capacity - 1}`
 }
 
 /** How many numbers the region's users hand out: a pool's ports, else its whole capacity. */
 function usable(report) {
-  const range = portRangeOfTag(report.tag)
+  const range = lib().portRangeOfTag(report.tag)
   return range ? Math.min(range.to - range.from + 1, report.capacity) : report.capacity
 }
 
@@ -211,10 +217,10 @@ function summary(report) {
 }
 
 function list(_name, values) {
-  const names = onRegion('', values, () => listShared(regionOptions(values)))
+  const names = onRegion('', values, () => lib().listShared(regionOptions(values)))
   const rows = names.map((name) => {
     try {
-      return summary(inspectShared(name, { ...regionOptions(values), cells: 1 }))
+      return summary(lib().inspectShared(name, { ...regionOptions(values), cells: 1 }))
     } catch (error) {
       return { name, error: { code: error.code, message: error.message } }
     }
@@ -262,8 +268,8 @@ function inspect(name, values) {
       throw new Failure(`--cells must be an integer from 1 to 65536, got '${values.cells}'`, 'ERR_USAGE', 2)
     }
   }
-  const report = onRegion(name, values, () => inspectShared(name, { ...regionOptions(values), cells }))
-  const range = portRangeOfTag(report.tag)
+  const report = onRegion(name, values, () => lib().inspectShared(name, { ...regionOptions(values), cells }))
+  const range = lib().portRangeOfTag(report.tag)
   const first = range ? range.from : 0
   const capacity = usable(report)
   const pct = percent(report.inUse, capacity)
@@ -308,8 +314,8 @@ function inspect(name, values) {
 
 function reclaim(name, values) {
   const reclaimed = onRegion(name, values, () => ({
-    tracksHolders: inspectShared(name, { ...regionOptions(values), cells: 1 }).tracksHolders,
-    count: reclaimShared(name, regionOptions(values)),
+    tracksHolders: lib().inspectShared(name, { ...regionOptions(values), cells: 1 }).tracksHolders,
+    count: lib().reclaimShared(name, regionOptions(values)),
   }))
   const text = reclaimed.tracksHolders
     ? `reclaimed ${reclaimed.count} number${reclaimed.count === 1 ? '' : 's'} held by dead processes in '${name}'\n`
@@ -341,7 +347,7 @@ function runCommand([file, ...args], values) {
   const twice = variables.find((variable, i) => variables.indexOf(variable) !== i)
   if (twice) throw new Failure(`${twice} is given twice`, 'ERR_USAGE', 2)
   for (const [variable, region, capacity] of specs) {
-    const ids = onRegion(region, values, () => ConcurrentBitmap.open(region, { ...regionOptions(values), capacity: Number(capacity), policy: 'lowest' }))
+    const ids = onRegion(region, values, () => lib().ConcurrentBitmap.open(region, { ...regionOptions(values), capacity: Number(capacity), policy: 'lowest' }))
     const n = onRegion(region, values, () => {
       const got = ids.tryAllocate()
       if (got === null) throw new Failure(`no free number in '${region}' for ${variable}: all ${ids.max} are held`, 'ERR_NO_FREE_NUMBER')
@@ -353,15 +359,15 @@ function runCommand([file, ...args], values) {
   }
   for (const variable of values.port ?? []) {
     checkVariable(variable, '--port')
-    const pool = onRegion('', {}, () => defaultPortPool())
+    const pool = onRegion('', {}, () => lib().defaultPortPool())
     const port = onRegion(pool.name, {}, () => pool.getPortSync())
     env[variable] = String(port)
-    allocators.push(poolBitmap(pool))
+    allocators.push(lib().poolBitmap(pool))
     giveBack.push(() => pool.release(port))
   }
   // The descriptors holding the holders' locks, inherited by the command (from fd 3 on): while
   // it lives, the locks do, so its numbers stay held even if this process is killed.
-  const fds = [...new Set(allocators.map(holderFd).filter((fd) => fd >= 0))]
+  const fds = [...new Set(allocators.map(lib().holderFd).filter((fd) => fd >= 0))]
   // Signals, as system(3) has it: Ctrl-C, Ctrl-\\ and a terminal's hangup reach the command
   // directly (it is in this process group), so the wrapper only outlives them; a SIGTERM sent
   // to the wrapper alone is passed on. Installed before the command starts, so no signal finds
@@ -398,7 +404,7 @@ function runCommand([file, ...args], values) {
 function destroy(name, values) {
   // destroyShared itself refuses anything that is not a numballoc region (finished, cut short or
   // unfinished), FIFOs and symbolic links included.
-  const existed = onRegion(name, values, () => destroyShared(name, regionOptions(values)))
+  const existed = onRegion(name, values, () => lib().destroyShared(name, regionOptions(values)))
   if (!existed) throw new Failure(`no region named '${name}'`, 'ENOENT')
   return { json: { name, destroyed: true }, text: `destroyed '${name}'\n` }
 }

