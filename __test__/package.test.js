@@ -148,6 +148,22 @@ test('where no package matches and no Rust exists, the install succeeds with one
   assert.equal(cli.status, 1)
   assert.equal(cli.stderr.trim().split('\n').length, 1, cli.stderr)
   assert.ok(cli.stderr.startsWith(missing), cli.stderr)
+  const help = spawnSync(path.join(app, 'node_modules', '.bin', 'numballoc'), ['--help'], { cwd: app, env, encoding: 'utf8' })
+  assert.equal(help.status, 0, 'help needs no addon')
+  assert.match(help.stdout, /Usage: numballoc COMMAND/)
+
+  // A platform package whose addon is damaged inside (its headers intact) crashes whoever loads
+  // it: the install script asks a process of its own, so the crash means "no addon", not a failed install.
+  const damaged = path.join(app, 'node_modules', packageOf(currentPlatform()))
+  fs.mkdirSync(damaged)
+  fs.writeFileSync(path.join(damaged, 'package.json'), JSON.stringify({ name: packageOf(currentPlatform()), version: require('../package.json').version }))
+  const bytes = fs.readFileSync(path.join(root, binaryFile(currentPlatform())))
+  bytes.fill(0, bytes.length - 0x2000)
+  fs.writeFileSync(path.join(damaged, binaryFile(currentPlatform())), bytes)
+  const rebuilt = spawnSync(npm, ['rebuild', 'numballoc', '--foreground-scripts'], { cwd: app, env, encoding: 'utf8' })
+  assert.equal(rebuilt.status, 0, rebuilt.stderr)
+  assert.match(`${rebuilt.stdout}${rebuilt.stderr}`, /^numballoc's native addon for .* crashed the process that loaded it/m)
+  fs.rmSync(damaged, { recursive: true })
 
   // A toolchain that does not work (here a cargo that fails) fails the build, not the install.
   const broken = path.join(work, 'broken')

@@ -21,7 +21,6 @@
 'use strict'
 
 const { execFileSync, spawnSync } = require('node:child_process')
-const os = require('node:os')
 const fs = require('node:fs')
 const path = require('node:path')
 const { currentPlatform, binaryFile } = require('../lib/platform.js')
@@ -30,7 +29,16 @@ const root = path.join(__dirname, '..')
 const platform = currentPlatform()
 const target = path.join(root, binaryFile(platform))
 const sources = ['Cargo.toml', 'Cargo.lock', 'build.rs', 'src', 'crates/core/Cargo.toml', 'crates/core/src']
-const forced = ['1', 'true'].includes(process.env.NUMBALLOC_BUILD_FROM_SOURCE ?? '')
+const forced = yes('NUMBALLOC_BUILD_FROM_SOURCE')
+
+/** Whether the environment variable `name` says yes; a value that is neither yes nor no is an error. */
+function yes(name) {
+  const value = (process.env[name] ?? '').trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true
+  if (['', '0', 'false', 'no', 'off'].includes(value)) return false
+  console.error(`numballoc: ${name}=${process.env[name]} is neither yes (1, true, yes, on) nor no (0, false, no, off)`)
+  process.exit(1)
+}
 
 function newestSourceTime(entry) {
   const full = path.join(root, entry)
@@ -40,15 +48,30 @@ function newestSourceTime(entry) {
   return Math.max(0, ...fs.readdirSync(full).map((child) => newestSourceTime(path.join(entry, child))))
 }
 
-/** Why the addon cannot be loaded here (the loader's own error), or null if it can. */
+/**
+ * Why the addon cannot be loaded here (the loader's own message), or null if it can. Asked of a
+ * new process: a file damaged inside crashes whoever loads it, and that must mean "build", not
+ * end the install. A process that may not load addons at all (--no-addons in NODE_OPTIONS)
+ * cannot tell, and then nothing is built.
+ */
+function problem() {
+  if (!('found' in problem)) problem.found = addonProblem()
+  return problem.found
+}
+
 function addonProblem() {
+  const script = `try { require(${JSON.stringify(path.join(root, 'lib', 'native.js'))}); console.log('null') } catch (e) {
+    console.log(JSON.stringify({ code: e.code, cause: e.cause && e.cause.code, message: e.message })) }`
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 })
+  let verdict = null
   try {
-    require('../lib/native.js')
-    return null
-  } catch (error) {
-    if (error.code !== 'ERR_NATIVE_ADDON_MISSING') throw error
-    return error
+    verdict = JSON.parse(child.stdout)
+  } catch {
+    return `numballoc's native addon for ${platform} crashed the process that loaded it (${child.signal ?? `exit ${child.status}`})`
   }
+  if (verdict === null || verdict.cause === 'ERR_DLOPEN_DISABLED') return null
+  if (verdict.code !== 'ERR_NATIVE_ADDON_MISSING') return `loading numballoc failed: ${verdict.message}`
+  return verdict.message
 }
 
 function onPath(command) {
@@ -58,7 +81,7 @@ function onPath(command) {
 /** Whether to build: `mode` is how the script was asked. */
 function wanted(mode) {
   if (forced) return true
-  if (mode === '--if-missing') return addonProblem() !== null
+  if (mode === '--if-missing') return problem() !== null
   if (!fs.existsSync(target)) return true
   if (mode === '--if-stale') {
     const built = fs.statSync(target).mtimeMs
@@ -67,12 +90,17 @@ function wanted(mode) {
   return true
 }
 
-function run(command, args, env = process.env) {
-  const result = spawnSync(command, args, { cwd: root, env, stdio: 'inherit' })
+/** The build was interrupted (a signal): that fails the install however lenient it is. */
+class Interrupted extends Error {}
+
+function run(command, args, env = process.env, options = {}) {
+  const result = spawnSync(command, args, { cwd: root, env, stdio: 'inherit', ...options })
   if (result.error && result.error.code === 'ENOENT')
     throw new Error(`'${command}' was not found: building numballoc from source needs a Rust toolchain (https://rustup.rs)`)
   if (result.error) throw result.error
+  if (result.signal) throw new Interrupted(`'${command}' was stopped by ${result.signal}`)
   if (result.status !== 0) throw new Error(`'${command} ${args.join(' ')}' failed`)
+  return result
 }
 
 function napiCli() {
@@ -87,21 +115,40 @@ function cargoTargetDir(env = process.env) {
 }
 
 /**
- * Builds with plain cargo (an app's install: no napi CLI) into a scratch target directory, unless
- * the user named one, so that no 90 MB of build output stays in node_modules. The binary is
- * written beside and renamed into place: a process that has the old one loaded keeps it.
+ * Builds with plain cargo (an app's install: no napi CLI) into a scratch target directory inside
+ * the package, unless the user named one, so that no 90 MB of build output stays in node_modules
+ * (inside, not in TMPDIR: cargo runs build scripts from it, and /tmp is often noexec or small).
+ * The binary is written beside and renamed into place: a process that has the old one loaded
+ * keeps it. A signal stops cargo (same process group) and then this, after the cleanup.
  */
 function buildWithCargo() {
-  const scratch = process.env.CARGO_TARGET_DIR ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-build-'))
+  const scratch = process.env.CARGO_TARGET_DIR ? null : fs.mkdtempSync(path.join(root, '.build-'))
   const env = scratch ? { ...process.env, CARGO_TARGET_DIR: scratch } : process.env
+  const temporary = `${target}.${process.pid}.tmp`
+  const ignore = () => {}
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP']
+  for (const signal of signals) process.on(signal, ignore)
   try {
-    run('cargo', ['build', '--release', '--locked', '--lib', '-p', 'numballoc-node'], env)
-    const library = { darwin: 'libnumballoc.dylib', win32: 'numballoc.dll' }[process.platform] ?? 'libnumballoc.so'
-    const temporary = `${target}.${process.pid}.tmp`
-    fs.copyFileSync(path.join(cargoTargetDir(env), 'release', library), temporary)
+    // The library's path as cargo reports it (a [build] target in a config moves it).
+    const result = run('cargo', ['build', '--release', '--locked', '--lib', '-p', 'numballoc-node', '--message-format=json-render-diagnostics'], env, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      encoding: 'utf8',
+      maxBuffer: 1 << 28,
+    })
+    const library = result.stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line))
+      .filter((message) => message.reason === 'compiler-artifact' && message.target.name === 'numballoc')
+      .flatMap((message) => message.filenames)
+      .find((file) => /\.(so|dylib|dll)$/.test(file))
+    if (!library) throw new Error('cargo built no numballoc library')
+    fs.copyFileSync(library, temporary)
     fs.renameSync(temporary, target)
   } finally {
+    fs.rmSync(temporary, { force: true })
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true })
+    for (const signal of signals) process.off(signal, ignore)
   }
 }
 
@@ -116,13 +163,13 @@ function main(mode) {
   // An install without a prebuilt addon and without a working toolchain still succeeds (see above).
   const lenient = mode === '--if-missing' && !forced
   if (lenient && !onPath('cargo')) {
-    console.error(addonProblem().message) // it starts with 'numballoc'
+    console.error(problem()) // it starts with 'numballoc'
     return
   }
   try {
     build()
   } catch (error) {
-    if (!lenient) throw error
+    if (!lenient || error instanceof Interrupted) throw error
     console.error(
       `numballoc: building the native addon from source failed (${error.message}); require('numballoc') will fail until it is built: "npm rebuild numballoc"`,
     )
