@@ -9,6 +9,9 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
+const { packMain, packPlatform } = require('../scripts/pack.js')
+const { currentPlatform, binaryFile, packageOf } = require('../lib/platform.js')
+
 const root = path.join(__dirname, '..')
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
@@ -23,10 +26,18 @@ test('the packed tarball installs into an empty app, builds from source and allo
   const app = path.join(work, 'app')
   fs.mkdirSync(app)
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }))
-  // Share this repository's cargo target directory so dependencies are not compiled again.
-  const env = { ...process.env, CARGO_TARGET_DIR: path.join(root, 'target', 'pack-test') }
+  // As a user's install builds: in a scratch target directory of its own, removed afterwards.
+  const env = { ...process.env }
+  delete env.CARGO_TARGET_DIR
   execFileSync(npm, ['install', '--no-audit', '--no-fund', path.join(work, packed[0].filename)], { cwd: app, env, stdio: 'inherit' })
   assert.ok(!fs.existsSync(path.join(app, 'node_modules', '@napi-rs')), 'the napi CLI was not needed')
+  const installed = fs.readdirSync(path.join(app, 'node_modules', 'numballoc'))
+  assert.deepStrictEqual(
+    installed.filter((f) => f === 'target' || f.startsWith('.build-') || f.endsWith('.tmp')),
+    [],
+    'no build output is left in the package',
+  )
+  assert.ok(installed.includes(binaryFile(currentPlatform())), 'the addon was built')
 
   const name = `numballoc-test-pack-${process.pid}`
   const script = `
@@ -47,8 +58,6 @@ test('the packed tarball installs into an empty app, builds from source and allo
 
 // What an app that installs a release gets: the main package and this platform's package (packed
 // as `npm run artifacts` packs them), with no Rust anywhere on the PATH.
-const { packMain, packPlatform } = require('../scripts/pack.js')
-const { currentPlatform, binaryFile, packageOf } = require('../lib/platform.js')
 
 /** PATH without any directory that holds cargo, rustc or rustup, and a directory with node and npm. */
 function pathWithoutRust(work) {
