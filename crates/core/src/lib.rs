@@ -24,6 +24,8 @@ pub mod header;
 pub mod holder;
 #[cfg(not(loom))]
 pub mod inspect;
+/// The first-in first-out allocator's algorithm (issue #13): not yet reachable from a region.
+pub mod queue;
 #[cfg(not(loom))]
 mod region;
 mod sync;

@@ -4,6 +4,7 @@
 
 use crate::bits::{Bits, Parts};
 use crate::header::Header;
+use crate::queue::{Queue, QueueParts};
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// A bitmap with its summaries, full counts and (optionally) holder records, laid out as in a
@@ -54,5 +55,44 @@ impl Memory {
             holders: self.holders.as_deref(),
         };
         Bits::new(parts, me, self.capacity, max)
+    }
+}
+
+/// A queue's sections (see [`crate::queue`]), initialized: every number queued, 0 first.
+pub struct QueueMemory {
+    pub head: AtomicU64,
+    pub tail: AtomicU64,
+    pub states: Vec<AtomicU64>,
+    pub ring: Vec<AtomicU64>,
+}
+
+impl QueueMemory {
+    pub fn new(capacity: usize) -> QueueMemory {
+        let zeroed = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        let memory = QueueMemory {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            states: zeroed(capacity),
+            ring: zeroed(Queue::ring_len(capacity)),
+        };
+        memory.queue().initialize();
+        memory
+    }
+
+    pub fn queue(&self) -> Queue<'_> {
+        Queue::new(QueueParts {
+            head: &self.head,
+            tail: &self.tail,
+            states: &self.states,
+            ring: &self.ring,
+        })
+    }
+
+    /// Takes every number left (as holder 9) and checks that each of `expected` comes back once.
+    pub fn assert_all_come_back(&self, expected: &[u64]) {
+        let queue = self.queue();
+        let mut all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9)).collect();
+        all.sort_unstable();
+        assert_eq!(all, expected, "every number, once");
     }
 }
