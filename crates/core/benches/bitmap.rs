@@ -21,6 +21,8 @@
 //! - `holder/full/<log2>`: a failed `try_allocate` on a full region whose holders all live,
 //!   with reclaim-when-full on (a full scan, then a reclaim that finds nobody gone).
 //! - `holder/create/<log2>`: creating a new region (and destroying it).
+//! - `queue/pair/<log2>`: the queue algorithm's allocate + free (issue #13; ordinary memory, not
+//!   yet a region), half the numbers held.
 //! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
 //!   an atomic AND clearing it, with nothing else.
 //! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
@@ -442,8 +444,29 @@ fn scale(c: &mut Criterion) {
     group.finish();
 }
 
+/// The queue algorithm (issue #13, not yet in a region) on ordinary memory: its pair with half
+/// the numbers held, to set beside `holders/with` (the bitmap's pair, same run).
+fn queue(c: &mut Criterion) {
+    let mut group = short_group(c, "queue");
+    for log2 in [11u32, 14, 20] {
+        let memory = numballoc_core::testing::QueueMemory::new(1 << log2);
+        let queue = memory.queue();
+        for _ in 0..(1u64 << log2) / 2 {
+            queue.allocate(1).unwrap();
+        }
+        group.bench_function(BenchmarkId::new("pair", log2), |b| {
+            b.iter(|| {
+                let n = queue.allocate(1).unwrap();
+                queue.free(black_box(n)).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    queue,
     pair,
     one_free,
     policies_blocks_batches,
