@@ -17,8 +17,8 @@
 //! takes a new ticket. A number left `QUEUED(t)` with `t` behind the head (its dequeuer or its
 //! enqueuer stopped between two steps) is stranded: [`Queue::recover`] re-tickets it, and
 //! `allocate` recovers before it reports empty, so "empty" means every number was held at some
-//! moment. A holder that stops while a number is `HELD` by it leaves it to a sweep by holder
-//! (as the bitmap's; it comes with the region kind).
+//! moment. A holder that stops while a number is `HELD` by it leaves it to [`Queue::sweep`], told
+//! which holders ended (in a region, its holder slots will say, as for the bitmap).
 //!
 //! # Order
 //! Numbers come back in the order of their tickets, that is of the tail increments of their
@@ -180,16 +180,39 @@ impl<'a> Queue<'a> {
         if current & HELD == 0 {
             return Err(Error::NotAllocated(n));
         }
-        let ticket = self.parts.tail.fetch_add(1, Ordering::AcqRel);
-        if state
-            .compare_exchange(current, queued(ticket), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            // Another free of `n` won; the ticket taken is a hole dequeuers skip.
+        if !self.queue_from(n, current) {
+            // Another free of `n` (or a sweep) won.
             return Err(Error::NotAllocated(n));
         }
-        self.publish(n, ticket);
         Ok(())
+    }
+
+    /// Queues `n` if its state is still `held`: whether it did. A ticket taken for nothing (the
+    /// state moved meanwhile) is a hole that dequeuers skip.
+    fn queue_from(&self, n: u64, held: u64) -> bool {
+        let ticket = self.parts.tail.fetch_add(1, Ordering::AcqRel);
+        if self.parts.states[n as usize]
+            .compare_exchange(held, queued(ticket), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.publish(n, ticket);
+        true
+    }
+
+    /// Queues every number held by a holder that `gone` says has ended (given the holder's
+    /// record); returns how many. A free racing the sweep for the same number is one of two
+    /// frees: whichever moves the state first queues it, once.
+    pub fn sweep(&self, gone: impl Fn(u32) -> bool) -> u64 {
+        let mut freed = 0;
+        for (n, state) in self.parts.states.iter().enumerate() {
+            let current = state.load(Ordering::Acquire);
+            if current & HELD != 0 && gone(current as u32) && self.queue_from(n as u64, current) {
+                freed += 1;
+            }
+        }
+        freed
     }
 
     /// Writes `n`, queued under `ticket`, into its slot; if a dequeuer passed the position
@@ -295,6 +318,23 @@ mod tests {
         assert!(matches!(queue.free(3), Err(Error::NotAllocated(3))));
         assert_eq!(queue.allocate(1), Some(3));
         assert_eq!(queue.allocate(1), None);
+    }
+
+    #[test]
+    fn a_sweep_queues_what_ended_holders_held_and_nothing_else() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        let held: Vec<u64> = [5, 6, 5, 6]
+            .iter()
+            .map(|&me| queue.allocate(me).unwrap())
+            .collect();
+        assert_eq!(held, [0, 1, 2, 3]);
+        assert_eq!(queue.sweep(|holder| holder == 5), 2);
+        assert_eq!(queue.holder_of(1).unwrap(), Some(6));
+        assert_eq!(queue.holder_of(0).unwrap(), None);
+        assert_eq!(queue.sweep(|holder| holder == 5), 0, "nothing twice");
+        assert_eq!([queue.allocate(7), queue.allocate(7)], [Some(0), Some(2)]);
+        assert_eq!(queue.allocate(7), None);
     }
 
     #[test]

@@ -542,3 +542,21 @@ fn queue_one_number_two_askers_one_gets_it() {
         memory.assert_all_come_back(&[0]);
     });
 }
+
+/// A holder ended holding number 0; a sweep for it races another holder's free of the same
+/// number: two frees, so exactly one of them queues it, and it comes back once.
+#[test]
+fn queue_a_sweep_racing_a_free_queues_the_number_once() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(2));
+        assert_eq!(memory.queue().allocate(7), Some(0));
+        let sweeper = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().sweep(|holder| holder == 7))
+        };
+        let freed = memory.queue().free(0).is_ok();
+        let swept = sweeper.join().unwrap();
+        assert_eq!(u64::from(freed) + swept, 1, "freed {freed}, swept {swept}");
+        memory.assert_all_come_back(&[0, 1]);
+    });
+}
