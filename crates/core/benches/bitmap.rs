@@ -22,7 +22,8 @@
 //!   with reclaim-when-full on (a full scan, then a reclaim that finds nobody gone).
 //! - `holder/create/<log2>`: creating a new region (and destroying it).
 //! - `queue/pair/<log2>`: the queue algorithm's allocate + free (issue #13; ordinary memory, not
-//!   yet a region), half the numbers held.
+//!   yet a region), half the numbers held; `queue/contention/<k>-threads`: k threads churning
+//!   pairs on one queue of 2^14, as `contention/`.
 //! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
 //!   an atomic AND clearing it, with nothing else.
 //! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
@@ -460,6 +461,25 @@ fn queue(c: &mut Criterion) {
                 queue.free(black_box(n)).unwrap();
             })
         });
+    }
+    // 1 and 2 threads churning pairs on one queue of 2^14 (time per pair, combined), as in
+    // `contention/`: the head and the tail are lines every call writes.
+    let memory = numballoc_core::testing::QueueMemory::new(1 << 14);
+    for threads in [1u64, 2] {
+        group.bench_function(
+            BenchmarkId::new("contention", format!("{threads}-threads")),
+            |b| {
+                b.iter_custom(|iterations| {
+                    concurrently(threads, iterations, |k| {
+                        let queue = memory.queue();
+                        for _ in 0..k {
+                            let n = queue.allocate(1).unwrap();
+                            queue.free(black_box(n)).unwrap();
+                        }
+                    })
+                })
+            },
+        );
     }
     group.finish();
 }
