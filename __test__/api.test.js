@@ -281,4 +281,8 @@ test('a subclass opens instances of itself; a subclass constructor that throws i
   }
   assert.throws(() => Broken.open(name), /subclass says no/)
   assert.equal(ids.next(), 1)
+  // Called on something that is no ConcurrentBitmap class: a coded error, not the engine's.
+  assert.throws(() => ConcurrentBitmap.open.call(class Other {}, name), { code: 'ERR_INVALID_THIS' })
+  assert.throws(() => ConcurrentBitmap.open.call(Object, name), { code: 'ERR_INVALID_THIS' })
+  assert.equal(ids.next(), 2, 'the region is still the same and usable')
 })

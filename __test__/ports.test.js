@@ -339,4 +339,5 @@ test('a PortPool subclass opens instances of itself', async (t) => {
   const port = await pool.acquire()
   assert.ok(port.value >= from && port.value <= from + 1)
   port.release()
+  await assert.rejects(PortPool.open.call(class Other {}, name, { from, to: from + 1 }), { code: 'ERR_INVALID_THIS' })
 })

@@ -63,4 +63,4 @@ function packageOf(platform) {
 /** The Rust target triples a package is published for, and their platforms. */
 const TARGETS = napi.targets.map((triple) => ({ triple, platform: platformOfTriple(triple) }))
 
-module.exports = { currentPlatform, platformOfTriple, binaryFile, packageOf, TARGETS }
+module.exports = { currentPlatform, binaryFile, packageOf, TARGETS }

@@ -204,7 +204,9 @@ class PortPool {
       throw error
     }
     try {
-      return new Class(constructing, bitmap, name, from, to, host, fallback)
+      const pool = new Class(constructing, bitmap, name, from, to, host, fallback)
+      ownPool(pool) // open.call(SomethingElse): a coded error, and the pool closed
+      return pool
     } catch (error) {
       bitmap.close()
       throw error
