@@ -20,11 +20,16 @@
 //! moment. A holder that stops while a number is `HELD` by it leaves it to [`Queue::sweep`], told
 //! which holders ended (in a region, its holder slots will say, as for the bitmap).
 //!
-//! # Order
-//! Numbers come back in the order of their tickets, that is of the tail increments of their
-//! `free` calls: if `free(a)` returned before `free(b)` started, `a`'s ticket is lower, and `a` is
-//! handed out first unless a dequeuer of `a`'s position stops or is overtaken (then `a` is
-//! re-ticketed behind the tail).
+//! # Order, and what a review found (not yet mended)
+//! Numbers are meant to come back in the order of their tickets (the tail increments of their
+//! `free` calls). That does not hold yet: a slow dequeuer or enqueuer of position `p` can mark
+//! or overwrite the slot of position `p + R` (slots are written whatever their tag), which
+//! strands a number freed later; a stranded number waits until the queue looks empty (recovery
+//! runs only then), so under steady load it can wait forever; and an adversarial schedule of a
+//! re-ticketing `free` and a recovering `allocate` livelocks. No number goes to two holders and
+//! none is lost for good. The fixes proposed: compare tags by age (never write over a later
+//! one, treat a later one as skipped), recover a budget of numbers on skips too, and bound the
+//! re-tickets of one `free`. Tags are 32 bits: rings beyond 2^31 slots would alias.
 //!
 //! # Memory orderings
 //! - The state compare-and-swaps are `AcqRel`: taking a number acquires what its last holder
@@ -110,8 +115,8 @@ impl<'a> Queue<'a> {
         self.parts.tail.store(capacity, Ordering::Release);
     }
 
-    /// The number queued longest, now held by `me`; None if every number was held at some
-    /// moment of the call.
+    /// The number at the head of the queue (see "Order" above for what that means today), now
+    /// held by `me`; None if every number was held at some moment of the call.
     pub fn allocate(&self, me: u32) -> Option<u64> {
         loop {
             let head = self.parts.head.load(Ordering::Acquire);
