@@ -452,12 +452,13 @@ fn queue(c: &mut Criterion) {
     for log2 in [11u32, 14, 20] {
         let memory = numballoc_core::testing::QueueMemory::new(1 << log2);
         let queue = memory.queue();
+        let scan = std::sync::atomic::AtomicU64::new(0);
         for _ in 0..(1u64 << log2) / 2 {
-            queue.allocate(1).unwrap();
+            queue.allocate(1, &scan).unwrap();
         }
         group.bench_function(BenchmarkId::new("pair", log2), |b| {
             b.iter(|| {
-                let n = queue.allocate(1).unwrap();
+                let n = queue.allocate(1, &scan).unwrap();
                 queue.free(black_box(n)).unwrap();
             })
         });
@@ -472,8 +473,9 @@ fn queue(c: &mut Criterion) {
                 b.iter_custom(|iterations| {
                     concurrently(threads, iterations, |k| {
                         let queue = memory.queue();
+                        let scan = std::sync::atomic::AtomicU64::new(0);
                         for _ in 0..k {
-                            let n = queue.allocate(1).unwrap();
+                            let n = queue.allocate(1, &scan).unwrap();
                             queue.free(black_box(n)).unwrap();
                         }
                     })

@@ -24,7 +24,7 @@ pub mod header;
 pub mod holder;
 #[cfg(not(loom))]
 pub mod inspect;
-/// The first-in first-out allocator's algorithm (issue #13): not yet reachable from a region.
+/// The first-in first-out allocator's algorithm (issue #13), over memory it is given.
 pub mod queue;
 #[cfg(not(loom))]
 mod region;

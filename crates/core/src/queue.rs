@@ -1,35 +1,51 @@
 //! A first-in first-out allocator of the numbers `0..capacity` (issue #13), as an algorithm over
-//! memory it is given, like [`crate::Bits`]. Not yet reachable from a region: this is the
-//! algorithm and its models, the region kind, holders and binding come next.
+//! memory it is given, like [`crate::Bits`]. Not yet reachable from a region (next: the region
+//! kind, holders and the binding).
 //!
 //! # Design
 //! A state word per number is the truth: `HELD(holder)` or `QUEUED(ticket)`, and only a
 //! compare-and-swap on it moves a number. The ring of slots is a hint of where each queued
 //! number waits: `free` takes a ticket `t` from the tail counter (fetch-and-add), sets the
-//! number's state to `QUEUED(t)`, then writes the number into slot `t mod R` tagged with `t`.
-//! `allocate` claims the next position `h` from the head counter (a compare-and-swap that never
-//! passes the tail) and takes the number in slot `h mod R` only by moving its state from
-//! `QUEUED(h)` to `HELD(me)`. Tickets are 63-bit and never reused, so a stale slot (a number
-//! re-ticketed since) names a ticket its state no longer has, and the claim fails harmlessly.
+//! number's state to `QUEUED(t)`, then writes the number into slot `t mod R`, tagged with the
+//! lap `t / R`. `allocate` claims the next position `h` from the head counter (a
+//! compare-and-swap that never passes the tail) and takes the number in slot `h mod R` only by
+//! moving its state from `QUEUED(h)` to `HELD(me)`. Tickets are 63-bit and never reused, so a
+//! stale slot (its number re-ticketed since) names a ticket its state no longer has, and the
+//! claim fails harmlessly.
 //!
-//! A position whose number is not there yet (its enqueuer is slow, or stopped for good) is
-//! marked skipped by the dequeuer that reached it; an enqueuer that finds its position skipped
-//! takes a new ticket. A number left `QUEUED(t)` with `t` behind the head (its dequeuer or its
-//! enqueuer stopped between two steps) is stranded: [`Queue::recover`] re-tickets it, and
-//! `allocate` recovers before it reports empty, so "empty" means every number was held at some
-//! moment. A holder that stops while a number is `HELD` by it leaves it to [`Queue::sweep`], told
-//! which holders ended (in a region, its holder slots will say, as for the bitmap).
+//! Laps are compared by age (modulo 2^32): a participant never writes over a slot a later lap
+//! has reached. A dequeuer that finds its slot empty waits a few reads for the enqueuer, then
+//! marks the position passed; an enqueuer that finds its position passed (or a later lap in its
+//! slot) takes a new ticket, at most [`RETICKETS`] times.
 //!
-//! # Order, and what a review found (not yet mended)
-//! Numbers are meant to come back in the order of their tickets (the tail increments of their
-//! `free` calls). That does not hold yet: a slow dequeuer or enqueuer of position `p` can mark
-//! or overwrite the slot of position `p + R` (slots are written whatever their tag), which
-//! strands a number freed later; a stranded number waits until the queue looks empty (recovery
-//! runs only then), so under steady load it can wait forever; and an adversarial schedule of a
-//! re-ticketing `free` and a recovering `allocate` livelocks. No number goes to two holders and
-//! none is lost for good. The fixes proposed: compare tags by age (never write over a later
-//! one, treat a later one as skipped), recover a budget of numbers on skips too, and bound the
-//! re-tickets of one `free`. Tags are 32 bits: rings beyond 2^31 slots would alias.
+//! # Stranded numbers
+//! A number is stranded when its state is `QUEUED(t)` with `t` behind the head but no dequeuer
+//! will take it from the ring: its dequeuer stopped between its head increment and its claim
+//! (the slot still shows it until a later lap writes over it), or its enqueuer stopped, or gave
+//! up re-ticketing, before its slot showed it. Stranded numbers are taken directly from their
+//! state word, by a compare-and-swap from the exact state read: every `allocate` looks at one
+//! state (a per-handle cursor walks them all), one that misses its position looks at
+//! [`MISS_SCAN`] more, and one that finds the queue empty looks at every state. A stranded
+//! number is older than every number still in the ring, so taking it first keeps the order; the
+//! look at one state spares the slow (live) dequeuer by skipping numbers their slot still shows,
+//! while the look at every state takes them too (it then hands out the oldest).
+//!
+//! # Promises
+//! - No number goes to two holders: only the compare-and-swap on its state hands it out.
+//! - `allocate` returns `None` only after a pass over every state word saw each one `HELD`: every
+//!   number was held at some moment of the call.
+//! - Order: if `free(a)` returned before `free(b)` was called, and both are still queued, `a`
+//!   is handed out before `b`, unless a participant stalled or stopped while moving `a` (it was
+//!   stranded): such a number is handed out late, by the scans. Overlapping frees come out in
+//!   the order of their tickets.
+//! - A participant stopped at any step blocks nobody: every loop either finishes or leaves the
+//!   number it moves to the scans.
+//!
+//! # Memory layout without initialisation
+//! A region is all zeros when it is created, and zeros must be a new queue with `0, 1, 2, ...`
+//! waiting in order. So a state stores `QUEUED(t)` as `t - n` (the first tickets are the
+//! numbers themselves), the tail counter stores the tail less the capacity, and a slot stores
+//! its number XOR its index (an all-zero slot below the capacity is its own number, at lap 0).
 //!
 //! # Memory orderings
 //! - The state compare-and-swaps are `AcqRel`: taking a number acquires what its last holder
@@ -37,30 +53,52 @@
 //! - A slot is written (`AcqRel` compare-and-swap) after the state names its ticket, and read
 //!   with `Acquire`, so a dequeuer that sees the number in the slot sees the state `QUEUED(t)`.
 //! - Head and tail are `AcqRel` read-modify-writes; their loads `Acquire`.
+//! - The per-handle scan cursor is `Relaxed`: it only spreads the scans.
 
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU64, Ordering};
 
 /// A state with this bit set is `HELD`, its low 32 bits the holder's record.
 const HELD: u64 = 1 << 63;
-/// A slot's value when a dequeuer passed its position before the number came.
-const SKIPPED: u32 = u32::MAX;
+/// The largest capacity: numbers and slot indices stay below 2^31, so neither meets [`PASSED`].
+pub const MAX_CAPACITY: u64 = 1 << 30;
+/// A slot's entry when a dequeuer passed its position before the number came.
+const PASSED: u32 = u32::MAX;
+/// How many times a dequeuer reads an empty slot before it marks the position passed: its
+/// enqueuer is most likely between its ticket and its write.
+#[cfg(not(loom))]
+const PATIENCE: u32 = 32;
+#[cfg(loom)]
+const PATIENCE: u32 = 1;
+/// How many new tickets one `free` takes while dequeuers keep passing its positions, before it
+/// leaves its number to the scans (without a bound, a free and an allocate can take turns
+/// forever).
+pub const RETICKETS: u32 = 8;
+/// How many states an `allocate` that missed its position looks at for stranded numbers.
+pub const MISS_SCAN: u32 = 8;
 
-fn queued(ticket: u64) -> u64 {
-    // + 1: an all-zero word is no state (memory not yet initialized).
-    ticket + 1
+/// A state word's value for `n` queued under `ticket`.
+fn queued(n: u64, ticket: u64) -> u64 {
+    debug_assert!(ticket >= n && ticket - n < HELD);
+    ticket - n
 }
 
-fn ticket_of(state: u64) -> Option<u64> {
-    (state != 0 && state & HELD == 0).then(|| state - 1)
+/// The ticket `n` waits under, if its state is `QUEUED`.
+fn ticket_of(n: u64, state: u64) -> Option<u64> {
+    (state & HELD == 0).then(|| state + n)
 }
 
-fn slot(tag: u64, value: u32) -> u64 {
-    (tag & 0xffff_ffff) << 32 | value as u64
+/// Whether lap `a` is later than lap `b` (modulo 2^32).
+fn later(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
-fn split(slot: u64) -> (u64, u32) {
-    (slot >> 32, slot as u32)
+/// What a slot holds for its lap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Number(u64),
+    Passed,
+    Empty,
 }
 
 /// The shared memory a [`Queue`] works on.
@@ -68,11 +106,11 @@ fn split(slot: u64) -> (u64, u32) {
 pub struct QueueParts<'a> {
     /// Positions handed to dequeuers so far.
     pub head: &'a AtomicU64,
-    /// Tickets handed to enqueuers so far.
+    /// Tickets handed to enqueuers so far, less the capacity.
     pub tail: &'a AtomicU64,
     /// One state word per number.
     pub states: &'a [AtomicU64],
-    /// The ring: a power of two of slots, at least twice the capacity.
+    /// The ring: [`Queue::ring_len`] slots.
     pub ring: &'a [AtomicU64],
 }
 
@@ -80,53 +118,94 @@ pub struct QueueParts<'a> {
 #[derive(Clone, Copy)]
 pub struct Queue<'a> {
     parts: QueueParts<'a>,
+    capacity: u64,
     mask: u64,
+    order: u32,
 }
 
 impl<'a> Queue<'a> {
     /// A view of a queue of `parts.states.len()` numbers.
     pub fn new(parts: QueueParts<'a>) -> Queue<'a> {
-        let capacity = parts.states.len();
+        let capacity = parts.states.len() as u64;
         assert!(
-            parts.ring.len().is_power_of_two() && parts.ring.len() >= 2 * capacity,
-            "the ring must be a power of two of at least twice the capacity"
+            (1..=MAX_CAPACITY).contains(&capacity),
+            "capacity outside 1..={MAX_CAPACITY}"
         );
-        assert!(capacity < SKIPPED as usize, "capacity too large");
+        assert_eq!(
+            parts.ring.len(),
+            Queue::ring_len(capacity),
+            "the ring must have ring_len(capacity) slots"
+        );
+        let len = parts.ring.len() as u64;
         Queue {
             parts,
-            mask: parts.ring.len() as u64 - 1,
+            capacity,
+            mask: len - 1,
+            order: len.trailing_zeros(),
         }
     }
 
-    /// The ring a queue of `capacity` numbers needs, in slots.
-    pub fn ring_len(capacity: usize) -> usize {
-        (2 * capacity).next_power_of_two()
+    /// The slots a queue of `capacity` numbers needs: a power of two, at least twice the
+    /// capacity, so a lap of the ring is longer than any queue.
+    pub fn ring_len(capacity: u64) -> usize {
+        (2 * capacity).next_power_of_two() as usize
     }
 
-    /// Queues every number, 0 first: for a new queue, before anyone else uses it.
-    pub fn initialize(&self) {
-        let capacity = self.parts.states.len() as u64;
-        for n in 0..capacity {
-            self.parts.states[n as usize].store(queued(n), Ordering::Relaxed);
-            self.parts.ring[(n & self.mask) as usize]
-                .store(slot(n, n as u32 + 1), Ordering::Relaxed);
+    fn tail(&self) -> u64 {
+        self.capacity + self.parts.tail.load(Ordering::Acquire)
+    }
+
+    fn take_ticket(&self) -> u64 {
+        self.capacity + self.parts.tail.fetch_add(1, Ordering::AcqRel)
+    }
+
+    fn lap(&self, position: u64) -> u32 {
+        (position >> self.order) as u32
+    }
+
+    fn cell(&self, position: u64) -> &AtomicU64 {
+        &self.parts.ring[(position & self.mask) as usize]
+    }
+
+    /// A slot's word holding `value` (a number, or [`PASSED`]) for `position`.
+    fn encode(&self, position: u64, value: u32) -> u64 {
+        (self.lap(position) as u64) << 32 | (value ^ (position & self.mask) as u32) as u64
+    }
+
+    /// A slot's lap and entry, read at `position`'s index.
+    fn decode(&self, word: u64, position: u64) -> (u32, Entry) {
+        let value = word as u32 ^ (position & self.mask) as u32;
+        let entry = match value {
+            PASSED => Entry::Passed,
+            n if (n as u64) < self.capacity => Entry::Number(n as u64),
+            _ => Entry::Empty,
+        };
+        ((word >> 32) as u32, entry)
+    }
+
+    /// Moves `n` from exactly `state` to held by `me`: whether this call did.
+    fn claim(&self, n: u64, state: u64, me: u32) -> bool {
+        self.parts.states[n as usize]
+            .compare_exchange(state, HELD | me as u64, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The number at the head of the queue (see "Promises" above), now held by `me`; None if
+    /// every number was held at some moment of the call. `scan` is the caller's cursor over the
+    /// states (one per handle; any value).
+    pub fn allocate(&self, me: u32, scan: &AtomicU64) -> Option<u64> {
+        let head = self.parts.head.load(Ordering::Acquire);
+        if let Some(n) = self.take_stranded(me, scan, 1, head) {
+            return Some(n);
         }
-        self.parts.head.store(0, Ordering::Relaxed);
-        self.parts.tail.store(capacity, Ordering::Release);
-    }
-
-    /// The number at the head of the queue (see "Order" above for what that means today), now
-    /// held by `me`; None if every number was held at some moment of the call.
-    pub fn allocate(&self, me: u32) -> Option<u64> {
         loop {
             let head = self.parts.head.load(Ordering::Acquire);
-            let tail = self.parts.tail.load(Ordering::Acquire);
-            if head >= tail {
-                // Empty, unless numbers are stranded behind the head.
-                if self.recover() == 0 && self.parts.tail.load(Ordering::Acquire) <= head {
-                    return None;
+            if head >= self.tail() {
+                match self.take_oldest(me) {
+                    Oldest::Took(n) => return Some(n),
+                    Oldest::InRing => continue,
+                    Oldest::AllHeld => return None,
                 }
-                continue;
             }
             if self
                 .parts
@@ -139,36 +218,40 @@ impl<'a> Queue<'a> {
             if let Some(n) = self.take_at(head, me) {
                 return Some(n);
             }
+            if let Some(n) = self.take_stranded(me, scan, MISS_SCAN, head + 1) {
+                return Some(n);
+            }
         }
     }
 
-    /// Takes the number at position `position`, which this call owns; None if it is not there
-    /// (the position is then marked skipped, so that its enqueuer takes another).
+    /// Takes the number at `position`, which this call owns; None if it is not there (the
+    /// position is then marked passed, so that its enqueuer takes another ticket).
     fn take_at(&self, position: u64, me: u32) -> Option<u64> {
-        let cell = &self.parts.ring[(position & self.mask) as usize];
-        let tag = position & 0xffff_ffff;
+        let cell = self.cell(position);
+        let lap = self.lap(position);
         let mut current = cell.load(Ordering::Acquire);
+        let mut patience = PATIENCE;
         loop {
-            let (found, value) = split(current);
-            if found == tag && value != 0 && value != SKIPPED {
-                let n = (value - 1) as usize;
-                if n >= self.parts.states.len() {
-                    return None;
+            let (found, entry) = self.decode(current, position);
+            if later(found, lap) {
+                return None; // a later lap is here: whatever was ours is left to the scans
+            }
+            if found == lap {
+                match entry {
+                    Entry::Number(n) => return self.claim(n, queued(n, position), me).then_some(n),
+                    Entry::Passed => return None,
+                    Entry::Empty => {}
                 }
-                // The claim: only if the number still waits under this very ticket.
-                return self.parts.states[n]
-                    .compare_exchange(
-                        queued(position),
-                        HELD | me as u64,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                    .then_some(n as u64);
+            }
+            if patience > 0 {
+                patience -= 1;
+                std::hint::spin_loop();
+                current = cell.load(Ordering::Acquire);
+                continue;
             }
             match cell.compare_exchange(
                 current,
-                slot(position, SKIPPED),
+                self.encode(position, PASSED),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -178,32 +261,148 @@ impl<'a> Queue<'a> {
         }
     }
 
+    /// Looks at `budget` states from the cursor `scan` and takes the first stranded number whose
+    /// slot no longer shows it (a slow dequeuer may still be on its way to one it shows).
+    fn take_stranded(&self, me: u32, scan: &AtomicU64, budget: u32, head: u64) -> Option<u64> {
+        for _ in 0..budget {
+            let at = scan.load(Ordering::Relaxed);
+            let n = if at >= self.capacity { 0 } else { at };
+            scan.store(n + 1, Ordering::Relaxed);
+            let state = self.parts.states[n as usize].load(Ordering::Acquire);
+            let Some(ticket) = ticket_of(n, state) else {
+                continue;
+            };
+            if ticket >= head {
+                continue;
+            }
+            let (lap, entry) = self.decode(self.cell(ticket).load(Ordering::Acquire), ticket);
+            if lap == self.lap(ticket) && entry == Entry::Number(n) {
+                continue;
+            }
+            if self.claim(n, state, me) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// For a queue that looks empty: takes the oldest stranded number, or says whether a number
+    /// waits in the ring (a free landed meanwhile) or every state was seen held.
+    fn take_oldest(&self, me: u32) -> Oldest {
+        let head = self.parts.head.load(Ordering::Acquire);
+        let mut oldest: Option<(u64, u64, u64)> = None;
+        let mut in_ring = false;
+        for (n, state) in self.parts.states.iter().enumerate() {
+            let state = state.load(Ordering::Acquire);
+            let Some(ticket) = ticket_of(n as u64, state) else {
+                continue;
+            };
+            if ticket >= head {
+                in_ring = true;
+            } else if oldest.is_none_or(|(t, _, _)| ticket < t) {
+                oldest = Some((ticket, n as u64, state));
+            }
+        }
+        match oldest {
+            Some((_, n, state)) if self.claim(n, state, me) => Oldest::Took(n),
+            // Taken or moved meanwhile: someone made progress; look again.
+            Some(_) => Oldest::InRing,
+            None if in_ring => Oldest::InRing,
+            None => Oldest::AllHeld,
+        }
+    }
+
     /// Queues `n`, which must be held (by anyone).
     pub fn free(&self, n: u64) -> Result<()> {
         let state = self.state(n)?;
         let current = state.load(Ordering::Acquire);
-        if current & HELD == 0 {
-            return Err(Error::NotAllocated(n));
-        }
-        if !self.queue_from(n, current) {
-            // Another free of `n` (or a sweep) won.
+        if current & HELD == 0 || !self.queue_from(n, current) {
+            // Not held, or another free of `n` (or a sweep) won.
             return Err(Error::NotAllocated(n));
         }
         Ok(())
     }
 
-    /// Queues `n` if its state is still `held`: whether it did. A ticket taken for nothing (the
-    /// state moved meanwhile) is a hole that dequeuers skip.
+    /// Queues `n` if its state is still `held`: whether it did.
     fn queue_from(&self, n: u64, held: u64) -> bool {
-        let ticket = self.parts.tail.fetch_add(1, Ordering::AcqRel);
-        if self.parts.states[n as usize]
-            .compare_exchange(held, queued(ticket), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
+        match self.enter(n, held) {
+            Some(ticket) => {
+                self.publish(n, ticket);
+                true
+            }
+            None => false,
         }
-        self.publish(n, ticket);
-        true
+    }
+
+    /// The first steps of queuing `n`: a ticket, then the state `QUEUED(ticket)` if the state is
+    /// still `held`. A ticket taken for nothing is a position dequeuers pass.
+    fn enter(&self, n: u64, held: u64) -> Option<u64> {
+        let ticket = self.take_ticket();
+        self.parts.states[n as usize]
+            .compare_exchange(held, queued(n, ticket), Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| ticket)
+    }
+
+    /// A free of `n` that stops for good before writing its slot (a killed process), for the
+    /// models: returns its ticket. Not for use.
+    #[doc(hidden)]
+    pub fn free_stopping_before_the_slot(&self, n: u64) -> Option<u64> {
+        let held = self.parts.states[n as usize].load(Ordering::Acquire);
+        (held & HELD != 0).then(|| self.enter(n, held)).flatten()
+    }
+
+    /// The rest of an `allocate` that took `position` from the head and paused (a slow
+    /// dequeuer), for the models. Not for use.
+    #[doc(hidden)]
+    pub fn finish_taking(&self, position: u64, me: u32) -> Option<u64> {
+        self.take_at(position, me)
+    }
+
+    /// Writes `n`, queued under `ticket`, into its slot; if a dequeuer passed the position
+    /// first, re-tickets it behind the tail (at most [`RETICKETS`] times), unless its state moved
+    /// meanwhile (a scan took it).
+    fn publish(&self, n: u64, mut ticket: u64) {
+        for attempt in 0..=RETICKETS {
+            if self.write(n, ticket) || attempt == RETICKETS {
+                return; // written, or stranded for the scans
+            }
+            let next = self.take_ticket();
+            if self.parts.states[n as usize]
+                .compare_exchange(
+                    queued(n, ticket),
+                    queued(n, next),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                return;
+            }
+            ticket = next;
+        }
+    }
+
+    /// Writes `n` into the slot of `ticket`, unless a dequeuer passed it or a later lap is there.
+    fn write(&self, n: u64, ticket: u64) -> bool {
+        let cell = self.cell(ticket);
+        let lap = self.lap(ticket);
+        let mut current = cell.load(Ordering::Acquire);
+        loop {
+            let (found, entry) = self.decode(current, ticket);
+            if later(found, lap) || (found == lap && entry != Entry::Empty) {
+                return false;
+            }
+            match cell.compare_exchange(
+                current,
+                self.encode(ticket, n as u32),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Queues every number held by a holder that `gone` says has ended (given the holder's
@@ -220,85 +419,51 @@ impl<'a> Queue<'a> {
         freed
     }
 
-    /// Writes `n`, queued under `ticket`, into its slot; if a dequeuer passed the position
-    /// first, re-tickets it behind the tail, unless someone else (a recovery) already did.
-    fn publish(&self, n: u64, mut ticket: u64) {
-        loop {
-            let cell = &self.parts.ring[(ticket & self.mask) as usize];
-            let mut current = cell.load(Ordering::Acquire);
-            let skipped = loop {
-                let (found, value) = split(current);
-                if found == ticket & 0xffff_ffff && value == SKIPPED {
-                    break true;
-                }
-                match cell.compare_exchange(
-                    current,
-                    slot(ticket, n as u32 + 1),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => break false,
-                    Err(actual) => current = actual,
-                }
-            };
-            if !skipped {
-                return;
-            }
-            let next = self.parts.tail.fetch_add(1, Ordering::AcqRel);
-            if self.parts.states[n as usize]
-                .compare_exchange(
-                    queued(ticket),
-                    queued(next),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                return;
-            }
-            ticket = next;
-        }
-    }
-
-    /// Re-queues the numbers stranded behind the head (queued under a ticket no dequeuer will
-    /// take any more); returns how many.
-    pub fn recover(&self) -> u64 {
-        let head = self.parts.head.load(Ordering::Acquire);
-        let mut moved = 0;
-        for (n, state) in self.parts.states.iter().enumerate() {
-            let current = state.load(Ordering::Acquire);
-            let Some(ticket) = ticket_of(current) else {
-                continue;
-            };
-            if ticket >= head {
-                continue;
-            }
-            let next = self.parts.tail.fetch_add(1, Ordering::AcqRel);
-            if state
-                .compare_exchange(current, queued(next), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.publish(n as u64, next);
-                moved += 1;
-            }
-        }
-        moved
-    }
-
-    /// Whether `n` is held, and by whom.
+    /// Whether `n` is held, and the holder's record.
     pub fn holder_of(&self, n: u64) -> Result<Option<u32>> {
         let current = self.state(n)?.load(Ordering::Acquire);
         Ok((current & HELD != 0).then_some(current as u32))
     }
 
+    /// Whether some number is held with the record `record`.
+    pub fn any_held_by(&self, record: u32) -> bool {
+        self.parts
+            .states
+            .iter()
+            .any(|s| s.load(Ordering::Relaxed) == HELD | record as u64)
+    }
+
+    /// How many numbers are held: a pass over the states, each read atomically.
+    pub fn held(&self) -> u64 {
+        let held = |s: &AtomicU64| s.load(Ordering::Relaxed) & HELD != 0;
+        self.parts.states.iter().filter(|s| held(s)).count() as u64
+    }
+
+    /// The numbers waiting, oldest ticket first (stranded ones included): a snapshot of each
+    /// state, not of the whole.
+    pub fn waiting(&self) -> Vec<u64> {
+        let mut queued: Vec<(u64, u64)> = (0..self.capacity)
+            .filter_map(|n| {
+                let state = self.parts.states[n as usize].load(Ordering::Relaxed);
+                ticket_of(n, state).map(|ticket| (ticket, n))
+            })
+            .collect();
+        queued.sort_unstable();
+        queued.into_iter().map(|(_, n)| n).collect()
+    }
+
     fn state(&self, n: u64) -> Result<&AtomicU64> {
         self.parts.states.get(n as usize).ok_or_else(|| {
-            Error::OutOfRange(format!(
-                "number {n} is outside [0, {})",
-                self.parts.states.len()
-            ))
+            Error::OutOfRange(format!("number {n} is outside [0, {})", self.capacity))
         })
     }
+}
+
+/// What [`Queue::take_oldest`] found.
+enum Oldest {
+    Took(u64),
+    InRing,
+    AllHeld,
 }
 
 #[cfg(all(test, not(loom)))]
@@ -310,19 +475,23 @@ mod tests {
     fn hands_out_in_order_then_in_the_order_freed() {
         let memory = Memory::new(4);
         let queue = memory.queue();
-        let got: Vec<u64> = (0..4).map(|_| queue.allocate(1).unwrap()).collect();
+        let got: Vec<u64> = (0..4)
+            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .collect();
         assert_eq!(got, [0, 1, 2, 3]);
-        assert_eq!(queue.allocate(1), None);
+        assert_eq!(queue.allocate(1, &memory.scan), None);
         for n in [2, 0, 3, 1] {
             queue.free(n).unwrap();
         }
-        let again: Vec<u64> = (0..4).map(|_| queue.allocate(1).unwrap()).collect();
+        let again: Vec<u64> = (0..4)
+            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .collect();
         assert_eq!(again, [2, 0, 3, 1]);
         assert!(matches!(queue.free(9), Err(Error::OutOfRange(_))));
         queue.free(3).unwrap();
         assert!(matches!(queue.free(3), Err(Error::NotAllocated(3))));
-        assert_eq!(queue.allocate(1), Some(3));
-        assert_eq!(queue.allocate(1), None);
+        assert_eq!(queue.allocate(1, &memory.scan), Some(3));
+        assert_eq!(queue.allocate(1, &memory.scan), None);
     }
 
     #[test]
@@ -331,15 +500,21 @@ mod tests {
         let queue = memory.queue();
         let held: Vec<u64> = [5, 6, 5, 6]
             .iter()
-            .map(|&me| queue.allocate(me).unwrap())
+            .map(|&me| queue.allocate(me, &memory.scan).unwrap())
             .collect();
         assert_eq!(held, [0, 1, 2, 3]);
         assert_eq!(queue.sweep(|holder| holder == 5), 2);
         assert_eq!(queue.holder_of(1).unwrap(), Some(6));
         assert_eq!(queue.holder_of(0).unwrap(), None);
         assert_eq!(queue.sweep(|holder| holder == 5), 0, "nothing twice");
-        assert_eq!([queue.allocate(7), queue.allocate(7)], [Some(0), Some(2)]);
-        assert_eq!(queue.allocate(7), None);
+        assert_eq!(
+            [
+                queue.allocate(7, &memory.scan),
+                queue.allocate(7, &memory.scan)
+            ],
+            [Some(0), Some(2)]
+        );
+        assert_eq!(queue.allocate(7, &memory.scan), None);
     }
 
     #[test]
@@ -347,7 +522,7 @@ mod tests {
         let memory = Memory::new(3);
         let queue = memory.queue();
         for round in 0..1000u64 {
-            let n = queue.allocate(7).unwrap();
+            let n = queue.allocate(7, &memory.scan).unwrap();
             assert_eq!(n, round % 3);
             queue.free(n).unwrap();
         }
@@ -359,26 +534,25 @@ mod tests {
         let queue = memory.queue();
         // A dequeuer took position 0 and stopped before its claim: 0 stays queued behind the head.
         memory.head.store(1, Ordering::Relaxed);
-        assert_eq!(queue.allocate(1), Some(1));
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
         assert_eq!(
-            queue.allocate(1),
+            queue.allocate(1, &memory.scan),
             Some(0),
             "recovered before reporting empty"
         );
-        assert_eq!(queue.allocate(1), None);
+        assert_eq!(queue.allocate(1, &memory.scan), None);
     }
 
     #[test]
     fn an_enqueuer_that_stopped_before_writing_its_slot_strands_nothing() {
         let memory = Memory::new(2);
         let queue = memory.queue();
-        let a = queue.allocate(1).unwrap();
-        assert_eq!(queue.allocate(1), Some(1));
+        let a = queue.allocate(1, &memory.scan).unwrap();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
         // A free of `a` took ticket 2 and set the state, then stopped before writing the slot.
-        let ticket = memory.tail.fetch_add(1, Ordering::Relaxed);
-        memory.states[a as usize].store(queued(ticket), Ordering::Relaxed);
-        assert_eq!(queue.allocate(1), Some(a));
-        assert_eq!(queue.allocate(1), None);
+        assert_eq!(queue.free_stopping_before_the_slot(a), Some(2));
+        assert_eq!(queue.allocate(1, &memory.scan), Some(a));
+        assert_eq!(queue.allocate(1, &memory.scan), None);
     }
 
     #[test]
@@ -395,7 +569,7 @@ mod tests {
                     for _ in 0..20_000 {
                         let mut held = Vec::new();
                         for _ in 0..8 {
-                            if let Some(n) = queue.allocate(me) {
+                            if let Some(n) = queue.allocate(me, &memory.scan) {
                                 assert!(
                                     !owned[n as usize].swap(true, Ordering::AcqRel),
                                     "{n} twice"
@@ -415,5 +589,91 @@ mod tests {
         // Four threads holding at most 32 of 64 numbers: every allocation succeeded.
         assert_eq!(taken.load(Ordering::Relaxed), 4 * 20_000 * 8);
         memory.assert_all_come_back(&(0..64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_dequeuer_a_lap_behind_does_not_break_the_order() {
+        let memory = Memory::new(3);
+        let queue = memory.queue();
+        let slow = memory.head.fetch_add(1, Ordering::AcqRel); // takes position 0, pauses
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        assert_eq!(queue.allocate(1, &memory.scan), Some(2));
+        for _ in 3..8 {
+            queue.free(1).unwrap();
+            assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        }
+        queue.free(1).unwrap(); // a lap later: position 8, the slow dequeuer's slot
+        assert_eq!(queue.take_at(slow, 2), None);
+        queue.free(2).unwrap();
+        assert_eq!(
+            queue.allocate(1, &memory.scan),
+            Some(1),
+            "1 was freed before 2"
+        );
+    }
+
+    #[test]
+    fn a_number_a_stopped_dequeuer_stranded_comes_back_under_steady_load() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        memory.head.fetch_add(1, Ordering::AcqRel); // took position 0 and was killed
+        let seen: Vec<u64> = (0..64)
+            .map(|_| {
+                let n = queue.allocate(1, &memory.scan).unwrap();
+                queue.free(n).unwrap();
+                n
+            })
+            .collect();
+        assert!(seen.contains(&0), "0 never came back: {seen:?}");
+    }
+
+    #[test]
+    fn a_free_whose_positions_are_always_passed_gives_up_and_its_number_comes_back() {
+        let memory = Memory::new(2);
+        let queue = memory.queue();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        // Every position the free of 0 will take, passed before it writes (as dequeuers that
+        // keep arriving first would): tickets 2 ..= 2 + RETICKETS.
+        for position in 2..=2 + RETICKETS as u64 {
+            queue
+                .cell(position)
+                .store(queue.encode(position, PASSED), Ordering::Relaxed);
+        }
+        memory.head.store(3 + RETICKETS as u64, Ordering::Relaxed);
+        queue.free(0).unwrap();
+        assert_eq!(
+            memory.tail.load(Ordering::Relaxed),
+            1 + RETICKETS as u64,
+            "bounded"
+        );
+        assert_eq!(queue.waiting(), [0]);
+        assert_eq!(
+            queue.allocate(2, &memory.scan),
+            Some(0),
+            "stranded, then taken"
+        );
+        assert_eq!(queue.holder_of(0).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn an_enqueuer_passed_once_takes_a_new_ticket_behind_the_frees_after_it() {
+        let memory = Memory::new(3);
+        let queue = memory.queue();
+        for n in 0..3 {
+            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+        }
+        // A free of 2 took ticket 3 and set the state, then paused; a dequeuer passed position 3.
+        assert_eq!(queue.free_stopping_before_the_slot(2), Some(3));
+        memory.head.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(queue.take_at(3, 1), None);
+        queue.free(0).unwrap(); // ticket 4
+        queue.publish(2, 3); // the paused free goes on: passed, so it takes ticket 5
+        queue.free(1).unwrap(); // ticket 6
+        assert_eq!(queue.waiting(), [0, 2, 1]);
+        for n in [0, 2] {
+            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+        }
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
     }
 }

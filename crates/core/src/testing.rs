@@ -58,25 +58,32 @@ impl Memory {
     }
 }
 
-/// A queue's sections (see [`crate::queue`]), initialized: every number queued, 0 first.
+/// A queue's sections (see [`crate::queue`]), all zero as in a new region: every number queued,
+/// 0 first.
 pub struct QueueMemory {
     pub head: AtomicU64,
     pub tail: AtomicU64,
     pub states: Vec<AtomicU64>,
     pub ring: Vec<AtomicU64>,
+    /// A scan cursor (per handle in a region), shared here by every caller.
+    pub scan: AtomicU64,
 }
 
 impl QueueMemory {
     pub fn new(capacity: usize) -> QueueMemory {
         let zeroed = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
-        let memory = QueueMemory {
+        QueueMemory {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
             states: zeroed(capacity),
-            ring: zeroed(Queue::ring_len(capacity)),
-        };
-        memory.queue().initialize();
-        memory
+            ring: zeroed(Queue::ring_len(capacity as u64)),
+            scan: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a number for `me` (a shortcut for the models).
+    pub fn allocate(&self, me: u32) -> Option<u64> {
+        self.queue().allocate(me, &self.scan)
     }
 
     pub fn queue(&self) -> Queue<'_> {
@@ -91,7 +98,7 @@ impl QueueMemory {
     /// Takes every number left (as holder 9) and checks that each of `expected` comes back once.
     pub fn assert_all_come_back(&self, expected: &[u64]) {
         let queue = self.queue();
-        let mut all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9)).collect();
+        let mut all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &self.scan)).collect();
         all.sort_unstable();
         assert_eq!(all, expected, "every number, once");
     }

@@ -428,7 +428,7 @@ fn queue_two_threads_never_hold_the_same_number() {
                 let (memory, held) = (memory.clone(), held.clone());
                 thread::spawn(move || {
                     let queue = memory.queue();
-                    let n = queue.allocate(me).expect("two numbers for two threads");
+                    let n = memory.allocate(me).expect("two numbers for two threads");
                     assert!(!held[n as usize].swap(true, Ordering::AcqRel), "{n} twice");
                     held[n as usize].store(false, Ordering::Release);
                     queue.free(n).unwrap();
@@ -448,17 +448,17 @@ fn queue_two_threads_never_hold_the_same_number() {
 fn queue_a_free_racing_an_allocate_on_an_empty_queue() {
     model(|| {
         let memory = Arc::new(QueueMemory::new(1));
-        assert_eq!(memory.queue().allocate(1), Some(0));
+        assert_eq!(memory.allocate(1), Some(0));
         let freer = {
             let memory = memory.clone();
             thread::spawn(move || memory.queue().free(0).unwrap())
         };
-        let got = memory.queue().allocate(2);
+        let got = memory.allocate(2);
         freer.join().unwrap();
         match got {
             Some(n) => {
                 assert_eq!(n, 0);
-                assert_eq!(memory.queue().allocate(3), None);
+                assert_eq!(memory.allocate(3), None);
             }
             None => memory.assert_all_come_back(&[0]),
         }
@@ -466,10 +466,11 @@ fn queue_a_free_racing_an_allocate_on_an_empty_queue() {
 }
 
 /// The states a participant that stopped forever can leave behind, each step of its operation:
-/// a dequeuer after taking its position (number 0 stays queued behind the head); an enqueuer
-/// after its ticket (a hole; its number stays held by it, for a sweep: not modelled here);
-/// an enqueuer after queuing its number, before writing the slot. Two live threads then take and
-/// give back numbers: they never share one, and every number but the stopped holder's comes back.
+/// a dequeuer after taking its position (number 0 stays queued behind the head, its slot still
+/// showing it); an enqueuer after its ticket (a hole; its number stays held by it, for a sweep:
+/// not modelled here); an enqueuer after queuing its number, before writing the slot. Two live
+/// threads then take and give back numbers: they never share one, and every number but the
+/// stopped holder's comes back.
 #[test]
 fn queue_a_stopped_participant_strands_no_number() {
     for stop in 0..3 {
@@ -482,15 +483,13 @@ fn queue_a_stopped_participant_strands_no_number() {
                     None
                 }
                 1 => {
-                    let n = queue.allocate(7).unwrap();
+                    let n = memory.allocate(7).unwrap();
                     memory.tail.fetch_add(1, Ordering::AcqRel);
                     Some(n)
                 }
                 _ => {
-                    let n = queue.allocate(7).unwrap();
-                    let ticket = memory.tail.fetch_add(1, Ordering::AcqRel);
-                    // queued(ticket), as `free` writes it before the slot.
-                    memory.states[n as usize].store(ticket + 1, Ordering::Release);
+                    let n = memory.allocate(7).unwrap();
+                    assert!(queue.free_stopping_before_the_slot(n).is_some());
                     None
                 }
             };
@@ -498,10 +497,9 @@ fn queue_a_stopped_participant_strands_no_number() {
                 .map(|me| {
                     let memory = memory.clone();
                     thread::spawn(move || {
-                        let queue = memory.queue();
-                        let n = queue.allocate(me);
+                        let n = memory.allocate(me);
                         if let Some(n) = n {
-                            queue.free(n).unwrap();
+                            memory.queue().free(n).unwrap();
                         }
                         n
                     })
@@ -518,6 +516,30 @@ fn queue_a_stopped_participant_strands_no_number() {
     }
 }
 
+/// A dequeuer took position 0 and is slow to claim number 0, which its slot shows; another
+/// thread finds the queue empty and takes the oldest stranded number, 0, from its state. Exactly
+/// one of them gets it.
+#[test]
+fn queue_a_slow_dequeuer_and_an_empty_queue_scan_take_one_number_once() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(1));
+        let position = memory.head.fetch_add(1, Ordering::AcqRel);
+        let slow = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().finish_taking(position, 1))
+        };
+        let other = memory.allocate(2);
+        let slow = slow.join().unwrap();
+        assert_eq!(
+            [slow, other].iter().flatten().count(),
+            1,
+            "slow {slow:?}, other {other:?}"
+        );
+        memory.queue().free(0).unwrap();
+        memory.assert_all_come_back(&[0]);
+    });
+}
+
 /// One number, two threads asking: one gets it. The other may reach its position late, after
 /// finding the queue empty and re-queuing the number behind a position it thought stranded:
 /// the claim on the state word (under the ticket the dequeuer saw) keeps it from taking the
@@ -529,7 +551,7 @@ fn queue_one_number_two_askers_one_gets_it() {
         let threads: Vec<_> = (1..=2u32)
             .map(|me| {
                 let memory = memory.clone();
-                thread::spawn(move || memory.queue().allocate(me))
+                thread::spawn(move || memory.allocate(me))
             })
             .collect();
         let got: Vec<Option<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -549,7 +571,7 @@ fn queue_one_number_two_askers_one_gets_it() {
 fn queue_a_sweep_racing_a_free_queues_the_number_once() {
     model(|| {
         let memory = Arc::new(QueueMemory::new(2));
-        assert_eq!(memory.queue().allocate(7), Some(0));
+        assert_eq!(memory.allocate(7), Some(0));
         let sweeper = {
             let memory = memory.clone();
             thread::spawn(move || memory.queue().sweep(|holder| holder == 7))
