@@ -16,7 +16,7 @@
 //! Laps are compared by age (modulo 2^32): a participant never writes over a slot a later lap
 //! has reached. A dequeuer that finds its slot empty waits a few reads for the enqueuer, then
 //! marks the position passed; an enqueuer that finds its position passed (or a later lap in its
-//! slot) takes a new ticket, at most [`RETICKETS`] times.
+//! slot) takes a new ticket, at most `RETICKETS` times.
 //!
 //! # Stranded numbers
 //! A number is stranded when its state is `QUEUED(t)` with `t` behind the head but no dequeuer
@@ -25,7 +25,7 @@
 //! up re-ticketing, before its slot showed it. Stranded numbers are taken directly from their
 //! state word, by a compare-and-swap from the exact state read: every `allocate` looks at one
 //! state (a per-handle cursor walks them all), one that misses its position looks at
-//! [`MISS_SCAN`] more, and one that finds the queue empty looks at every state. A stranded
+//! `MISS_SCAN` more, and one that finds the queue empty looks at every state. A stranded
 //! number is older than every number still in the ring, so taking it first keeps the order; the
 //! look at one state spares the slow (live) dequeuer by skipping numbers their slot still shows,
 //! while the look at every state takes them too (it then hands out the oldest).
@@ -60,7 +60,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// A state with this bit set is `HELD`, its low 32 bits the holder's record.
 const HELD: u64 = 1 << 63;
-/// The largest capacity: numbers and slot indices stay below 2^31, so neither meets [`PASSED`].
+/// The largest capacity: numbers and slot indices stay below 2^31, so neither meets the passed mark.
 pub const MAX_CAPACITY: u64 = 1 << 30;
 /// A slot's entry when a dequeuer passed its position before the number came.
 const PASSED: u32 = u32::MAX;
@@ -360,7 +360,7 @@ impl<'a> Queue<'a> {
     }
 
     /// Writes `n`, queued under `ticket`, into its slot; if a dequeuer passed the position
-    /// first, re-tickets it behind the tail (at most [`RETICKETS`] times), unless its state moved
+    /// first, re-tickets it behind the tail (at most `RETICKETS` times), unless its state moved
     /// meanwhile (a scan took it).
     fn publish(&self, n: u64, mut ticket: u64) {
         for attempt in 0..=RETICKETS {
