@@ -5,45 +5,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::allocator::{initial_hint, Allocator};
 use crate::bits::{ones, Bits};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
 use crate::region::Region;
-
-/// The Go `Allocator` interface: `Max`, `Allocate`, `Free`.
-pub trait Allocator {
-    /// How many numbers the allocator hands out: it returns numbers in `0..max()`.
-    fn max(&self) -> u64;
-    /// Claims a free number; [`Error::NoFreeNumber`] when every number is in use.
-    fn allocate(&self) -> Result<u64>;
-    /// Returns a number; [`Error::NotAllocated`] if it was not allocated,
-    /// [`Error::OutOfRange`] if it is not below `max()`.
-    fn free(&self, n: u64) -> Result<()>;
-}
-
-/// A hint start that differs between processes and between handles of one process, so
-/// allocators do not all begin on the same cache line.
-fn initial_hint(word_count: usize) -> usize {
-    static HANDLES: AtomicUsize = AtomicUsize::new(0);
-    // getpid is a system call; the pid only seeds the spread, so read it once per process.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    spread(
-        *PID.get_or_init(std::process::id),
-        HANDLES.fetch_add(1, Ordering::Relaxed),
-        word_count,
-    )
-}
-
-/// Maps (pid, handle number) to a word: a multiplicative hash spreads nearby pids, which is what
-/// processes started together get, across the whole bitmap.
-fn spread(pid: u32, handle: usize, word_count: usize) -> usize {
-    if word_count == 0 {
-        return 0;
-    }
-    let seed = (pid as u64) << 20 | (handle as u64 & 0xF_FFFF);
-    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 32) % word_count as u64) as usize
-}
 
 /// Moves the cyclic cursor past `n`, found by a search that started at the cursor value `start`.
 ///
@@ -121,6 +87,9 @@ pub struct ConcurrentBitmap {
 impl ConcurrentBitmap {
     /// An allocator of the numbers `0..max` of `region`. As in Go, `max == 0` means the region's
     /// whole capacity (`size * 8`), and a larger `max` is cut to the capacity.
+    ///
+    /// # Panics
+    /// If `region` holds another kind of allocator ([`Region::expect_kind`] tells first).
     pub fn new(region: Arc<Region>, max: u64) -> ConcurrentBitmap {
         ConcurrentBitmap::with_policy(region, max, Policy::Any)
     }
@@ -340,16 +309,33 @@ impl Allocator for ConcurrentBitmap {
         self.max
     }
 
-    fn allocate(&self) -> Result<u64> {
-        // Not `ok_or`: that builds (and drops) the error on every successful call too.
-        match self.try_allocate() {
-            Some(n) => Ok(n),
-            None => Err(Error::NoFreeNumber),
-        }
+    #[inline]
+    fn try_allocate(&self) -> Option<u64> {
+        ConcurrentBitmap::try_allocate(self)
     }
 
     fn free(&self, n: u64) -> Result<()> {
         self.bits().free(n)
+    }
+
+    fn is_allocated(&self, n: u64) -> Result<bool> {
+        ConcurrentBitmap::is_allocated(self, n)
+    }
+
+    fn count(&self) -> u64 {
+        ConcurrentBitmap::count(self)
+    }
+
+    fn holder_of(&self, n: u64) -> Result<Option<Holder>> {
+        ConcurrentBitmap::holder_of(self, n)
+    }
+
+    fn reclaim(&self) -> Result<u64> {
+        ConcurrentBitmap::reclaim(self)
+    }
+
+    fn region(&self) -> &Arc<Region> {
+        &self.region
     }
 }
 
@@ -375,17 +361,5 @@ mod tests {
         // A search that went all the way round to the number it started at: a whole lap.
         advance_cursor(&cursor, 103, 2, 100);
         assert_eq!(cursor.load(Ordering::Relaxed), 203);
-    }
-
-    #[test]
-    fn hint_starts_of_consecutive_pids_spread_over_the_bitmap() {
-        // 64 processes started together (consecutive pids) on 1024 words.
-        let starts: BTreeSet<usize> = (4000..4064).map(|pid| spread(pid, 0, 1024)).collect();
-        assert!(starts.len() >= 60, "only {} distinct starts", starts.len());
-        let (lo, hi) = (starts.first().unwrap(), starts.last().unwrap());
-        assert!(*lo < 128 && *hi > 896, "starts bunched in {lo}..={hi}");
-        // Two handles of one process differ too.
-        assert_ne!(spread(4000, 0, 1024), spread(4000, 1, 1024));
-        assert_eq!(spread(4000, 0, 0), 0);
     }
 }

@@ -42,6 +42,13 @@ pub enum Error {
         existing: u64,
         requested: u64,
     },
+    /// The region holds another kind of allocator than the one asked for (a bitmap opened as a
+    /// queue, or the reverse).
+    KindMismatch {
+        name: String,
+        existing: crate::header::Kind,
+        requested: crate::header::Kind,
+    },
     /// The object is not a numballoc region of this format version, or is corrupt or truncated.
     IncompatibleRegion { name: String, reason: String },
     /// An operating-system call failed.
@@ -65,6 +72,7 @@ impl Error {
             Error::TooManyHolders { .. } => "ERR_TOO_MANY_HOLDERS",
             Error::NotPrivate { .. } => "ERR_REGION_NOT_PRIVATE",
             Error::TagMismatch { .. } => "ERR_TAG_MISMATCH",
+            Error::KindMismatch { .. } => "ERR_KIND_MISMATCH",
             Error::IncompatibleRegion { .. } => "ERR_INCOMPATIBLE_REGION",
             Error::Os { source, .. } => source.raw_os_error().map_or("UNKNOWN", errno_name),
         }
@@ -167,6 +175,16 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "region '{name}' exists with tag {existing:#x}, not the {requested:#x} requested"
+            ),
+            Error::KindMismatch {
+                name,
+                existing,
+                requested,
+            } => write!(
+                f,
+                "region '{name}' holds a {}, not the {} requested",
+                existing.name(),
+                requested.name()
             ),
             Error::IncompatibleRegion { name, reason } => {
                 write!(f, "'{name}' is not a compatible numballoc region: {reason}")

@@ -29,6 +29,14 @@ const RECORD_LEN: u64 = 4;
 /// Bytes of one holder slot entry.
 const SLOT_ENTRY_LEN: u64 = 8;
 
+/// Where the six (offset, length) pairs of section fields start in the header.
+const SECTION_FIELDS: [usize; 6] = [48, 64, 80, 96, 112, 136];
+
+/// Where the section after `s` starts: the next cache line.
+fn next_section(s: Section) -> u64 {
+    (s.offset + s.len).next_multiple_of(SECTION_ALIGN)
+}
+
 /// Flag: the region keeps a holder table and a holder record per number.
 const FLAG_HOLDERS: u32 = 1;
 
@@ -37,6 +45,8 @@ const FLAG_HOLDERS: u32 = 1;
 pub enum Kind {
     /// [`crate::ConcurrentBitmap`]: a bitmap with two summary levels.
     Bitmap,
+    /// [`crate::ConcurrentQueue`]: a state word per number and a ring (see [`crate::queue`]).
+    Queue,
 }
 
 impl Kind {
@@ -44,6 +54,7 @@ impl Kind {
     pub fn code(self) -> u32 {
         match self {
             Kind::Bitmap => 1,
+            Kind::Queue => 2,
         }
     }
 
@@ -51,6 +62,7 @@ impl Kind {
     pub fn from_code(code: u32) -> Option<Kind> {
         match code {
             1 => Some(Kind::Bitmap),
+            2 => Some(Kind::Queue),
             _ => None,
         }
     }
@@ -59,6 +71,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bitmap => "bitmap",
+            Kind::Queue => "queue",
         }
     }
 }
@@ -68,10 +81,10 @@ impl Kind {
 pub struct Header {
     /// The allocator kind.
     pub kind: Kind,
-    /// Bitmap size in bytes as requested at creation (Go's `size`).
+    /// A bitmap's size in bytes as requested at creation (Go's `size`); a queue's capacity.
     pub size: u64,
-    /// How many numbers the region was created for: `1..=size * 8` (the whole bitmap unless the
-    /// creator asked for fewer).
+    /// How many numbers the region was created for: for a bitmap `1..=size * 8` (the whole
+    /// bitmap unless the creator asked for fewer), for a queue `size`.
     pub capacity: u64,
     /// Whether the region records who holds each number (fixed at creation).
     pub holders: bool,
@@ -86,6 +99,42 @@ pub struct Section {
     pub offset: u64,
     pub len: u64,
 }
+
+/// The sections of a queue region, in file order (see [`crate::queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSections {
+    /// The head counter, then the tail counter a cache line later (dequeuers and enqueuers
+    /// write different lines).
+    pub control: Section,
+    /// A state word per number.
+    pub states: Section,
+    /// The ring of [`crate::queue::Queue::ring_len`] slots.
+    pub ring: Section,
+    /// The holder slot table, as in a bitmap region; empty without holders.
+    pub slots: Section,
+}
+
+/// Where a region's sections are: each kind lays out its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Bitmap(Sections),
+    Queue(QueueSections),
+}
+
+impl Layout {
+    /// The holder slot table (empty without holders): at the same header field for every kind.
+    pub fn slots(&self) -> Section {
+        match self {
+            Layout::Bitmap(s) => s.slots,
+            Layout::Queue(s) => s.slots,
+        }
+    }
+}
+
+/// The largest queue capacity (see [`crate::queue::MAX_CAPACITY`]).
+pub const MAX_QUEUE_CAPACITY: u64 = crate::queue::MAX_CAPACITY;
+/// Bytes of a queue's control section: head and tail, a cache line each.
+const CONTROL_LEN: u64 = 2 * SECTION_ALIGN;
 
 /// The sections of a bitmap region, in file order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,14 +165,29 @@ impl Header {
         }
     }
 
+    /// A queue header for `capacity` numbers (`1..=MAX_QUEUE_CAPACITY`), with or without holder
+    /// slots.
+    pub fn queue(capacity: u64, holders: bool) -> Header {
+        debug_assert!((1..=MAX_QUEUE_CAPACITY).contains(&capacity));
+        Header {
+            kind: Kind::Queue,
+            size: capacity,
+            capacity,
+            holders,
+            tag: 0,
+        }
+    }
+
     /// The same header with an application tag.
     pub fn with_tag(self, tag: u64) -> Header {
         Header { tag, ..self }
     }
 
-    /// The same header for `capacity` numbers (`1..=size * 8`).
+    /// The same bitmap header for `capacity` numbers (`1..=size * 8`).
     pub fn with_capacity(self, capacity: u64) -> Header {
-        debug_assert!((1..=self.bitmap_capacity()).contains(&capacity));
+        debug_assert!(
+            self.kind == Kind::Bitmap && (1..=self.bitmap_capacity()).contains(&capacity)
+        );
         Header { capacity, ..self }
     }
 
@@ -152,9 +216,50 @@ impl Header {
         self.l1_words().div_ceil(64)
     }
 
-    /// Every section, each starting on a cache line after the one before.
+    /// Every section of this header's kind, each starting on a cache line after the one before.
+    pub fn layout(&self) -> Layout {
+        match self.kind {
+            Kind::Bitmap => Layout::Bitmap(self.sections()),
+            Kind::Queue => Layout::Queue(self.queue_sections()),
+        }
+    }
+
+    /// The holder slot table, where the slots are for every kind.
+    fn holder_slots(&self, after: Section) -> Section {
+        if self.holders {
+            Section {
+                offset: next_section(after),
+                len: crate::holder::SLOTS as u64 * SLOT_ENTRY_LEN,
+            }
+        } else {
+            Section { offset: 0, len: 0 }
+        }
+    }
+
+    fn queue_sections(&self) -> QueueSections {
+        let control = Section {
+            offset: HEADER_LEN as u64,
+            len: CONTROL_LEN,
+        };
+        let states = Section {
+            offset: next_section(control),
+            len: self.capacity * 8,
+        };
+        let ring = Section {
+            offset: next_section(states),
+            len: crate::queue::Queue::ring_len(self.capacity) as u64 * 8,
+        };
+        QueueSections {
+            control,
+            states,
+            ring,
+            slots: self.holder_slots(ring),
+        }
+    }
+
+    /// The sections of a bitmap region.
     pub fn sections(&self) -> Sections {
-        let after = |s: Section| (s.offset + s.len).next_multiple_of(SECTION_ALIGN);
+        let after = next_section;
         let bitmap = Section {
             offset: HEADER_LEN as u64,
             len: self.bitmap_len(),
@@ -173,10 +278,7 @@ impl Header {
             len: (self.l1_words() as u64 * 4).next_multiple_of(8),
         };
         let (slots, records) = if self.holders {
-            let slots = Section {
-                offset: after(counts),
-                len: crate::holder::SLOTS as u64 * SLOT_ENTRY_LEN,
-            };
+            let slots = self.holder_slots(counts);
             let records = Section {
                 offset: after(slots),
                 len: self.bitmap_capacity() * RECORD_LEN,
@@ -198,11 +300,12 @@ impl Header {
 
     /// Total length of the region in bytes: the end of its last section.
     pub fn region_len(&self) -> u64 {
-        let s = self.sections();
-        if self.holders {
-            s.records.offset + s.records.len
-        } else {
-            s.counts.offset + s.counts.len
+        let end = |s: Section| s.offset + s.len;
+        match self.layout() {
+            Layout::Bitmap(s) if self.holders => end(s.records),
+            Layout::Bitmap(s) => end(s.counts),
+            Layout::Queue(s) if self.holders => end(s.slots),
+            Layout::Queue(s) => end(s.ring),
         }
     }
 
@@ -219,30 +322,47 @@ impl Header {
         put(24, &self.size.to_le_bytes());
         put(32, &self.capacity.to_le_bytes());
         put(40, &self.region_len().to_le_bytes());
-        for (at, value) in self.section_fields() {
+        for (_, at, value) in self.section_fields() {
             put(at, &value.to_le_bytes());
         }
         put(TAG_OFFSET, &self.tag.to_le_bytes());
         b
     }
 
-    /// The section fields at offsets 48..128 and 136..152: (offset in the header, value).
-    fn section_fields(&self) -> [(usize, u64); 12] {
-        let s = self.sections();
-        [
-            (48, s.bitmap.offset),
-            (56, s.bitmap.len),
-            (64, s.l1.offset),
-            (72, s.l1.len),
-            (80, s.l2.offset),
-            (88, s.l2.len),
-            (96, s.slots.offset),
-            (104, s.slots.len),
-            (112, s.records.offset),
-            (120, s.records.len),
-            (136, s.counts.offset),
-            (144, s.counts.len),
-        ]
+    /// The section fields at offsets 48..128 and 136..152: (name, offset in the header, value).
+    /// The holder slots are at 96 and 104 for every kind; fields a kind does not use are zero.
+    fn section_fields(&self) -> Vec<(String, usize, u64)> {
+        let none = Section { offset: 0, len: 0 };
+        let (names, sections) = match self.layout() {
+            Layout::Bitmap(s) => (
+                [
+                    "bitmap",
+                    "summary level 1",
+                    "summary level 2",
+                    "holder slots",
+                    "holder records",
+                    "full counts",
+                ],
+                [s.bitmap, s.l1, s.l2, s.slots, s.records, s.counts],
+            ),
+            Layout::Queue(q) => (
+                [
+                    "control",
+                    "states",
+                    "ring",
+                    "holder slots",
+                    "unused",
+                    "unused",
+                ],
+                [q.control, q.states, q.ring, q.slots, none, none],
+            ),
+        };
+        let mut fields = Vec::with_capacity(12);
+        for ((name, section), at) in names.into_iter().zip(sections).zip(SECTION_FIELDS) {
+            fields.push((format!("{name} offset"), at, section.offset));
+            fields.push((format!("{name} length"), at + 8, section.len));
+        }
+        fields
     }
 
     /// Parses and cross-checks a header. Every field must agree with the others; anything else is
@@ -276,15 +396,26 @@ impl Header {
             return Err(format!("unknown flags {flags:#x}"));
         }
         let size = u64_at(24);
-        if !(1..=MAX_SIZE).contains(&size) {
-            return Err(format!("size {size} outside 1..={MAX_SIZE}"));
-        }
         let capacity = u64_at(32);
-        if !(1..=size * 8).contains(&capacity) {
-            return Err(format!(
-                "corrupt header: capacity {capacity} outside 1..={}",
-                size * 8
-            ));
+        match kind {
+            Kind::Bitmap => {
+                if !(1..=MAX_SIZE).contains(&size) {
+                    return Err(format!("size {size} outside 1..={MAX_SIZE}"));
+                }
+                if !(1..=size * 8).contains(&capacity) {
+                    return Err(format!(
+                        "corrupt header: capacity {capacity} outside 1..={}",
+                        size * 8
+                    ));
+                }
+            }
+            Kind::Queue => {
+                if !(1..=MAX_QUEUE_CAPACITY).contains(&capacity) || size != capacity {
+                    return Err(format!(
+                        "corrupt header: a queue of capacity {capacity} (size {size}), outside 1..={MAX_QUEUE_CAPACITY} or unequal"
+                    ));
+                }
+            }
         }
         let header = Header {
             kind,
@@ -301,24 +432,8 @@ impl Header {
                 "corrupt header: reserved bytes {RESERVED_OFFSET}..{CURSOR_OFFSET} are not zero"
             ));
         }
-        let mut checks = vec![("region length", 40, header.region_len())];
-        let names = [
-            "bitmap offset",
-            "bitmap length",
-            "summary level 1 offset",
-            "summary level 1 length",
-            "summary level 2 offset",
-            "summary level 2 length",
-            "holder slots offset",
-            "holder slots length",
-            "holder records offset",
-            "holder records length",
-            "full counts offset",
-            "full counts length",
-        ];
-        for (name, (at, expected)) in names.into_iter().zip(header.section_fields()) {
-            checks.push((name, at, expected));
-        }
+        let mut checks = vec![("region length".to_owned(), 40, header.region_len())];
+        checks.extend(header.section_fields());
         for (field, at, expected) in checks {
             let found = u64_at(at);
             if found != expected {
@@ -389,6 +504,44 @@ mod tests {
                 "flipping byte {at} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn queue_headers_round_trip_lay_out_their_own_sections_and_refuse_each_corrupt_field() {
+        for (capacity, holders) in [1, 2, 3, 1000, 1 << 20, MAX_QUEUE_CAPACITY]
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
+            let h = Header::queue(capacity, holders).with_tag(capacity ^ 0x5a);
+            assert_eq!(Header::parse(&h.encode()), Ok(h));
+            let Layout::Queue(q) = h.layout() else {
+                panic!("a queue header lays out a queue");
+            };
+            let ring = crate::queue::Queue::ring_len(capacity) as u64;
+            assert_eq!((q.states.len, q.ring.len), (8 * capacity, 8 * ring));
+            assert!(ring.is_power_of_two() && ring >= 2 * capacity);
+            let order = [q.control, q.states, q.ring];
+            for pair in order.windows(2) {
+                assert!(pair[1].offset >= pair[0].offset + pair[0].len);
+                assert_eq!(pair[1].offset % 64, 0);
+            }
+            assert_eq!(q.slots.len, if holders { 8 * 4096 } else { 0 });
+            assert_eq!(h.layout().slots(), q.slots);
+            assert_eq!(h.region_len() % 8, 0);
+        }
+        let good = Header::queue(100, true).encode();
+        for at in (0..TAG_OFFSET).chain(TAG_OFFSET + 8..CURSOR_OFFSET) {
+            let mut bad = good;
+            bad[at] ^= 0x40;
+            assert!(
+                Header::parse(&bad).is_err(),
+                "flipping byte {at} of a queue header went unnoticed"
+            );
+        }
+        let mut too_big = Header::queue(8, false).encode();
+        too_big[24..32].copy_from_slice(&(MAX_QUEUE_CAPACITY + 1).to_le_bytes());
+        too_big[32..40].copy_from_slice(&(MAX_QUEUE_CAPACITY + 1).to_le_bytes());
+        assert!(Header::parse(&too_big).unwrap_err().contains("queue"));
     }
 
     #[test]

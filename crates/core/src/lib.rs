@@ -17,14 +17,19 @@
 
 // Under `--cfg loom` only the algorithm is built: loom's atomics cannot live in a mapping.
 #[cfg(not(loom))]
+mod allocator;
+#[cfg(not(loom))]
 mod bitmap;
 mod bits;
+#[cfg(not(loom))]
+mod concurrent_queue;
 mod error;
 pub mod header;
 pub mod holder;
 #[cfg(not(loom))]
 pub mod inspect;
-/// The first-in first-out allocator's algorithm (issue #13), over memory it is given.
+/// The first-in first-out allocator's algorithm, over memory it is given ([`ConcurrentQueue`]
+/// runs it over a region).
 pub mod queue;
 #[cfg(not(loom))]
 mod region;
@@ -33,8 +38,12 @@ mod sync;
 pub mod testing;
 
 #[cfg(not(loom))]
-pub use bitmap::{Allocator, ConcurrentBitmap, Policy};
+pub use allocator::Allocator;
+#[cfg(not(loom))]
+pub use bitmap::{ConcurrentBitmap, Policy};
 pub use bits::{ones, Bits, Parts};
+#[cfg(not(loom))]
+pub use concurrent_queue::ConcurrentQueue;
 pub use error::{Error, Result};
 pub use holder::Holder;
 #[cfg(not(loom))]

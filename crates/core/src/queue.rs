@@ -1,6 +1,5 @@
 //! A first-in first-out allocator of the numbers `0..capacity` (issue #13), as an algorithm over
-//! memory it is given, like [`crate::Bits`]. Not yet reachable from a region (next: the region
-//! kind, holders and the binding).
+//! memory it is given, like [`crate::Bits`]; [`crate::ConcurrentQueue`] runs it over a region.
 //!
 //! # Design
 //! A state word per number is the truth: `HELD(holder)` or `QUEUED(ticket)`, and only a

@@ -34,7 +34,9 @@ use std::sync::{Arc, Mutex};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::header::{Header, Section, Sections, HEADER_LEN, MAGIC_WORD, MAX_SIZE};
+use crate::header::{
+    Header, Kind, Layout, Section, HEADER_LEN, MAGIC_WORD, MAX_QUEUE_CAPACITY, MAX_SIZE,
+};
 use crate::holder::{
     entry_generation, entry_in_use, entry_pid, next_generation, slot_entry, HolderScope, SLOTS,
 };
@@ -227,7 +229,7 @@ impl Location {
 pub(crate) struct Mapping {
     map: MmapRaw,
     header: Header,
-    sections: Sections,
+    layout: Layout,
     file: File,
 }
 
@@ -236,7 +238,7 @@ impl Mapping {
         Mapping {
             map,
             header,
-            sections: header.sections(),
+            layout: header.layout(),
             file,
         }
     }
@@ -284,39 +286,48 @@ impl Mapping {
         )
     }
 
+    /// A bitmap region's words (none in a queue region).
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        // SAFETY: a section of 64-bit words.
-        unsafe { self.section(self.sections.bitmap) }
+        match self.layout {
+            // SAFETY: a section of 64-bit words.
+            Layout::Bitmap(s) => unsafe { self.section(s.bitmap) },
+            Layout::Queue(_) => &[],
+        }
     }
 
     /// The holder slot entries (empty without holders).
     pub(crate) fn slots(&self) -> &[AtomicU64] {
         // SAFETY: a section of 64-bit entries.
-        unsafe { self.section(self.sections.slots) }
+        unsafe { self.section(self.layout.slots()) }
     }
 
-    /// The holder records, one per number, if the region keeps them.
+    /// A bitmap region's holder records, one per number, if it keeps them.
     pub(crate) fn records(&self) -> Option<&[AtomicU32]> {
-        // SAFETY: a section of 32-bit records.
-        self.header
-            .holders
-            .then(|| unsafe { self.section(self.sections.records) })
+        match self.layout {
+            // SAFETY: a section of 32-bit records.
+            Layout::Bitmap(s) if self.header.holders => Some(unsafe { self.section(s.records) }),
+            _ => None,
+        }
     }
 
     /// Where in the file the lock of holder slot `slot` is: its entry's first byte.
     pub(crate) fn lock_offset(&self, slot: usize) -> u64 {
-        self.sections.slots.offset + 8 * slot as u64
+        self.layout.slots().offset + 8 * slot as u64
     }
 
+    /// The bitmap of a bitmap region. Panics for another kind: callers check the kind first.
     #[inline]
     fn bits(&self, max: u64, me: u32) -> crate::Bits<'_> {
+        let Layout::Bitmap(s) = self.layout else {
+            panic!("a {} region has no bitmap", self.header.kind.name());
+        };
         // SAFETY: sections of 64-bit words (the summaries) and of 32-bit counts.
         let parts = unsafe {
             crate::bits::Parts {
                 words: self.words(),
-                l1: self.section(self.sections.l1),
-                l2: self.section(self.sections.l2),
-                counts: self.section(self.sections.counts),
+                l1: self.section(s.l1),
+                l2: self.section(s.l2),
+                counts: self.section(s.counts),
                 holders: self.records(),
             }
         };
@@ -326,6 +337,60 @@ impl Mapping {
     /// A view of every number, for sweeping records (which never claims, so writes no record).
     fn all_bits(&self) -> crate::Bits<'_> {
         self.bits(self.header.bitmap_capacity(), 0)
+    }
+
+    /// The queue of a queue region. Panics for another kind: callers check the kind first.
+    pub(crate) fn queue(&self) -> crate::queue::Queue<'_> {
+        let Layout::Queue(s) = self.layout else {
+            panic!("a {} region has no queue", self.header.kind.name());
+        };
+        // SAFETY: the control section is two cache lines, each starting with a 64-bit counter;
+        // the states and the ring are sections of 64-bit words.
+        unsafe {
+            let control: &[AtomicU64] = self.section(s.control);
+            crate::queue::Queue::new(crate::queue::QueueParts {
+                head: &control[0],
+                tail: &control[8],
+                states: self.section(s.states),
+                ring: self.section(s.ring),
+            })
+        }
+    }
+
+    /// Frees every number whose holder record names a slot for which `swept(slot)` is true
+    /// (whatever the kind); returns how many.
+    fn sweep(&self, swept: impl Fn(usize) -> bool) -> u64 {
+        match self.header.kind {
+            Kind::Bitmap => self.all_bits().sweep(swept),
+            Kind::Queue => self
+                .queue()
+                .sweep(|record| swept(crate::holder::record_slot(record))),
+        }
+    }
+
+    /// Frees every number held with the record `record` (a live holder ending).
+    fn sweep_held(&self, record: u32) -> u64 {
+        match self.header.kind {
+            Kind::Bitmap => self.all_bits().sweep_held(record),
+            Kind::Queue => self.queue().sweep(|r| r == record),
+        }
+    }
+
+    /// Whether some number is held with the record `record`.
+    fn any_held_by(&self, record: u32) -> bool {
+        match self.header.kind {
+            Kind::Bitmap => self.all_bits().any_held_by(record),
+            Kind::Queue => self.queue().any_held_by(record),
+        }
+    }
+
+    /// The holder record of `n` (`None` if free, or if the region keeps no holders).
+    /// `OutOfRange` unless `n` is below the region's room for numbers.
+    fn record_of(&self, n: u64) -> Result<Option<u32>> {
+        match self.header.kind {
+            Kind::Bitmap => self.all_bits().record_of_number(n),
+            Kind::Queue => Ok(self.queue().holder_of(n)?.filter(|_| self.header.holders)),
+        }
     }
 }
 
@@ -375,7 +440,7 @@ impl Registration {
                 // The lock is ours: nobody else can be in this slot until we let it go.
                 let before = entry.load(Ordering::Acquire);
                 if entry_in_use(before) {
-                    mapping.all_bits().sweep(|s| s == slot);
+                    mapping.sweep(|s| s == slot);
                 }
                 let generation = next_generation(entry_generation(before));
                 // Release: a reader that sees the entry sees the sweep before it.
@@ -444,7 +509,7 @@ impl Registration {
         if !any {
             return Ok(0);
         }
-        let freed = self.mapping.all_bits().sweep(|slot| gone[slot]);
+        let freed = self.mapping.sweep(|slot| gone[slot]);
         for (slot, _) in gone.iter().enumerate().filter(|(_, &g)| g) {
             let entry = slots[slot].load(Ordering::Acquire);
             slots[slot].store(
@@ -459,8 +524,7 @@ impl Registration {
     /// Whether some allocated number's record names this holder: reads the bitmap, and the
     /// records of the numbers in use only.
     pub(crate) fn holds_any(&self) -> bool {
-        self.mapping.check_intact(&self.name).is_err()
-            || self.mapping.all_bits().any_held_by(self.record())
+        self.mapping.check_intact(&self.name).is_err() || self.mapping.any_held_by(self.record())
     }
 
     /// Gives the slot back: frees every number still held through it, marks the slot free and
@@ -473,7 +537,7 @@ impl Registration {
         // A region cut short under us is left as it is (its numbers are out of reach anyway):
         // sweeping it would crash the process, at its exit as like as not.
         if self.mapping.check_intact(&self.name).is_ok() {
-            self.mapping.all_bits().sweep_held(self.record());
+            self.mapping.sweep_held(self.record());
             self.mapping.slots()[self.slot].store(
                 slot_entry(false, self.generation, self.pid),
                 Ordering::Release,
@@ -543,7 +607,23 @@ impl Region {
                 )));
             }
         }
-        Region::open_with(name, Some(size), options)
+        Region::open_with(name, Some(Shape::Bitmap { size }), options)
+    }
+
+    /// Creates the region `name` holding a first-in first-out queue of `capacity` numbers (see
+    /// [`crate::ConcurrentQueue`]), or opens it if it exists, as [`Region::open`] does a bitmap.
+    /// `options.capacity`, if given, must be `capacity`.
+    ///
+    /// Errors: as [`Region::open`], and `KindMismatch` when the region holds a bitmap.
+    pub fn open_queue(name: &str, capacity: u64, options: &OpenOptions) -> Result<Region> {
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&capacity)
+            || options.capacity.is_some_and(|c| c != capacity)
+        {
+            return Err(Error::OutOfRange(format!(
+                "a queue's capacity must be an integer from 1 to {MAX_QUEUE_CAPACITY}, got {capacity}"
+            )));
+        }
+        Region::open_with(name, Some(Shape::Queue { capacity }), options)
     }
 
     /// Opens the existing region `name` whatever its size, which its header tells: for tools that
@@ -558,7 +638,7 @@ impl Region {
         Region::open_with(name, None, &options)
     }
 
-    fn open_with(name: &str, size: Option<u64>, options: &OpenOptions) -> Result<Region> {
+    fn open_with(name: &str, shape: Option<Shape>, options: &OpenOptions) -> Result<Region> {
         let location = Location::new(name, options.directory.as_deref())?;
         if options.mode & !MAX_MODE != 0 {
             return Err(Error::OutOfRange(format!(
@@ -566,10 +646,25 @@ impl Region {
                 options.mode
             )));
         }
-        let expect = Expect {
-            size,
-            capacity: options.capacity,
-            tag: options.tag,
+        let expect = match shape {
+            Some(Shape::Queue { capacity }) => Expect {
+                kind: Some(Kind::Queue),
+                size: None,
+                capacity: Some(capacity),
+                tag: options.tag,
+            },
+            Some(Shape::Bitmap { size }) => Expect {
+                kind: Some(Kind::Bitmap),
+                size: Some(size),
+                capacity: options.capacity,
+                tag: options.tag,
+            },
+            None => Expect {
+                kind: None,
+                size: None,
+                capacity: options.capacity,
+                tag: options.tag,
+            },
         };
         if options.private && options.mode & 0o077 != 0 {
             return Err(Error::OutOfRange(format!(
@@ -596,14 +691,20 @@ impl Region {
                 match attach(&file, &location, name, &expect)? {
                     Some(region) => region,
                     None => {
-                        let Some(size) = size else {
-                            return Err(unfinished(name));
+                        let header = match shape {
+                            None => return Err(unfinished(name)),
+                            Some(Shape::Queue { capacity }) => {
+                                Header::queue(capacity, options.holders)
+                            }
+                            Some(Shape::Bitmap { size }) => {
+                                let header = Header::new(size, options.holders);
+                                match options.capacity {
+                                    Some(capacity) => header.with_capacity(capacity),
+                                    None => header,
+                                }
+                            }
                         };
-                        let mut header =
-                            Header::new(size, options.holders).with_tag(options.tag.unwrap_or(0));
-                        if let Some(capacity) = options.capacity {
-                            header = header.with_capacity(capacity);
-                        }
+                        let header = header.with_tag(options.tag.unwrap_or(0));
                         initialise(&file, &location, name, header, created)?
                     }
                 }
@@ -622,9 +723,28 @@ impl Region {
         &self.name
     }
 
-    /// The bitmap size in bytes (Go's `Memory.Size()`).
+    /// The bitmap size in bytes (Go's `Memory.Size()`); a queue's capacity.
     pub fn size(&self) -> u64 {
         self.mapping.header.size
+    }
+
+    /// Which allocator the region holds.
+    pub fn kind(&self) -> Kind {
+        self.mapping.header.kind
+    }
+
+    /// `KindMismatch` unless the region holds `kind`: for code that opened a region of any kind
+    /// ([`Region::open_existing`]) before building an allocator over it.
+    pub fn expect_kind(&self, kind: Kind) -> Result<()> {
+        if self.kind() == kind {
+            Ok(())
+        } else {
+            Err(Error::KindMismatch {
+                name: self.name.clone(),
+                existing: self.kind(),
+                requested: kind,
+            })
+        }
     }
 
     /// How many numbers the region was created for (`size * 8` unless its creator asked for
@@ -719,7 +839,7 @@ impl Region {
     /// Who holds `n` (also while it is being claimed or freed), if the region keeps holders and
     /// someone does. `n` must be below the bitmap's `size * 8`.
     pub fn holder_of(&self, n: u64) -> Result<Option<crate::Holder>> {
-        let record = self.mapping.all_bits().record_of_number(n)?;
+        let record = self.mapping.record_of(n)?;
         Ok(record.map(|record| {
             let entry =
                 self.holder_slots()[crate::holder::record_slot(record)].load(Ordering::Acquire);
@@ -747,7 +867,12 @@ impl Region {
         }
     }
 
-    /// Capacity, bitmap and summaries, ready for the allocator.
+    /// The queue of a queue region, ready for the allocator. Panics for another kind.
+    pub fn queue(&self) -> crate::queue::Queue<'_> {
+        self.mapping.queue()
+    }
+
+    /// Capacity, bitmap and summaries, ready for the allocator. Panics for another kind.
     #[inline]
     pub fn bits(&self, max: u64) -> crate::Bits<'_> {
         self.mapping.bits(max, self.me)
@@ -933,8 +1058,16 @@ fn incompatible(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// What a region is created as, when the opener may create it.
+#[derive(Clone, Copy)]
+enum Shape {
+    Bitmap { size: u64 },
+    Queue { capacity: u64 },
+}
+
 /// What an opener asks of an existing region: `None` accepts whatever it has.
 struct Expect {
+    kind: Option<Kind>,
     size: Option<u64>,
     capacity: Option<u64>,
     tag: Option<u64>,
@@ -945,6 +1078,13 @@ fn attach(file: &File, location: &Location, name: &str, expect: &Expect) -> Resu
     let Some((map, header)) = map_initialised(file, location, name, MapAccess::ReadWrite)? else {
         return Ok(None);
     };
+    if let Some(requested) = expect.kind.filter(|&kind| kind != header.kind) {
+        return Err(Error::KindMismatch {
+            name: name.to_owned(),
+            existing: header.kind,
+            requested,
+        });
+    }
     if let Some(requested) = expect.size.filter(|&size| size != header.size) {
         return Err(Error::SizeMismatch {
             name: name.to_owned(),
