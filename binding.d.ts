@@ -4,6 +4,41 @@
 /** A native handle: an id into the per-thread handle table (src/handles.rs). */
 export type HandleId = number
 
+/**
+ * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
+ * still holds (that nobody took from it: with holders, those whose record still names this
+ * thread's holder). With `closeRegion`, closes its region too.
+ */
+export declare function allocatorClose(allocatorId: HandleId, closeRegion: boolean, release: boolean): void
+
+/** How many numbers are in use. */
+export declare function allocatorCount(allocatorId: HandleId): number
+
+/**
+ * The descriptor whose open file description holds this allocator's holder lock, or -1 in a
+ * region without holders: passed to a child process, it keeps the holder alive while the child
+ * lives (see `numballoc run`).
+ */
+export declare function allocatorHolderFd(allocatorId: HandleId): number
+
+/**
+ * The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
+ * record holders).
+ */
+export declare function allocatorHolderOf(allocatorId: HandleId, n: number): number
+
+/** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
+export declare function allocatorHotPath(allocatorId: HandleId): [allocate: () => number, free: (n: number) => void]
+
+/** Whether a number is allocated. */
+export declare function allocatorIsAllocated(allocatorId: HandleId, n: number): boolean
+
+/** The allocator's `max`. */
+export declare function allocatorMax(allocatorId: HandleId): number
+
+/** Frees every number whose holder is dead; returns how many. */
+export declare function allocatorReclaim(allocatorId: HandleId): number
+
 /** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */
 export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, align: number): number
 
@@ -16,16 +51,6 @@ export declare function bitmapAllocateInRange(bitmapId: HandleId, first: number,
  */
 export declare function bitmapAllocateMany(bitmapId: HandleId, out: Float64Array, count: number): boolean
 
-/**
- * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
- * still holds (that nobody took from it: with holders, those whose record still names this
- * thread's holder). With `closeRegion`, closes its region too.
- */
-export declare function bitmapClose(bitmapId: HandleId, closeRegion: boolean, release: boolean): void
-
-/** How many numbers are in use. */
-export declare function bitmapCount(bitmapId: HandleId): number
-
 /** Frees the block of `count` numbers from `first`. */
 export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count: number): void
 
@@ -36,36 +61,11 @@ export declare function bitmapFreeBlock(bitmapId: HandleId, first: number, count
 export declare function bitmapFreeMany(bitmapId: HandleId, numbers: Float64Array, count: number): void
 
 /**
- * The descriptor whose open file description holds this allocator's holder lock, or -1 in a
- * region without holders: passed to a child process, it keeps the holder alive while the child
- * lives (see `numballoc run`).
- */
-export declare function bitmapHolderFd(bitmapId: HandleId): number
-
-/**
- * The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
- * record holders).
- */
-export declare function bitmapHolderOf(bitmapId: HandleId, n: number): number
-
-/** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
-export declare function bitmapHotPath(bitmapId: HandleId): [allocate: () => number, free: (n: number) => void]
-
-/** Whether a number is allocated. */
-export declare function bitmapIsAllocated(bitmapId: HandleId, n: number): boolean
-
-/** The allocator's `max`. */
-export declare function bitmapMax(bitmapId: HandleId): number
-
-/**
  * Builds an allocator over an open region (Go's `ConcurrentBitmap(mem, max)`); `policy` is
  * `'any'`, `'lowest'` or `'cyclic'` (lib/regions.js has checked it; another is refused here too,
  * never taken for `'any'`).
  */
 export declare function bitmapNew(memoryId: HandleId, max: number, policy: string, reclaimWhenFull: boolean): HandleId
-
-/** Frees every number whose holder is dead; returns how many. */
-export declare function bitmapReclaim(bitmapId: HandleId): number
 
 /** One process named by a region's holder records. */
 export interface HolderReport {
@@ -82,6 +82,7 @@ export declare function limits(): Limits
  */
 export interface Limits {
   maxSize: number
+  maxQueueCapacity: number
   maxMode: number
   defaultMode: number
   policies: Array<string>
@@ -96,6 +97,22 @@ export interface Limits {
  * Synchronous: for `getPortSync`.
  */
 export declare function portCanListen(port: number, host?: string | undefined | null): boolean
+
+/**
+ * Builds a first-in first-out allocator over an open queue region (`ERR_KIND_MISMATCH` for a
+ * bitmap region).
+ */
+export declare function queueNew(memoryId: HandleId, reclaimWhenFull: boolean): HandleId
+
+/** What waits in a queue region. */
+export interface QueueReport {
+  waiting: number
+  next: Array<number>
+  stranded: number
+}
+
+/** The numbers waiting in a queue, the next to be handed out first (at most `limit`). */
+export declare function queueWaiting(queueId: HandleId, limit: number): Array<number>
 
 /** How many 32-bit blocks `regionCopyBlocks` writes. */
 export declare function regionBlockCount(memoryId: HandleId): number
@@ -115,14 +132,18 @@ export declare function regionDestroy(name: string, directory?: string | undefin
 /** Reads a region without changing it (see `inspectShared`). */
 export declare function regionInspect(name: string, directory: string | undefined | null, cells: number): RegionReport
 
+/** The region's kind: `'bitmap'` or `'queue'`. */
+export declare function regionKind(memoryId: HandleId): string
+
 /** The names of the regions in `directory` or POSIX shared memory (see `listShared`). */
 export declare function regionList(directory?: string | undefined | null): Array<string>
 
 /**
- * Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
- * its size. Returns its handle.
+ * Opens or creates a region (see `loadShared`): `kind` `'bitmap'` of `size` bytes, `'queue'`
+ * of `capacity` numbers, or `'any'` to open an existing one whatever its kind and size. Returns
+ * its handle.
  */
-export declare function regionOpen(name: string, size: number | undefined | null, capacity: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag: bigint | undefined | null, private: boolean): HandleId
+export declare function regionOpen(name: string, kind: string, size: number | undefined | null, capacity: number | undefined | null, create: boolean, mode: number, directory: string | undefined | null, holders: boolean, tag: bigint | undefined | null, private: boolean): HandleId
 
 /**
  * Opens an existing region without reclaiming, then reclaims: how many numbers came back (see
@@ -134,6 +155,8 @@ export declare function regionReclaim(name: string, directory?: string | undefin
 export interface RegionReport {
   name: string
   path: string
+  /** `'bitmap'` or `'queue'`. */
+  kind: string
   size: number
   capacity: number
   tracksHolders: boolean
@@ -143,9 +166,11 @@ export interface RegionReport {
   holders: Array<HolderReport>
   cells: Array<number>
   cellSize: number
+  /** What waits in a queue region; absent for a bitmap. */
+  queue?: QueueReport
 }
 
-/** The region's bitmap size in bytes, from its header. */
+/** The region's bitmap size in bytes (a queue's capacity), from its header. */
 export declare function regionSize(memoryId: HandleId): number
 
 /** The region's application tag. */

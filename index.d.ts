@@ -1,6 +1,7 @@
 /**
  * numballoc: unique numbers (ports, worker IDs, slots) across every process on a machine, from
- * one lock-free bitmap in a named shared-memory region.
+ * a lock-free allocator in a named shared-memory region: a bitmap (`ConcurrentBitmap`) or a
+ * first-in first-out queue (`ConcurrentQueue`).
  *
  * Every error thrown has a stable `code`:
  * - `ERR_NO_FREE_NUMBER`: every number is in use (`allocate`).
@@ -11,6 +12,7 @@
  * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`.
  * - `ERR_SIZE_MISMATCH`: the region exists with another size.
  * - `ERR_TAG_MISMATCH`: the region exists with another `tag`.
+ * - `ERR_KIND_MISMATCH`: the region holds another kind of allocator (a bitmap opened as a queue, or the reverse).
  * - `ERR_POOL_MISMATCH`: a port pool exists under that name for other ports (or the region is not a pool).
  * - `ERR_INVALID_HOST`: a port pool's `host` cannot be listened on (unknown name, not this machine's address).
  * - `ERR_ILLEGAL_CONSTRUCTOR` (`TypeError`): `new` of a class that has a factory (`loadShared`, `PortPool.open`).
@@ -36,6 +38,7 @@ export type NumballocErrorCode =
   | 'ERR_INVALID_NAME'
   | 'ERR_SIZE_MISMATCH'
   | 'ERR_TAG_MISMATCH'
+  | 'ERR_KIND_MISMATCH'
   | 'ERR_POOL_MISMATCH'
   | 'ERR_INVALID_HOST'
   | 'ERR_ILLEGAL_CONSTRUCTOR'
@@ -50,6 +53,9 @@ export type NumballocErrorCode =
 
 /** The largest region size in bytes (2^40): regions hold at most 2^43 numbers. */
 export declare const MAX_SIZE: number
+
+/** The largest `capacity` of a `ConcurrentQueue` (2^30). */
+export declare const MAX_QUEUE_CAPACITY: number
 
 /** Where and how a region is opened. */
 export interface RegionOptions {
@@ -96,8 +102,13 @@ export declare class SharedMemory {
   private constructor()
   /** The region's name: on Linux, `/dev/shm/<name>` unless a `directory` was given. */
   readonly name: string
-  /** The bitmap size in bytes, as given to `loadShared` (Go's `Size()`): room for `size * 8` numbers. */
+  /**
+   * The bitmap size in bytes, as given to `loadShared` (Go's `Size()`): room for `size * 8`
+   * numbers. A queue region's size is its capacity.
+   */
   readonly size: number
+  /** Which allocator the region holds: `'bitmap'`, or `'queue'` (made by `ConcurrentQueue.open`). */
+  readonly kind: 'bitmap' | 'queue'
   /**
    * How many numbers the region was created for: `size * 8`, unless it was created by
    * `ConcurrentBitmap.open` with a smaller `capacity`. Allocators over it hand out `0` to
@@ -111,7 +122,7 @@ export declare class SharedMemory {
   /**
    * A snapshot copy of the bitmap as 32-bit blocks (Go's `Blocks()`): number `n` is allocated
    * when bit `n % 32` of block `Math.floor(n / 32)` is set. Changing the copy changes nothing.
-   * @throws `ERR_REGION_CLOSED`
+   * @throws `ERR_REGION_CLOSED`; `ERR_KIND_MISMATCH` for a queue region, which has no bitmap.
    */
   blocks(): Uint32Array
   /** Unmaps the region in this process (it stays for the others). Idempotent. */
@@ -173,7 +184,9 @@ export interface RegionReport {
   name: string
   /** Where it lives: `/name` for POSIX shared memory (`/dev/shm/name` on Linux), else its file. */
   path: string
-  /** Bitmap size in bytes. */
+  /** Which allocator it holds. */
+  kind: 'bitmap' | 'queue'
+  /** Bitmap size in bytes (a queue's capacity). */
   size: number
   /** Numbers it was created for (`size * 8` unless fewer were asked for). */
   capacity: number
@@ -194,6 +207,21 @@ export interface RegionReport {
   cells: number[]
   /** Numbers per cell. */
   cellSize: number
+  /** What waits in a queue region; absent for a bitmap. */
+  queue?: QueueReport
+}
+
+/** What waits in a queue region (`inspectShared(name).queue`). */
+export interface QueueReport {
+  /** How many numbers wait to be handed out. */
+  waiting: number
+  /** The first of them (at most 16), the next to be handed out first. */
+  next: number[]
+  /**
+   * How many of them a holder left stranded by stopping (or stalling) in the middle of a call:
+   * allocators take them first, so they come back late, never twice and never lost.
+   */
+  stranded: number
 }
 
 /** Options of `inspectShared`. */
@@ -318,43 +346,15 @@ export interface ConcurrentBitmapOpenOptions extends RegionOptions, ConcurrentBi
 }
 
 /**
- * The lock-free allocator over a shared region (Go's `ConcurrentBitmap`). Every process that
- * builds one over the same region shares its numbers: a number is held by at most one caller
- * between its `allocate()` and its `free()`.
- *
- * @example
- * const ids = ConcurrentBitmap.open('worker-ids', { capacity: 64 })
- * const id = ids.allocate() // unique among all processes using 'worker-ids'
- * ids.free(id)
- * ids.close()
+ * What every allocator kind offers: `ConcurrentBitmap` and `ConcurrentQueue` both extend it
+ * (it is not exported itself). Code written against it runs on either.
  */
-export declare class ConcurrentBitmap implements Allocator {
-  /**
-   * An allocator over `mem` (Go's `ConcurrentBitmap(mem, max)`): `max` of `0` or absent means
-   * `mem.size * 8`; otherwise `Math.min(mem.size * 8, max)`. Closing `mem` closes the allocator.
-   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (policy), `ERR_OUT_OF_RANGE`,
-   *   `ERR_REGION_CLOSED`.
-   */
-  constructor(mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions)
-  /**
-   * Opens (or creates) a region sized for `capacity` numbers and an allocator over it, in one
-   * step. The allocator owns the region: its `close()` closes the region too.
-   * Called on a subclass, it returns an instance of the subclass (constructed with the same
-   * arguments as `new ConcurrentBitmap(mem, max, options)`).
-   * @throws as `loadShared`, and `ERR_SIZE_MISMATCH` if the region was made for another capacity.
-   */
-  static open<T extends ConcurrentBitmap>(
-    this: new (mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions) => T,
-    name: string,
-    options?: ConcurrentBitmapOpenOptions,
-  ): T
+declare abstract class AllocatorBase implements Allocator {
   /** The allocator hands out the numbers `0` to `max - 1`. */
   readonly max: number
-  /** Which free number `allocate()` hands out. */
-  readonly policy: Policy
   /**
-   * Claims a number no other holder has, chosen by the allocator's `policy`. Never fails while
-   * some number stayed free for the whole call.
+   * Claims a number no other holder has: a bitmap's by its `policy`, a queue's the number freed
+   * longest ago. Never fails while some number stayed free for the whole call.
    * @throws `ERR_NO_FREE_NUMBER` ("could not allocate a free number") when every number is in use;
    *   `ERR_REGION_CLOSED`.
    */
@@ -379,6 +379,71 @@ export declare class ConcurrentBitmap implements Allocator {
    *   (`TypeError`) if not a number; `ERR_REGION_CLOSED`.
    */
   free(n: number): void
+  /**
+   * Frees every number of the region whose holder is gone, and returns how many came back
+   * (including numbers a holder was in the middle of taking or freeing when it died). A holder
+   * is gone when the kernel no longer holds its slot's lock, whatever its pid, namespace or
+   * `/proc` say; one whose state cannot be told counts as alive. Never frees a live holder's
+   * number. Several processes may reclaim at once: each number is freed once. Costs a system
+   * call per holder slot in use, and one pass over the holder records only when a holder is
+   * gone. Returns 0 for regions without holders.
+   * @throws `ERR_REGION_CLOSED`.
+   */
+  reclaim(): number
+  /**
+   * The holder of `n` right now (also while it is being allocated): its `pid` as it saw itself,
+   * 0 if not known. `null` if nobody holds `n` or the region does not record holders.
+   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   */
+  holderOf(n: number): Holder | null
+  /**
+   * Whether `n` is allocated right now, by any process.
+   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   */
+  isAllocated(n: number): boolean
+  /** How many numbers below `max` are in use, by all processes: a snapshot that reads the whole bitmap (or every state of a queue). */
+  count(): number
+  /**
+   * Stops using the allocator (and its region, if it came from `open`). Idempotent. The numbers
+   * it holds stay allocated, unless `release: true` gives back every number this allocator
+   * allocated and still holds.
+   */
+  close(options?: CloseOptions): void
+}
+
+/**
+ * The lock-free allocator over a shared region (Go's `ConcurrentBitmap`). Every process that
+ * builds one over the same region shares its numbers: a number is held by at most one caller
+ * between its `allocate()` and its `free()`.
+ *
+ * @example
+ * const ids = ConcurrentBitmap.open('worker-ids', { capacity: 64 })
+ * const id = ids.allocate() // unique among all processes using 'worker-ids'
+ * ids.free(id)
+ * ids.close()
+ */
+export declare class ConcurrentBitmap extends AllocatorBase {
+  /**
+   * An allocator over `mem` (Go's `ConcurrentBitmap(mem, max)`): `max` of `0` or absent means
+   * `mem.size * 8`; otherwise `Math.min(mem.size * 8, max)`. Closing `mem` closes the allocator.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (policy), `ERR_OUT_OF_RANGE`,
+   *   `ERR_REGION_CLOSED`.
+   */
+  constructor(mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions)
+  /**
+   * Opens (or creates) a region sized for `capacity` numbers and an allocator over it, in one
+   * step. The allocator owns the region: its `close()` closes the region too.
+   * Called on a subclass, it returns an instance of the subclass (constructed with the same
+   * arguments as `new ConcurrentBitmap(mem, max, options)`).
+   * @throws as `loadShared`, and `ERR_SIZE_MISMATCH` if the region was made for another capacity.
+   */
+  static open<T extends ConcurrentBitmap>(
+    this: new (mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions) => T,
+    name: string,
+    options?: ConcurrentBitmapOpenOptions,
+  ): T
+  /** Which free number `allocate()` hands out. */
+  readonly policy: Policy
   /**
    * Claims the lowest free number in `[min, max]`, both inclusive (Linux's `ida_alloc_range`).
    * Never fails while some number of the range stayed free for the whole call.
@@ -421,36 +486,72 @@ export declare class ConcurrentBitmap implements Allocator {
    *   `ERR_INVALID_ARG_TYPE`.
    */
   freeMany(numbers: ArrayLike<number>): void
+}
+
+/** Options of `ConcurrentQueue`. */
+export interface ConcurrentQueueOptions {
   /**
-   * Frees every number of the region whose holder is gone, and returns how many came back
-   * (including numbers a holder was in the middle of taking or freeing when it died). A holder
-   * is gone when the kernel no longer holds its slot's lock, whatever its pid, namespace or
-   * `/proc` say; one whose state cannot be told counts as alive. Never frees a live holder's
-   * number. Several processes may reclaim at once: each number is freed once. Costs a system
-   * call per holder slot in use, and one pass over the holder records only when a holder is
-   * gone. Returns 0 for regions without holders.
-   * @throws `ERR_REGION_CLOSED`.
+   * When no number is free, first free the numbers of holders that died (as `reclaim()` does)
+   * and look again (default `true`; only in regions that record holders).
    */
-  reclaim(): number
+  reclaimWhenFull?: boolean
   /**
-   * The holder of `n` right now (also while it is being allocated): its `pid` as it saw itself,
-   * 0 if not known. `null` if nobody holds `n` or the region does not record holders.
-   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   * When this process exits normally, give back every number this allocator still holds, as
+   * `close({ release: true })` does (default `false`).
    */
-  holderOf(n: number): Holder | null
+  releaseOnExit?: boolean
+}
+
+/** Options of `ConcurrentQueue.open`. */
+export interface ConcurrentQueueOpenOptions extends RegionOptions, ConcurrentQueueOptions {
   /**
-   * Whether `n` is allocated right now, by any process.
-   * @throws `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
+   * How many numbers the queue hands out (`0` to `capacity - 1`), `1` to `MAX_QUEUE_CAPACITY`.
+   * Every process must open it with the same capacity (`ERR_SIZE_MISMATCH` otherwise).
    */
-  isAllocated(n: number): boolean
-  /** How many numbers below `max` are in use, by all processes: a snapshot that reads the whole bitmap. */
-  count(): number
+  capacity: number
+}
+
+/**
+ * A lock-free first-in first-out allocator over a shared region: numbers come back in the
+ * order they were freed, so the number freed longest ago is handed out first (a port rests in
+ * TIME_WAIT as long as possible; wear spreads evenly over slots). A new queue hands out `0`,
+ * `1`, `2`, ... in order. If `free(a)` returned before `free(b)` was called and both are still
+ * free, `a` comes back before `b`; frees that overlap come back in the order they took their
+ * place. A number whose free or allocate was interrupted (its process stalled or was killed
+ * mid-call) comes back late, never twice and never lost. Every process that opens the region
+ * shares its numbers, and a holder's numbers come back when it dies, as with `ConcurrentBitmap`.
+ *
+ * @example
+ * const slots = ConcurrentQueue.open('gpu-slots', { capacity: 8 })
+ * const slot = slots.allocate() // 0 first, then the slot freed longest ago
+ * slots.free(slot)
+ * slots.close()
+ */
+export declare class ConcurrentQueue extends AllocatorBase {
   /**
-   * Stops using the allocator (and its region, if it came from `open`). Idempotent. The numbers
-   * it holds stay allocated, unless `release: true` gives back every number this allocator
-   * allocated and still holds.
+   * A queue over `mem`, a region made by `ConcurrentQueue.open` (opened with `loadShared(name)`).
+   * @throws `ERR_KIND_MISMATCH` for a bitmap region; `ERR_INVALID_ARG_TYPE`, `ERR_REGION_CLOSED`.
    */
-  close(options?: CloseOptions): void
+  constructor(mem: SharedMemory, options?: ConcurrentQueueOptions)
+  /**
+   * Opens (or creates) a queue region of `capacity` numbers and the allocator over it. The
+   * allocator owns the region: its `close()` closes the region too. Called on a subclass, it
+   * returns an instance of the subclass.
+   * @throws as `loadShared`; `ERR_SIZE_MISMATCH` if the queue was made with another capacity;
+   *   `ERR_KIND_MISMATCH` if the region holds a bitmap; `ERR_OUT_OF_RANGE` for a capacity
+   *   outside `1..MAX_QUEUE_CAPACITY`.
+   */
+  static open<T extends ConcurrentQueue>(
+    this: new (mem: SharedMemory, options?: ConcurrentQueueOptions) => T,
+    name: string,
+    options: ConcurrentQueueOpenOptions,
+  ): T
+  /**
+   * The numbers waiting, the next to be handed out first (at most `limit`, default 100): a
+   * snapshot, each number read atomically, not the whole at one instant. Reads every number's
+   * state.
+   */
+  waiting(limit?: number): number[]
 }
 
 /** Options of `PortPool.open`. */

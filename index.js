@@ -3,7 +3,18 @@
 // name (no spread), so Node's ESM loader sees all of them: `import { ConcurrentBitmap } from
 // 'numballoc'` works as `require('numballoc').ConcurrentBitmap` does.
 
-const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, SharedMemory, ConcurrentBitmap, MAX_SIZE } = require('./lib/regions.js')
+const {
+  loadShared,
+  destroyShared,
+  inspectShared,
+  listShared,
+  reclaimShared,
+  SharedMemory,
+  ConcurrentBitmap,
+  ConcurrentQueue,
+  MAX_SIZE,
+  MAX_QUEUE_CAPACITY,
+} = require('./lib/regions.js')
 const { Lease } = require('./lib/lease.js')
 const { PortPool, getPort, getPortSync, releasePort, portNumbers } = require('./lib/ports.js')
 
@@ -15,7 +26,9 @@ module.exports = {
   reclaimShared,
   SharedMemory,
   ConcurrentBitmap,
+  ConcurrentQueue,
   MAX_SIZE,
+  MAX_QUEUE_CAPACITY,
   Lease,
   PortPool,
   getPort,

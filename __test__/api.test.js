@@ -2,7 +2,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, ConcurrentBitmap, SharedMemory } = require('..')
+const { loadShared, destroyShared, inspectShared, listShared, reclaimShared, ConcurrentBitmap, ConcurrentQueue, SharedMemory } = require('..')
 const { scratchName } = require('./helpers')
 
 test('the Go README example, translated', (t) => {
@@ -209,9 +209,30 @@ test('inspectShared reports counts, holders and cells; listShared finds the regi
     const body = fs
       .readFileSync(require('node:path').join(__dirname, '..', 'index.d.ts'), 'utf8')
       .match(new RegExp(`export interface ${type} \\{([\\s\\S]*?)\\n\\}`))[1]
-    return [...body.matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]).sort()
+    return [...body.matchAll(/^ {2}(\w+)(\??):/gm)].map((m) => m[1] + m[2]).sort()
   }
-  assert.deepEqual(Object.keys(report).sort(), declared('RegionReport'))
+  // Optional fields (`queue?`, a queue region's) are absent from a bitmap's report.
+  assert.deepEqual(
+    Object.keys(report).sort(),
+    declared('RegionReport').filter((field) => !field.endsWith('?')),
+  )
+  assert.equal(report.kind, 'bitmap')
+  const queueName = scratchName(t, 'inspect-queue')
+  const queue = ConcurrentQueue.open(queueName, { capacity: 8 })
+  t.after(() => queue.close())
+  for (let i = 0; i < 5; i++) queue.allocate()
+  queue.free(2)
+  const queueReport = inspectShared(queueName, { cells: 8 })
+  assert.deepEqual(
+    Object.keys(queueReport).sort(),
+    declared('RegionReport').map((field) => field.replace('?', '')),
+  )
+  assert.deepEqual(Object.keys(queueReport.queue).sort(), declared('QueueReport'))
+  assert.deepEqual(
+    { kind: queueReport.kind, inUse: queueReport.inUse, cells: queueReport.cells, queue: queueReport.queue },
+    { kind: 'queue', inUse: 4, cells: [1, 1, 0, 1, 1, 0, 0, 0], queue: { waiting: 4, next: [5, 6, 7, 2], stranded: 0 } },
+  )
+  assert.deepEqual(queueReport.holders, [{ pid: process.pid, alive: true, count: 4 }])
   assert.deepEqual(Object.keys(report.holders[0]).sort(), declared('HolderReport'))
   assert.ok(listShared().includes(name))
   assert.equal(ids.count(), 71, 'inspecting changed nothing')

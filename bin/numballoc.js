@@ -192,7 +192,8 @@ function percent(part, whole) {
 
 function describeKind(report) {
   const range = lib().portRangeOfTag(report.tag)
-  return range ? `ports ${range.from}-${range.to}` : `numbers 0-${report.capacity - 1}`
+  if (range) return `ports ${range.from}-${range.to}`
+  return `${report.kind === 'queue' ? 'queue of ' : ''}numbers 0-${report.capacity - 1}`
 }
 
 /** How many numbers the region's users hand out: a pool's ports, else its whole capacity. */
@@ -207,12 +208,14 @@ function summary(report) {
     name: report.name,
     path: report.path,
     kind: describeKind(report),
+    allocator: report.kind,
     capacity: usable(report),
     inUse: report.inUse,
     tracksHolders: report.tracksHolders,
     holdersAlive: alive.length,
     holdersDead: report.holders.length - alive.length,
     heldByDead: report.heldByDead,
+    ...(report.queue ? { waiting: report.queue.waiting } : {}),
   }
 }
 
@@ -276,9 +279,16 @@ function inspect(name, values) {
   const lines = [
     `region    ${report.name} (${report.path})`,
     `holds     ${describeKind(report)}${range ? ' (a port pool)' : ''}`,
-    `capacity  ${capacity} ${range ? 'ports' : 'numbers'} (${report.size}-byte bitmap, ${report.tracksHolders ? 'with' : 'without'} holder records)`,
+    `capacity  ${capacity} ${range ? 'ports' : 'numbers'} (${report.queue ? 'a first-in first-out queue' : `${report.size}-byte bitmap`}, ${report.tracksHolders ? 'with' : 'without'} holder records)`,
     `in use    ${report.inUse} (${pct})`,
   ]
+  if (report.queue) {
+    const { waiting, next, stranded } = report.queue
+    const more = waiting > next.length ? ', ...' : ''
+    let line = `waiting   ${waiting}${waiting > 0 ? `, next out first: ${next.join(', ')}${more}` : ''}`
+    if (stranded > 0) line += ` (${stranded} stranded by a holder that stopped mid-call: taken next)`
+    lines.push(line)
+  }
   if (report.tracksHolders) {
     const alive = report.holders.filter((h) => h.alive).length
     const dead = report.holders.length - alive
@@ -307,7 +317,14 @@ function inspect(name, values) {
     lines.push(`  ${String(first + row * report.cellSize).padStart(labelWidth)} ${picture}`)
   }
   return {
-    json: { ...summary(report), ...(range ?? {}), holders: report.holders, cells: report.cells, cellSize: report.cellSize },
+    json: {
+      ...summary(report),
+      ...(range ?? {}),
+      holders: report.holders,
+      cells: report.cells,
+      cellSize: report.cellSize,
+      ...(report.queue ? { queue: report.queue } : {}),
+    },
     text: `${lines.join('\n')}\n`,
   }
 }

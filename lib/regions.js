@@ -25,7 +25,7 @@ const handles = new FinalizationRegistry((id) => native.releaseHandle(id))
 
 // The largest region size, the largest and the default mode, and the policies' names, as the core
 // states them.
-const { maxSize: MAX_SIZE, maxMode: MAX_MODE, defaultMode: DEFAULT_MODE, policies: POLICIES } = native.limits()
+const { maxSize: MAX_SIZE, maxQueueCapacity: MAX_QUEUE_CAPACITY, maxMode: MAX_MODE, defaultMode: DEFAULT_MODE, policies: POLICIES } = native.limits()
 /** The largest batch whose scratch array an allocator keeps for the next batch (32 KiB). */
 const SCRATCH_KEPT = 4096
 
@@ -87,6 +87,11 @@ class SharedMemory {
     return native.regionCapacity(this.#handle)
   }
 
+  get kind() {
+    ownMemory(this)
+    return native.regionKind(this.#handle)
+  }
+
   get tracksHolders() {
     ownMemory(this)
     return native.regionTracksHolders(this.#handle)
@@ -117,12 +122,16 @@ class SharedMemory {
 function loadShared(name, size, options) {
   checkString('name', name)
   if (size !== undefined) checkInteger('size', size, 1, MAX_SIZE)
-  return openRegion(name, size, undefined, regionOptions(options))
+  return openRegion(name, size === undefined ? 'any' : 'bitmap', size, undefined, regionOptions(options))
 }
 
-/** Opens a region with checked arguments; `capacity` is asked of it only when given. */
-function openRegion(name, size, capacity, { create, mode, directory, holders, tag, private: owned }) {
-  const handle = native.regionOpen(name, size ?? null, capacity ?? null, create, mode, directory, holders, tag, owned)
+/**
+ * Opens a region with checked arguments: `kind` 'bitmap' (of `size` bytes), 'queue' (of
+ * `capacity` numbers) or 'any' (an existing region); `capacity` is asked of a bitmap only when
+ * given.
+ */
+function openRegion(name, kind, size, capacity, { create, mode, directory, holders, tag, private: owned }) {
+  const handle = native.regionOpen(name, kind, size ?? null, capacity ?? null, create, mode, directory, holders, tag, owned)
   return new SharedMemory(constructing, handle, name, size ?? native.regionSize(handle))
 }
 
@@ -155,8 +164,8 @@ function listShared(options) {
 const releasedAtExit = new Set()
 let exitHookInstalled = false
 
-function releaseAtExit(bitmap) {
-  releasedAtExit.add(bitmap)
+function releaseAtExit(allocator) {
+  releasedAtExit.add(allocator)
   if (!exitHookInstalled) {
     exitHookInstalled = true
     process.once('exit', () => {
@@ -183,44 +192,157 @@ function found(n) {
   return n
 }
 
-let bitmapHandle // (bitmap: ConcurrentBitmap) => native handle; set in its static block
+let allocatorHandle // (allocator) => native handle; set in AllocatorBase's static block
+let adopt // (allocator) => marks that closing it closes its region; set there too
 
 /**
- * The descriptor holding the holder lock of `bitmap`'s region, or -1 (no holders): for the
+ * The descriptor holding the holder lock of `allocator`'s region, or -1 (no holders): for the
  * `numballoc run` command, which hands it to the command it runs. Not part of the public API.
  */
-function holderFd(bitmap) {
-  return native.bitmapHolderFd(bitmapHandle(bitmap))
+function holderFd(allocator) {
+  return native.allocatorHolderFd(allocatorHandle(allocator))
 }
 
-let ownBitmap // (self) => throws ERR_INVALID_THIS unless self is a ConcurrentBitmap; set in its static block
-class ConcurrentBitmap {
+/**
+ * Opens an allocator over a region `openRegion` just opened for it: `make()` builds it (`new
+ * this(...)` in a static `open`, so a subclass gets an instance of itself), `own` checks it is
+ * of the class asked for (open.call(SomethingElse) is a coded error); on any error the region
+ * is closed.
+ */
+function openOver(mem, make, own) {
+  try {
+    const allocator = make()
+    own(allocator)
+    adopt(allocator)
+    return allocator
+  } catch (error) {
+    mem.close()
+    throw error
+  }
+}
+
+let ownAllocator // (self) => throws ERR_INVALID_THIS unless self is an allocator
+/**
+ * What every allocator kind shares: its native handle, the hot `allocate`/`free` pair bound to
+ * it, leases, release on exit and close. Not exported: ConcurrentBitmap and ConcurrentQueue
+ * build on it.
+ */
+class AllocatorBase {
   #handle
   #allocate // () => number: the claimed number, or -1 when none is free
   #free // (n) => void
   #max
-  #policy
   #ownsMemory = false
+
+  constructor(token, handle, releaseOnExit) {
+    if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'Illegal constructor')
+    this.#handle = handle
+    handles.register(this, handle)
+    ;[this.#allocate, this.#free] = native.allocatorHotPath(handle)
+    this.#max = native.allocatorMax(handle)
+    if (releaseOnExit) releaseAtExit(this)
+  }
+
+  static {
+    ownAllocator = brandCheck((value) => #handle in value, 'ConcurrentBitmap or ConcurrentQueue')
+    allocatorHandle = (allocator) => allocator.#handle
+    adopt = (allocator) => {
+      allocator.#ownsMemory = true
+    }
+  }
+
+  get max() {
+    ownAllocator(this)
+    return this.#max
+  }
+
+  allocate() {
+    ownAllocator(this)
+    const n = this.#allocate()
+    if (n < 0) throw noFreeNumber()
+    return n
+  }
+
+  acquire() {
+    ownAllocator(this)
+    return createLease(this.allocate(), (n) => this.free(n))
+  }
+
+  tryAllocate() {
+    ownAllocator(this)
+    const n = this.#allocate()
+    return n < 0 ? null : n
+  }
+
+  free(n) {
+    ownAllocator(this)
+    checkInteger('n', n, 0, this.#max - 1)
+    this.#free(n)
+  }
+
+  reclaim() {
+    ownAllocator(this)
+    return native.allocatorReclaim(this.#handle)
+  }
+
+  holderOf(n) {
+    ownAllocator(this)
+    checkInteger('n', n, 0, this.#max - 1)
+    const pid = native.allocatorHolderOf(this.#handle, n)
+    return pid < 0 ? null : { pid }
+  }
+
+  isAllocated(n) {
+    ownAllocator(this)
+    checkInteger('n', n, 0, this.#max - 1)
+    return native.allocatorIsAllocated(this.#handle, n)
+  }
+
+  count() {
+    ownAllocator(this)
+    return native.allocatorCount(this.#handle)
+  }
+
+  close(options) {
+    ownAllocator(this)
+    const { release = false } = checkOptions(options)
+    checkBoolean('options.release', release)
+    releasedAtExit.delete(this)
+    native.allocatorClose(this.#handle, this.#ownsMemory, release)
+  }
+}
+
+/** Checks the options every allocator constructor takes; returns them with their defaults. */
+function allocatorOptions(checked) {
+  const { reclaimWhenFull = true, releaseOnExit = false } = checked
+  checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
+  checkBoolean('options.releaseOnExit', releaseOnExit)
+  return { reclaimWhenFull, releaseOnExit }
+}
+
+/** Checks the allocator options a static `open` passes on, before anything is created. */
+function checkOpenOptions({ reclaimWhenFull, releaseOnExit }) {
+  if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
+  if (releaseOnExit !== undefined) checkBoolean('options.releaseOnExit', releaseOnExit)
+}
+
+let ownBitmap // (self) => throws ERR_INVALID_THIS unless self is a ConcurrentBitmap; set in its static block
+class ConcurrentBitmap extends AllocatorBase {
+  #policy
   #scratch = null // see #takeScratch
 
   constructor(mem, max = 0, options) {
     if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
     checkInteger('max', max, 0, Number.MAX_SAFE_INTEGER)
     const checked = checkOptions(options)
-    const { reclaimWhenFull = true, releaseOnExit = false } = checked
-    checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
-    checkBoolean('options.releaseOnExit', releaseOnExit)
-    this.#policy = checkPolicy(checked)
-    this.#handle = native.bitmapNew(memoryHandle(mem), max, this.#policy, reclaimWhenFull)
-    handles.register(this, this.#handle)
-    ;[this.#allocate, this.#free] = native.bitmapHotPath(this.#handle)
-    this.#max = native.bitmapMax(this.#handle)
-    if (releaseOnExit) releaseAtExit(this)
+    const { reclaimWhenFull, releaseOnExit } = allocatorOptions(checked)
+    const policy = checkPolicy(checked)
+    super(constructing, native.bitmapNew(memoryHandle(mem), max, policy, reclaimWhenFull), releaseOnExit)
+    this.#policy = policy
   }
 
   static {
-    ownBitmap = brandCheck((value) => #handle in value, 'ConcurrentBitmap')
-    bitmapHandle = (bitmap) => bitmap.#handle
+    ownBitmap = brandCheck((value) => #policy in value, 'ConcurrentBitmap')
   }
 
   static open(name, options) {
@@ -228,55 +350,18 @@ class ConcurrentBitmap {
     const { capacity, policy, reclaimWhenFull, releaseOnExit, ...rest } = checkOptions(options)
     if (capacity !== undefined) checkInteger('options.capacity', capacity, 1, MAX_SIZE * 8)
     checkPolicy({ policy })
-    if (reclaimWhenFull !== undefined) checkBoolean('options.reclaimWhenFull', reclaimWhenFull)
-    if (releaseOnExit !== undefined) checkBoolean('options.releaseOnExit', releaseOnExit)
+    checkOpenOptions({ reclaimWhenFull, releaseOnExit })
     // Every option is checked above or in openRegion before anything is created.
-    const mem = openRegion(name, capacity === undefined ? undefined : Math.ceil(capacity / 8), capacity, regionOptions(rest))
-    try {
-      // `new this`: a subclass's open() gives an instance of the subclass.
-      const Class = typeof this === 'function' ? this : ConcurrentBitmap
-      const bitmap = new Class(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit })
-      ownBitmap(bitmap) // open.call(SomethingElse): a coded error, and the region closed
-      bitmap.#ownsMemory = true
-      return bitmap
-    } catch (error) {
-      mem.close()
-      throw error
-    }
-  }
-
-  get max() {
-    ownBitmap(this)
-    return this.#max
+    const size = capacity === undefined ? undefined : Math.ceil(capacity / 8)
+    const mem = openRegion(name, size === undefined ? 'any' : 'bitmap', size, capacity, regionOptions(rest))
+    // `new this`: a subclass's open() gives an instance of the subclass.
+    const Class = typeof this === 'function' ? this : ConcurrentBitmap
+    return openOver(mem, () => new Class(mem, capacity ?? 0, { policy, reclaimWhenFull, releaseOnExit }), ownBitmap)
   }
 
   get policy() {
     ownBitmap(this)
     return this.#policy
-  }
-
-  allocate() {
-    ownBitmap(this)
-    const n = this.#allocate()
-    if (n < 0) throw noFreeNumber()
-    return n
-  }
-
-  acquire() {
-    ownBitmap(this)
-    return createLease(this.allocate(), (n) => this.free(n))
-  }
-
-  tryAllocate() {
-    ownBitmap(this)
-    const n = this.#allocate()
-    return n < 0 ? null : n
-  }
-
-  free(n) {
-    ownBitmap(this)
-    checkInteger('n', n, 0, this.#max - 1)
-    this.#free(n)
   }
 
   allocateInRange(min, max) {
@@ -291,9 +376,9 @@ class ConcurrentBitmap {
   }
 
   #inRange(min, max) {
-    checkInteger('min', min, 0, this.#max - 1)
-    checkInteger('max', max, min, this.#max - 1)
-    return native.bitmapAllocateInRange(this.#handle, min, max)
+    checkInteger('min', min, 0, this.max - 1)
+    checkInteger('max', max, min, this.max - 1)
+    return native.bitmapAllocateInRange(allocatorHandle(this), min, max)
   }
 
   allocateBlock(count, align = 1) {
@@ -308,24 +393,24 @@ class ConcurrentBitmap {
   }
 
   #block(count, align) {
-    checkInteger('count', count, 1, this.#max)
+    checkInteger('count', count, 1, this.max)
     checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
-    return native.bitmapAllocateBlock(this.#handle, count, align)
+    return native.bitmapAllocateBlock(allocatorHandle(this), count, align)
   }
 
   freeBlock(first, count) {
     ownBitmap(this)
-    checkInteger('first', first, 0, this.#max - 1)
-    checkInteger('count', count, 1, this.#max - first)
-    native.bitmapFreeBlock(this.#handle, first, count)
+    checkInteger('first', first, 0, this.max - 1)
+    checkInteger('count', count, 1, this.max - first)
+    native.bitmapFreeBlock(allocatorHandle(this), first, count)
   }
 
   allocateMany(n) {
     ownBitmap(this)
-    checkInteger('n', n, 0, this.#max)
+    checkInteger('n', n, 0, this.max)
     const out = this.#takeScratch(n)
     try {
-      if (!native.bitmapAllocateMany(this.#handle, out, n)) throw noFreeNumber()
+      if (!native.bitmapAllocateMany(allocatorHandle(this), out, n)) throw noFreeNumber()
       try {
         // A loop, not Array.from: several times faster for the short lists this is used for.
         const numbers = new Array(n)
@@ -333,7 +418,7 @@ class ConcurrentBitmap {
         return numbers
       } catch (cause) {
         // Out of memory for the array: all or nothing, so give the numbers back.
-        native.bitmapFreeMany(this.#handle, out, n)
+        native.bitmapFreeMany(allocatorHandle(this), out, n)
         const error = codedError(RangeError, 'ERR_OUT_OF_RANGE', `cannot return ${n} numbers as an array: ${cause.message}`)
         error.cause = cause
         throw error
@@ -376,53 +461,60 @@ class ConcurrentBitmap {
     const count = numbers.length
     if (typeof count !== 'number') throw invalidType('numbers', 'an array of numbers', numbers)
     // More than max numbers cannot all be distinct and allocated.
-    checkInteger('numbers.length', count, 0, this.#max)
+    const max = this.max
+    checkInteger('numbers.length', count, 0, max)
     const list = this.#takeScratch(count)
     try {
       for (let i = 0; i < count; i++) {
         const n = numbers[i]
-        if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n >= this.#max) checkInteger(`numbers[${i}]`, n, 0, this.#max - 1)
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n >= max) checkInteger(`numbers[${i}]`, n, 0, max - 1)
         list[i] = n
       }
-      native.bitmapFreeMany(this.#handle, list, count)
+      native.bitmapFreeMany(allocatorHandle(this), list, count)
     } finally {
       this.#giveScratch(list)
     }
   }
 
-  reclaim() {
-    ownBitmap(this)
-    return native.bitmapReclaim(this.#handle)
+  get [Symbol.toStringTag]() {
+    return 'ConcurrentBitmap'
+  }
+}
+
+let ownQueue // (self) => throws ERR_INVALID_THIS unless self is a ConcurrentQueue; set in its static block
+/** How many waiting numbers `waiting()` returns when not told. */
+const WAITING_SHOWN = 100
+class ConcurrentQueue extends AllocatorBase {
+  #queue = true
+
+  constructor(mem, options) {
+    if (!(mem instanceof SharedMemory)) throw invalidType('mem', 'an instance of SharedMemory', mem)
+    const { reclaimWhenFull, releaseOnExit } = allocatorOptions(checkOptions(options))
+    super(constructing, native.queueNew(memoryHandle(mem), reclaimWhenFull), releaseOnExit)
   }
 
-  holderOf(n) {
-    ownBitmap(this)
-    checkInteger('n', n, 0, this.#max - 1)
-    const pid = native.bitmapHolderOf(this.#handle, n)
-    return pid < 0 ? null : { pid }
+  static {
+    ownQueue = brandCheck((value) => #queue in value, 'ConcurrentQueue')
   }
 
-  isAllocated(n) {
-    ownBitmap(this)
-    checkInteger('n', n, 0, this.#max - 1)
-    return native.bitmapIsAllocated(this.#handle, n)
+  static open(name, options) {
+    checkString('name', name)
+    const { capacity, reclaimWhenFull, releaseOnExit, ...rest } = checkOptions(options)
+    checkInteger('options.capacity', capacity, 1, MAX_QUEUE_CAPACITY)
+    checkOpenOptions({ reclaimWhenFull, releaseOnExit })
+    const mem = openRegion(name, 'queue', undefined, capacity, regionOptions(rest))
+    const Class = typeof this === 'function' ? this : ConcurrentQueue
+    return openOver(mem, () => new Class(mem, { reclaimWhenFull, releaseOnExit }), ownQueue)
   }
 
-  count() {
-    ownBitmap(this)
-    return native.bitmapCount(this.#handle)
-  }
-
-  close(options) {
-    ownBitmap(this)
-    const { release = false } = checkOptions(options)
-    checkBoolean('options.release', release)
-    releasedAtExit.delete(this)
-    native.bitmapClose(this.#handle, this.#ownsMemory, release)
+  waiting(limit = WAITING_SHOWN) {
+    ownQueue(this)
+    checkInteger('limit', limit, 0, Number.MAX_SAFE_INTEGER)
+    return native.queueWaiting(allocatorHandle(this), limit)
   }
 
   get [Symbol.toStringTag]() {
-    return 'ConcurrentBitmap'
+    return 'ConcurrentQueue'
   }
 }
 
@@ -434,6 +526,8 @@ module.exports = {
   reclaimShared,
   SharedMemory: constructOnly(SharedMemory),
   ConcurrentBitmap: constructOnly(ConcurrentBitmap),
+  ConcurrentQueue: constructOnly(ConcurrentQueue),
   MAX_SIZE,
+  MAX_QUEUE_CAPACITY,
   holderFd,
 }

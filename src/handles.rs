@@ -9,7 +9,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::{BitmapSlot, RegionSlot};
+use numballoc_core::{ConcurrentBitmap, ConcurrentQueue};
+
+use crate::slot::Slot;
+use crate::RegionSlot;
 
 /// The id of a handle, as JavaScript holds it.
 pub type HandleId = u32;
@@ -18,7 +21,8 @@ pub type HandleId = u32;
 #[derive(Clone)]
 pub enum Handle {
     Memory(Rc<RegionSlot>),
-    Bitmap(Rc<BitmapSlot>),
+    Bitmap(Rc<Slot<ConcurrentBitmap>>),
+    Queue(Rc<Slot<ConcurrentQueue>>),
 }
 
 struct Table {

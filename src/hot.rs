@@ -1,7 +1,7 @@
 //! The hot path: each allocator's `allocate()` and `free(n)` as raw N-API functions of its own.
 //!
 //! A napi-rs `#[napi]` function costs several times what a raw callback does, most of whose
-//! cost is Node-API's own entry and exit (BENCHMARKS.md). So `bitmapHotPath(id)`
+//! cost is Node-API's own entry and exit (BENCHMARKS.md). So `allocatorHotPath(id)`
 //! creates, for one allocator, two raw functions whose N-API `data` pointer is that allocator:
 //! a call finds it in the `napi_get_cb_info` it makes anyway, with no id to read, no table to
 //! search and no type check to pay, and no foreign pointer can ever reach it. Each function holds
@@ -11,20 +11,19 @@ use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
 use std::rc::Rc;
 
+use crate::slot::{Engine, Slot};
+use crate::{to_js, to_u64};
 use napi::bindgen_prelude::*;
 use napi::sys;
-use numballoc_core::{Allocator, ConcurrentBitmap};
-
-use crate::{to_js, to_u64, BitmapSlot};
 
 type RawCallback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
 /// Creates `[allocate, free]` for one allocator: see the module documentation.
-pub fn functions(env: &Env, slot: &Rc<BitmapSlot>) -> Result<Array<'static>> {
+/// Each kind gets its own pair of callbacks (monomorphised), so a call pays no dispatch.
+pub fn functions<A: Engine>(env: &Env, slot: &Rc<Slot<A>>) -> Result<Array<'static>> {
     let raw_env = env.raw();
     let mut pair = env.create_array(2)?;
-    let functions: [(&CStr, RawCallback); 2] =
-        [(c"allocate", bitmap_allocate), (c"free", bitmap_free)];
+    let functions: [(&CStr, RawCallback); 2] = [(c"allocate", allocate::<A>), (c"free", free::<A>)];
     for (index, (name, callback)) in functions.into_iter().enumerate() {
         let data = Rc::into_raw(Rc::clone(slot)) as *mut c_void;
         let mut function = null_mut();
@@ -41,14 +40,14 @@ pub fn functions(env: &Env, slot: &Rc<BitmapSlot>) -> Result<Array<'static>> {
                 &mut function,
             );
             if created != sys::Status::napi_ok {
-                drop(Rc::from_raw(data as *const BitmapSlot));
+                drop(Rc::from_raw(data as *const Slot<A>));
                 return Err(Error::from_status(Status::GenericFailure));
             }
             check(sys::napi_add_finalizer(
                 raw_env,
                 function,
                 data,
-                Some(release_slot),
+                Some(release_slot::<A>),
                 null_mut(),
                 null_mut(),
             ))?;
@@ -60,8 +59,12 @@ pub fn functions(env: &Env, slot: &Rc<BitmapSlot>) -> Result<Array<'static>> {
 }
 
 /// Gives back the reference a hot function held.
-unsafe extern "C" fn release_slot(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    drop(Rc::from_raw(data as *const BitmapSlot));
+unsafe extern "C" fn release_slot<A: Engine>(
+    _env: sys::napi_env,
+    data: *mut c_void,
+    _hint: *mut c_void,
+) {
+    drop(Rc::from_raw(data as *const Slot<A>));
 }
 
 fn check(status: sys::napi_status) -> Result<()> {
@@ -77,10 +80,10 @@ fn check(status: sys::napi_status) -> Result<()> {
 /// # Safety
 /// `env` and `info` must be the ones N-API passed to a function made by [`functions`], which is
 /// alive (it is running), so its `data` reference to the allocator is too.
-unsafe fn call_info<'a, const N: usize>(
+unsafe fn call_info<'a, A: Engine, const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> (&'a BitmapSlot, [sys::napi_value; N]) {
+) -> (&'a Slot<A>, [sys::napi_value; N]) {
     let mut args = [null_mut(); N];
     let mut count = N;
     let mut data = null_mut();
@@ -92,18 +95,18 @@ unsafe fn call_info<'a, const N: usize>(
         null_mut(),
         &mut data,
     );
-    (&*(data as *const BitmapSlot), args)
+    (&*(data as *const Slot<A>), args)
 }
 
 /// `allocate()`: claims a number and returns it, or -1 when every number is in use.
-unsafe extern "C" fn bitmap_allocate(
+unsafe extern "C" fn allocate<A: Engine>(
     raw_env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    let (slot, []) = call_info::<0>(raw_env, info);
+    let (slot, []) = call_info::<A, 0>(raw_env, info);
     let env = Env::from_raw(raw_env);
     let mut value = null_mut();
-    match slot.live(&env).map(ConcurrentBitmap::try_allocate) {
+    match slot.live(&env).map(A::try_allocate) {
         Ok(Some(n)) => {
             slot.held.insert(n);
             // Numbers below 2^31 become V8 small integers, which cost no heap allocation.
@@ -121,15 +124,15 @@ unsafe extern "C" fn bitmap_allocate(
 /// `free(n)`: frees a number; throws `ERR_NOT_ALLOCATED` on a double free. lib/regions.js has
 /// checked that `n` is an integer in `[0, max)`; anything else is still refused here, never
 /// misused.
-unsafe extern "C" fn bitmap_free(
+unsafe extern "C" fn free<A: Engine>(
     raw_env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    let (slot, [n_value]) = call_info::<1>(raw_env, info);
+    let (slot, [n_value]) = call_info::<A, 1>(raw_env, info);
     let env = Env::from_raw(raw_env);
     let mut n = f64::NAN;
     sys::napi_get_value_double(raw_env, n_value, &mut n);
-    let _: Result<()> = slot.live(&env).and_then(|bitmap| {
+    let _: Result<()> = slot.live(&env).and_then(|allocator| {
         // Not `fract()`, which is a libm call here: a whole number below 2^64 survives the
         // round trip through u64 (NaN and negatives fail the first test).
         if !((0.0..18_446_744_073_709_551_616.0).contains(&n) && n as u64 as f64 == n) {
@@ -138,7 +141,7 @@ unsafe extern "C" fn bitmap_free(
                 numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
             ));
         }
-        bitmap.free(to_u64(n)).map_err(|e| to_js(&env, e))?;
+        allocator.free(to_u64(n)).map_err(|e| to_js(&env, e))?;
         slot.held.remove(to_u64(n));
         Ok(())
     });

@@ -13,8 +13,9 @@
 mod handles;
 mod held;
 mod hot;
+mod slot;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::ptr;
 use std::rc::Rc;
@@ -23,11 +24,13 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
+use numballoc_core::header::Kind;
 use numballoc_core::{
-    Allocator, ConcurrentBitmap, Error as CoreError, HolderScope, OpenOptions, Policy, Region,
+    ConcurrentBitmap, ConcurrentQueue, Error as CoreError, HolderScope, OpenOptions, Policy, Region,
 };
 
 use handles::{Handle, HandleId};
+use slot::{AnySlot, Engine, Slot};
 
 /// An open `SharedMemory`: the mapping until `close()`, then `None`.
 pub struct RegionSlot {
@@ -42,7 +45,7 @@ impl RegionSlot {
             .ok_or_else(|| region_closed(env))
     }
 
-    fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.region.borrow().is_some()
     }
 
@@ -52,7 +55,7 @@ impl RegionSlot {
 }
 
 /// Allocator handles by region file (device, inode).
-type Siblings = std::collections::HashMap<(u64, u64), Vec<std::rc::Weak<BitmapSlot>>>;
+type Siblings = std::collections::HashMap<(u64, u64), Vec<std::rc::Weak<dyn AnySlot>>>;
 
 thread_local! {
     /// The allocator handles of this thread, by region file: `close({ release: true })` of one
@@ -61,26 +64,7 @@ thread_local! {
     static SIBLINGS: RefCell<Siblings> = RefCell::new(Siblings::new());
 }
 
-/// A `ConcurrentBitmap`: usable while neither it nor its `SharedMemory` is closed.
-pub struct BitmapSlot {
-    bitmap: ConcurrentBitmap,
-    memory: Rc<RegionSlot>,
-    closed: Cell<bool>,
-    /// What this handle holds, for `close({ release: true })`.
-    held: held::Held,
-}
-
-impl BitmapSlot {
-    #[inline]
-    fn live(&self, env: &Env) -> Result<&ConcurrentBitmap> {
-        if self.closed.get() || !self.memory.is_open() {
-            return Err(region_closed(env));
-        }
-        Ok(&self.bitmap)
-    }
-}
-
-fn region_closed(env: &Env) -> Error {
+pub(crate) fn region_closed(env: &Env) -> Error {
     throw_js(
         env,
         "ERR_REGION_CLOSED",
@@ -167,10 +151,19 @@ fn memory(env: &Env, id: HandleId) -> Result<Rc<RegionSlot>> {
     }
 }
 
-fn bitmap(env: &Env, id: HandleId) -> Result<Rc<BitmapSlot>> {
+fn bitmap(env: &Env, id: HandleId) -> Result<Rc<Slot<ConcurrentBitmap>>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
         _ => Err(not_a_handle(env, "ConcurrentBitmap")),
+    }
+}
+
+/// An allocator handle of any kind.
+fn allocator(env: &Env, id: HandleId) -> Result<Rc<dyn AnySlot>> {
+    match handles::get(id) {
+        Some(Handle::Bitmap(slot)) => Ok(slot),
+        Some(Handle::Queue(slot)) => Ok(slot),
+        _ => Err(not_a_handle(env, "allocator")),
     }
 }
 
@@ -215,13 +208,15 @@ fn tag_value(env: &Env, tag: BigInt) -> Result<u64> {
     }
 }
 
-/// Opens or creates a region (see `loadShared`); without a size, opens an existing one whatever
-/// its size. Returns its handle.
+/// Opens or creates a region (see `loadShared`): `kind` `'bitmap'` of `size` bytes, `'queue'`
+/// of `capacity` numbers, or `'any'` to open an existing one whatever its kind and size. Returns
+/// its handle.
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn region_open(
     env: Env,
     name: String,
+    kind: String,
     size: Option<f64>,
     capacity: Option<f64>,
     create: bool,
@@ -242,9 +237,19 @@ pub fn region_open(
         scope: Some(SCOPE.with(|holder| holder.0.clone())),
         reclaim: true,
     };
-    let region = match size {
-        Some(size) => Region::open(&name, to_u64(size), &options),
-        None => Region::open_existing(&name, &options),
+    let region = match (kind.as_str(), size, capacity) {
+        ("queue", _, Some(capacity)) => Region::open_queue(&name, to_u64(capacity), &options),
+        ("bitmap", Some(size), _) => Region::open(&name, to_u64(size), &options),
+        ("any", None, _) => Region::open_existing(&name, &options),
+        _ => {
+            return Err(throw_js(
+                &env,
+                "ERR_INVALID_ARG_VALUE",
+                &format!("cannot open a region of kind {kind:?} with size {size:?} and capacity {capacity:?}"),
+                ErrorClass::TypeError,
+                None,
+            ))
+        }
     }
     .map_err(|e| to_js(&env, e))?;
     Ok(handles::insert(Handle::Memory(Rc::new(RegionSlot {
@@ -252,7 +257,13 @@ pub fn region_open(
     }))))
 }
 
-/// The region's bitmap size in bytes, from its header.
+/// The region's kind: `'bitmap'` or `'queue'`.
+#[napi]
+pub fn region_kind(env: Env, memory_id: HandleId) -> Result<&'static str> {
+    Ok(memory(&env, memory_id)?.region(&env)?.kind().name())
+}
+
+/// The region's bitmap size in bytes (a queue's capacity), from its header.
 #[napi]
 pub fn region_size(env: Env, memory_id: HandleId) -> Result<f64> {
     Ok(memory(&env, memory_id)?.region(&env)?.size() as f64)
@@ -283,6 +294,8 @@ pub struct HolderReport {
 pub struct RegionReport {
     pub name: String,
     pub path: String,
+    /// `'bitmap'` or `'queue'`.
+    pub kind: String,
     pub size: f64,
     pub capacity: f64,
     pub tracks_holders: bool,
@@ -292,6 +305,16 @@ pub struct RegionReport {
     pub holders: Vec<HolderReport>,
     pub cells: Vec<f64>,
     pub cell_size: f64,
+    /// What waits in a queue region; absent for a bitmap.
+    pub queue: Option<QueueReport>,
+}
+
+/// What waits in a queue region.
+#[napi(object)]
+pub struct QueueReport {
+    pub waiting: f64,
+    pub next: Vec<f64>,
+    pub stranded: f64,
 }
 
 /// Reads a region without changing it (see `inspectShared`).
@@ -306,6 +329,12 @@ pub fn region_inspect(
     let report = numballoc_core::inspect::inspect(&name, directory.as_deref(), cells as usize)
         .map_err(|e| to_js(&env, e))?;
     Ok(RegionReport {
+        kind: report.header.kind.name().to_owned(),
+        queue: report.queue.as_ref().map(|q| QueueReport {
+            waiting: q.waiting as f64,
+            next: q.next.iter().map(|&n| n as f64).collect(),
+            stranded: q.stranded as f64,
+        }),
         held_by_dead: report.held_by_dead() as f64,
         size: report.header.size as f64,
         capacity: report.header.capacity as f64,
@@ -345,6 +374,9 @@ pub fn region_tracks_holders(env: Env, memory_id: HandleId) -> Result<bool> {
 #[napi]
 pub fn region_block_count(env: Env, memory_id: HandleId) -> Result<u32> {
     let region = memory(&env, memory_id)?.region(&env)?;
+    region
+        .expect_kind(Kind::Bitmap)
+        .map_err(|e| to_js(&env, e))?;
     Ok(region.block_count() as u32)
 }
 
@@ -352,6 +384,9 @@ pub fn region_block_count(env: Env, memory_id: HandleId) -> Result<u32> {
 #[napi]
 pub fn region_copy_blocks(env: Env, memory_id: HandleId, mut out: Uint32ArraySlice) -> Result<()> {
     let region = memory(&env, memory_id)?.region(&env)?;
+    region
+        .expect_kind(Kind::Bitmap)
+        .map_err(|e| to_js(&env, e))?;
     // SAFETY: the typed array was allocated by lib/regions.js for this call and is not aliased.
     region.copy_blocks(unsafe { out.as_mut() });
     Ok(())
@@ -401,6 +436,7 @@ pub fn region_destroy(env: Env, name: String, directory: Option<String>) -> Resu
 #[napi(object)]
 pub struct Limits {
     pub max_size: f64,
+    pub max_queue_capacity: f64,
     pub max_mode: u32,
     pub default_mode: u32,
     pub policies: Vec<String>,
@@ -410,6 +446,7 @@ pub struct Limits {
 pub fn limits() -> Limits {
     Limits {
         max_size: numballoc_core::header::MAX_SIZE as f64,
+        max_queue_capacity: numballoc_core::header::MAX_QUEUE_CAPACITY as f64,
         max_mode: numballoc_core::MAX_MODE,
         default_mode: numballoc_core::OpenOptions::default().mode,
         policies: Policy::ALL.iter().map(|p| p.name().to_owned()).collect(),
@@ -438,16 +475,47 @@ pub fn bitmap_new(
     };
     let memory = memory(&env, memory_id)?;
     let region = memory.region(&env)?;
+    region
+        .expect_kind(Kind::Bitmap)
+        .map_err(|e| to_js(&env, e))?;
     let mut bitmap = ConcurrentBitmap::with_policy(region, to_u64(max), policy);
     bitmap.set_reclaim_when_full(reclaim_when_full);
-    let held = held::Held::new(bitmap.max());
-    let slot = Rc::new(BitmapSlot {
-        bitmap,
-        held,
-        memory,
-        closed: Cell::new(false),
-    });
-    let identity = slot.bitmap.region().identity();
+    let slot = Rc::new(Slot::new(bitmap, memory));
+    register(slot.clone());
+    Ok(handles::insert(Handle::Bitmap(slot)))
+}
+
+/// Builds a first-in first-out allocator over an open queue region (`ERR_KIND_MISMATCH` for a
+/// bitmap region).
+#[napi]
+pub fn queue_new(env: Env, memory_id: HandleId, reclaim_when_full: bool) -> Result<HandleId> {
+    let memory = memory(&env, memory_id)?;
+    let region = memory.region(&env)?;
+    let mut queue = ConcurrentQueue::new(region).map_err(|e| to_js(&env, e))?;
+    queue.set_reclaim_when_full(reclaim_when_full);
+    let slot = Rc::new(Slot::new(queue, memory));
+    register(slot.clone());
+    Ok(handles::insert(Handle::Queue(slot)))
+}
+
+/// The numbers waiting in a queue, the next to be handed out first (at most `limit`).
+#[napi]
+pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64>> {
+    let Some(Handle::Queue(slot)) = handles::get(queue_id) else {
+        return Err(not_a_handle(&env, "ConcurrentQueue"));
+    };
+    let waiting = slot.live(&env)?.waiting();
+    Ok(waiting
+        .into_iter()
+        .take(to_u64(limit) as usize)
+        .map(|n| n as f64)
+        .collect())
+}
+
+/// Records a new allocator handle among its region's siblings on this thread.
+fn register<A: Engine>(slot: Rc<Slot<A>>) {
+    let identity = slot.allocator.region().identity();
+    let slot: Rc<dyn AnySlot> = slot;
     SIBLINGS.with(|siblings| {
         let mut siblings = siblings.borrow_mut();
         siblings.retain(|_, list| {
@@ -459,28 +527,27 @@ pub fn bitmap_new(
             .or_default()
             .push(Rc::downgrade(&slot));
     });
-    Ok(handles::insert(Handle::Bitmap(slot)))
 }
 
 /// The allocator's `max`.
 #[napi]
-pub fn bitmap_max(env: Env, bitmap_id: HandleId) -> Result<f64> {
-    Ok(bitmap(&env, bitmap_id)?.bitmap.max() as f64)
+pub fn allocator_max(env: Env, allocator_id: HandleId) -> Result<f64> {
+    Ok(allocator(&env, allocator_id)?.allocator().max() as f64)
 }
 
 /// Whether a number is allocated.
 #[napi]
-pub fn bitmap_is_allocated(env: Env, bitmap_id: HandleId, n: f64) -> Result<bool> {
-    let slot = bitmap(&env, bitmap_id)?;
-    let live = slot.live(&env)?;
+pub fn allocator_is_allocated(env: Env, allocator_id: HandleId, n: f64) -> Result<bool> {
+    let slot = allocator(&env, allocator_id)?;
+    let live = slot.live_allocator(&env)?;
     live.is_allocated(to_u64(n)).map_err(|e| to_js(&env, e))
 }
 
 /// How many numbers are in use.
 #[napi]
-pub fn bitmap_count(env: Env, bitmap_id: HandleId) -> Result<f64> {
-    let slot = bitmap(&env, bitmap_id)?;
-    Ok(slot.live(&env)?.count() as f64)
+pub fn allocator_count(env: Env, allocator_id: HandleId) -> Result<f64> {
+    let slot = allocator(&env, allocator_id)?;
+    Ok(slot.live_allocator(&env)?.count() as f64)
 }
 
 /// The lowest free number in `first..=last`; -1 when none is free.
@@ -578,9 +645,12 @@ pub fn bitmap_free_many(
 
 /// Frees every number whose holder is dead; returns how many.
 #[napi]
-pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
-    let slot = bitmap(&env, bitmap_id)?;
-    let reclaimed = slot.live(&env)?.reclaim().map_err(|e| to_js(&env, e))?;
+pub fn allocator_reclaim(env: Env, allocator_id: HandleId) -> Result<f64> {
+    let slot = allocator(&env, allocator_id)?;
+    let reclaimed = slot
+        .live_allocator(&env)?
+        .reclaim()
+        .map_err(|e| to_js(&env, e))?;
     Ok(reclaimed as f64)
 }
 
@@ -588,18 +658,22 @@ pub fn bitmap_reclaim(env: Env, bitmap_id: HandleId) -> Result<f64> {
 /// region without holders: passed to a child process, it keeps the holder alive while the child
 /// lives (see `numballoc run`).
 #[napi]
-pub fn bitmap_holder_fd(env: Env, bitmap_id: HandleId) -> Result<i32> {
-    let slot = bitmap(&env, bitmap_id)?;
-    Ok(slot.live(&env)?.region().holder_fd().unwrap_or(-1))
+pub fn allocator_holder_fd(env: Env, allocator_id: HandleId) -> Result<i32> {
+    let slot = allocator(&env, allocator_id)?;
+    Ok(slot
+        .live_allocator(&env)?
+        .region()
+        .holder_fd()
+        .unwrap_or(-1))
 }
 
 /// The pid of the holder of `n` (0 if unknown), or -1 if nobody holds it (or the region does not
 /// record holders).
 #[napi]
-pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
-    let slot = bitmap(&env, bitmap_id)?;
+pub fn allocator_holder_of(env: Env, allocator_id: HandleId, n: f64) -> Result<f64> {
+    let slot = allocator(&env, allocator_id)?;
     let holder = slot
-        .live(&env)?
+        .live_allocator(&env)?
         .holder_of(to_u64(n))
         .map_err(|e| to_js(&env, e))?;
     Ok(holder.map_or(-1.0, |h| h.pid as f64))
@@ -609,44 +683,45 @@ pub fn bitmap_holder_of(env: Env, bitmap_id: HandleId, n: f64) -> Result<f64> {
 /// still holds (that nobody took from it: with holders, those whose record still names this
 /// thread's holder). With `closeRegion`, closes its region too.
 #[napi]
-pub fn bitmap_close(
+pub fn allocator_close(
     env: Env,
-    bitmap_id: HandleId,
+    allocator_id: HandleId,
     close_region: bool,
     release: bool,
 ) -> Result<()> {
-    let slot = bitmap(&env, bitmap_id)?;
-    if release && !slot.closed.get() && slot.memory.is_open() {
-        let tracks_holders = slot.bitmap.region().tracks_holders();
+    let slot = allocator(&env, allocator_id)?;
+    if release && !slot.is_closed() && slot.memory().is_open() {
+        let engine = slot.allocator();
+        let tracks_holders = engine.region().tracks_holders();
         // Other handles of this region on this thread: a number one of them took since is
         // theirs, though it was ours once and bears the same record.
-        let others: Vec<Rc<BitmapSlot>> = SIBLINGS.with(|siblings| {
+        let others: Vec<Rc<dyn AnySlot>> = SIBLINGS.with(|siblings| {
             let siblings = siblings.borrow();
-            let list = siblings.get(&slot.bitmap.region().identity());
+            let list = siblings.get(&engine.region().identity());
             list.into_iter()
                 .flatten()
                 .filter_map(std::rc::Weak::upgrade)
-                .filter(|other| !Rc::ptr_eq(other, &slot))
+                .filter(|other| !std::ptr::addr_eq(Rc::as_ptr(other), Rc::as_ptr(&slot)))
                 .collect()
         });
         let mine: Vec<u64> = slot
-            .held
+            .held()
             .take_all()
             .into_iter()
             .filter(|&n| {
                 let ours = if tracks_holders {
-                    slot.bitmap.holds(n)
+                    slot.holds(n)
                 } else {
-                    slot.bitmap.is_allocated(n).unwrap_or(false)
+                    engine.is_allocated(n).unwrap_or(false)
                 };
-                ours && !others.iter().any(|other| other.held.contains(n))
+                ours && !others.iter().any(|other| other.held().contains(n))
             })
             .collect();
-        slot.bitmap.free_many(&mine).map_err(|e| to_js(&env, e))?;
+        slot.free_all(&mine).map_err(|e| to_js(&env, e))?;
     }
-    slot.closed.set(true);
+    slot.mark_closed();
     if close_region {
-        slot.memory.close();
+        slot.memory().close();
         release_unused_slots();
     }
     Ok(())
@@ -662,8 +737,8 @@ pub fn release_handle(id: HandleId) {
 
 /// The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`).
 #[napi(ts_return_type = "[allocate: () => number, free: (n: number) => void]")]
-pub fn bitmap_hot_path(env: Env, bitmap_id: HandleId) -> Result<Array<'static>> {
-    hot::functions(&env, &bitmap(&env, bitmap_id)?)
+pub fn allocator_hot_path(env: Env, allocator_id: HandleId) -> Result<Array<'static>> {
+    allocator(&env, allocator_id)?.hot_path(&env)
 }
 
 /// Whether `port` can be listened on right now, found by binding a TCP listener for a moment, as

@@ -2,7 +2,9 @@
 import {
   Allocator,
   ConcurrentBitmap,
+  ConcurrentQueue,
   MAX_SIZE,
+  MAX_QUEUE_CAPACITY,
   NumballocErrorCode,
   Holder,
   Lease,
@@ -106,3 +108,16 @@ const tagged = loadShared('typed-tagged', 8, { tag: 0x50n })
 export { ports, dead, tag, names, tagged }
 
 const syncPort: number = getPortSync({ port: [3000, 3001], exclude: [3002] })
+
+const queue = ConcurrentQueue.open('typed-queue', { capacity: 16, releaseOnExit: true, holders: true })
+const fifo: Allocator = queue
+const next: number = fifo.allocate()
+const waiting: number[] = queue.waiting(10)
+const queued: number | null = queue.tryAllocate()
+using queueSlot = queue.acquire()
+const kind: 'bitmap' | 'queue' = mem.kind
+const largest: number = MAX_QUEUE_CAPACITY
+class Slots2 extends ConcurrentQueue {}
+const slots2: Slots2 = Slots2.open('typed-queue-2', { capacity: 4 })
+const overQueue = new ConcurrentQueue(loadShared('typed-queue'), { reclaimWhenFull: false })
+queue.close({ release: true })

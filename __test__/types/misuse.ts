@@ -1,6 +1,6 @@
 // Misuses the compiler must reject. Each line marked `// rejected` must produce exactly one error;
 // __test__/types.test.js compiles this file and compares the error lines with the marks.
-import { ConcurrentBitmap, SharedMemory, PortPool, loadShared, destroyShared, getPort, portNumbers, inspectShared } from '../..'
+import { ConcurrentBitmap, ConcurrentQueue, SharedMemory, PortPool, loadShared, destroyShared, getPort, portNumbers, inspectShared } from '../..'
 
 const mem = loadShared('typed-misuse', 128)
 loadShared(42, 128) // rejected
@@ -50,3 +50,10 @@ portNumbers('1', 2) // rejected
 const c: string = inspectShared('x').inUse // rejected
 
 export { n, s, r, m, p, v, c }
+ConcurrentQueue.open('q') // rejected
+ConcurrentQueue.open('q', { capacity: '8' }) // rejected
+const queue = ConcurrentQueue.open('q', { capacity: 8 })
+queue.allocateBlock(2) // rejected
+queue.policy // rejected
+const w: string[] = queue.waiting() // rejected
+new ConcurrentQueue(mem, 8) // rejected

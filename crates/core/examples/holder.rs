@@ -17,11 +17,18 @@
 //!   scope: a slot taken, dead holders reclaimed), take COUNT numbers, end (the slot given back
 //!   with its numbers). For torture: killed at any moment, it must leave nothing behind that a
 //!   reclaim does not clean up, and take nothing from a live holder.
+//! - `queue-churn`: as `register-churn` on a queue region of SIZE numbers (made by
+//!   `ConcurrentQueue.open`), taking and freeing numbers as it goes. While it holds `n`, the
+//!   file `$NUMBALLOC_WITNESS/n` holds its pid (created exclusively; a file left by a dead
+//!   holder is taken over); a file of a live process means two live holders at once: it prints
+//!   `overlap N PID` and exits with status 3.
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use numballoc_core::{Allocator, ConcurrentBitmap, HolderScope, OpenOptions, Region};
+use numballoc_core::{
+    Allocator, ConcurrentBitmap, ConcurrentQueue, HolderScope, OpenOptions, Region,
+};
 
 fn take(bitmap: &ConcurrentBitmap, count: u64) -> String {
     let numbers: Vec<String> = (0..count)
@@ -43,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     };
     let (size, count): (u64, u64) = (size.parse()?, count.parse()?);
+    if mode == "queue-churn" {
+        return queue_churn(name, size, count);
+    }
     let region = Arc::new(Region::open(name, size, &OpenOptions::default())?);
     let bitmap = ConcurrentBitmap::new(region, 0);
     println!("numbers {}", take(&bitmap, count));
@@ -98,4 +108,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown mode {other}").into()),
     }
     Ok(())
+}
+
+/// Whether `pid` can still touch a region: not a zombie, and with its memory (a killed process
+/// gives up its memory, then its descriptors and so its holder lock, while /proc still lists it).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
+        return true;
+    };
+    let fields: Vec<&str> = after.split(' ').collect();
+    let zombie = fields
+        .first()
+        .is_some_and(|state| state.starts_with(['Z', 'X']));
+    let vsize: u64 = fields.get(23 - 3).and_then(|v| v.parse().ok()).unwrap_or(1);
+    !zombie && vsize > 0
+}
+
+fn queue_churn(name: &str, capacity: u64, count: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::ErrorKind;
+    let witness = std::path::PathBuf::from(std::env::var("NUMBALLOC_WITNESS")?);
+    let me = std::process::id();
+    let hold = |n: u64| -> std::io::Result<()> {
+        let file = witness.join(n.to_string());
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+        {
+            Ok(mut f) => f.write_all(me.to_string().as_bytes()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let previous: u32 = std::fs::read_to_string(&file)?.parse().unwrap_or(0);
+                if previous != 0 && previous != me && alive(previous) {
+                    println!("overlap {n} {previous}");
+                    std::process::exit(3);
+                }
+                std::fs::write(&file, me.to_string())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    println!("numbers ");
+    std::io::stdout().flush()?;
+    loop {
+        let options = OpenOptions {
+            scope: Some(HolderScope::new(false)),
+            ..OpenOptions::default()
+        };
+        let queue = ConcurrentQueue::open(name, capacity, &options)?;
+        let mut held = Vec::new();
+        for _ in 0..count {
+            if let Some(n) = queue.try_allocate() {
+                hold(n)?;
+                held.push(n);
+            }
+            if held.len() > 1 {
+                let n = held.remove(0);
+                std::fs::remove_file(witness.join(n.to_string()))?;
+                queue.free(n)?;
+            }
+        }
+        for n in held {
+            std::fs::remove_file(witness.join(n.to_string()))?;
+            queue.free(n)?;
+        }
+    }
 }

@@ -342,7 +342,6 @@ impl Allocator for ConcurrentBitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn the_cyclic_cursor_only_moves_forwards() {

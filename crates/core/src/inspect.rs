@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::header::{Header, MAGIC};
+use crate::header::{Header, Kind, MAGIC};
 use crate::holder::{probe, record_slot, Liveness};
 use crate::region::{map_initialised, unfinished, validate_name, Location, MapAccess, Mapping};
 use crate::Holder;
@@ -33,7 +33,24 @@ pub struct Report {
     pub cells: Vec<u64>,
     /// How many numbers each cell covers.
     pub cell_size: u64,
+    /// What waits in a queue region (`None` for a bitmap).
+    pub queue: Option<QueueReport>,
 }
+
+/// What waits in a queue region, as [`inspect`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueReport {
+    /// How many numbers wait.
+    pub waiting: u64,
+    /// The first of them, the next to be handed out first (at most [`QUEUE_SHOWN`]).
+    pub next: Vec<u64>,
+    /// How many of them are stranded: queued under a position the head has passed (a holder
+    /// stopped or stalled mid-call), or being taken right now. Allocators take them directly.
+    pub stranded: u64,
+}
+
+/// How many waiting numbers a [`QueueReport`] lists.
+pub const QUEUE_SHOWN: usize = 16;
 
 /// One holder named by holder records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,35 +93,45 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
     let cell_size = capacity.div_ceil(cells.max(1) as u64).max(1);
     let mut counts = vec![0u64; capacity.div_ceil(cell_size) as usize];
     let mut in_use = 0;
-    let words = mapping.words();
-    for (i, word) in words
-        .iter()
-        .enumerate()
-        .take(capacity.div_ceil(64) as usize)
-    {
-        let mut bits = word.load(Ordering::Relaxed);
-        let first = i as u64 * 64;
-        if capacity - first < 64 {
-            bits &= (1u64 << (capacity - first)) - 1; // bits past the capacity are never numbers
-        }
-        in_use += u64::from(bits.count_ones());
-        if cell_size % 64 == 0 {
-            counts[(first / cell_size) as usize] += u64::from(bits.count_ones());
-        } else {
-            for bit in crate::bits::ones(bits) {
-                counts[((first + u64::from(bit)) / cell_size) as usize] += 1;
+    let mut per_holder: HashMap<u32, u64> = HashMap::new();
+    let mut queue = None;
+    match header.kind {
+        Kind::Bitmap => {
+            in_use = count_bits(&mapping, capacity, cell_size, &mut counts);
+            for record in mapping
+                .records()
+                .into_iter()
+                .flatten()
+                .take(capacity as usize)
+            {
+                let value = record.load(Ordering::Relaxed);
+                if value != 0 {
+                    *per_holder.entry(value).or_default() += 1;
+                }
             }
+        }
+        Kind::Queue => {
+            let view = mapping.queue();
+            for n in 0..capacity {
+                if let Some(record) = view.holder_of(n)? {
+                    in_use += 1;
+                    counts[(n / cell_size) as usize] += 1;
+                    if header.holders {
+                        *per_holder.entry(record).or_default() += 1;
+                    }
+                }
+            }
+            let head = view.head();
+            let tickets = view.tickets();
+            queue = Some(QueueReport {
+                waiting: tickets.len() as u64,
+                next: tickets.iter().take(QUEUE_SHOWN).map(|&(_, n)| n).collect(),
+                stranded: tickets.iter().filter(|&&(t, _)| t < head).count() as u64,
+            });
         }
     }
     let mut holders = Vec::new();
-    if let Some(records) = mapping.records() {
-        let mut per_holder: HashMap<u32, u64> = HashMap::new();
-        for record in records.iter().take(capacity as usize) {
-            let value = record.load(Ordering::Relaxed);
-            if value != 0 {
-                *per_holder.entry(value).or_default() += 1;
-            }
-        }
+    if header.holders {
         let slots = mapping.slots();
         holders = per_holder
             .into_iter()
@@ -137,7 +164,34 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
         holders,
         cells: counts,
         cell_size,
+        queue,
     })
+}
+
+/// Counts a bitmap region's numbers in use, in total and per cell.
+fn count_bits(mapping: &Mapping, capacity: u64, cell_size: u64, counts: &mut [u64]) -> u64 {
+    let mut in_use = 0;
+    let words = mapping.words();
+    for (i, word) in words
+        .iter()
+        .enumerate()
+        .take(capacity.div_ceil(64) as usize)
+    {
+        let mut bits = word.load(Ordering::Relaxed);
+        let first = i as u64 * 64;
+        if capacity - first < 64 {
+            bits &= (1u64 << (capacity - first)) - 1; // bits past the capacity are never numbers
+        }
+        in_use += u64::from(bits.count_ones());
+        if cell_size.is_multiple_of(64) {
+            counts[(first / cell_size) as usize] += u64::from(bits.count_ones());
+        } else {
+            for bit in crate::bits::ones(bits) {
+                counts[((first + u64::from(bit)) / cell_size) as usize] += 1;
+            }
+        }
+    }
+    in_use
 }
 
 /// The names of the numballoc regions in `directory`, or in POSIX shared memory (`/dev/shm`, on

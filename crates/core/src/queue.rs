@@ -34,9 +34,13 @@
 //! - `allocate` returns `None` only after a pass over every state word saw each one `HELD`: every
 //!   number was held at some moment of the call.
 //! - Order: if `free(a)` returned before `free(b)` was called, and both are still queued, `a`
-//!   is handed out before `b`, unless a participant stalled or stopped while moving `a` (it was
-//!   stranded): such a number is handed out late, by the scans. Overlapping frees come out in
-//!   the order of their tickets.
+//!   is handed out before `b`, unless a participant stalled or stopped while moving `a`: an
+//!   allocate that took `a`'s position at the head and has not claimed it yet holds `a` back
+//!   until it resumes (then it gets `a`) or until a scan takes `a` from it (a stopped one is
+//!   never coming back); a free that stopped between its ticket and its slot leaves `a` to the
+//!   scans. Meanwhile later numbers go out. Overlapping frees come out in the order of their
+//!   tickets. `__test__/queue.test.js` checks exactly this offline, from logs of processes on
+//!   fewer cores than processes, where stalls are common.
 //! - A participant stopped at any step blocks nobody: every loop either finishes or leaves the
 //!   number it moves to the scans.
 //!
@@ -441,6 +445,12 @@ impl<'a> Queue<'a> {
     /// The numbers waiting, oldest ticket first (stranded ones included): a snapshot of each
     /// state, not of the whole.
     pub fn waiting(&self) -> Vec<u64> {
+        self.tickets().into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Each number waiting with its ticket, oldest first. A ticket behind [`Queue::head`] is a
+    /// stranded number's (or one a dequeuer is taking right now).
+    pub fn tickets(&self) -> Vec<(u64, u64)> {
         let mut queued: Vec<(u64, u64)> = (0..self.capacity)
             .filter_map(|n| {
                 let state = self.parts.states[n as usize].load(Ordering::Relaxed);
@@ -448,7 +458,12 @@ impl<'a> Queue<'a> {
             })
             .collect();
         queued.sort_unstable();
-        queued.into_iter().map(|(_, n)| n).collect()
+        queued
+    }
+
+    /// Positions handed to dequeuers so far.
+    pub fn head(&self) -> u64 {
+        self.parts.head.load(Ordering::Acquire)
     }
 
     fn state(&self, n: u64) -> Result<&AtomicU64> {

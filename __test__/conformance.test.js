@@ -1,0 +1,152 @@
+'use strict'
+// The conformance suite every allocator kind passes (fixtures/kinds.js lists them): exhaustion,
+// double free, bad input, leases, uniqueness across processes, and reclaim after SIGKILL. What
+// one kind alone promises is tested in that kind's own file (policies.test.js, queue.test.js).
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { spawn } = require('node:child_process')
+const path = require('node:path')
+const { KINDS, openKind } = require('./fixtures/kinds.js')
+const { scratchName, forkFixture, waitFor } = require('./helpers')
+
+function kill9(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal))
+    child.kill('SIGKILL')
+  })
+}
+
+/** Runs fixtures/holder.js: a process holding `count` numbers until killed or its stdin closes. */
+async function holding(kind, name, capacity, count) {
+  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'holder.js'), name, capacity, count, '', kind], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  let out = ''
+  for await (const chunk of child.stdout) {
+    out += chunk
+    if (out.includes('\n')) break
+  }
+  return { child, ...JSON.parse(out) }
+}
+
+for (const kind of KINDS) {
+  test(`${kind}: every number once, then ERR_NO_FREE_NUMBER; double frees and bad input are coded errors`, (t) => {
+    const a = openKind(kind, scratchName(t, `conf-${kind}`), 50)
+    t.after(() => a.close())
+    assert.equal(a.max, 50)
+    const got = Array.from({ length: 50 }, () => a.allocate())
+    assert.deepEqual(
+      [...got].sort((x, y) => x - y),
+      Array.from({ length: 50 }, (_, i) => i),
+    )
+    assert.throws(() => a.allocate(), { code: 'ERR_NO_FREE_NUMBER', message: 'could not allocate a free number' })
+    assert.equal(a.tryAllocate(), null)
+    assert.equal(a.count(), 50)
+    a.free(7)
+    assert.equal(a.isAllocated(7), false)
+    assert.throws(() => a.free(7), { code: 'ERR_NOT_ALLOCATED' })
+    for (const bad of [-1, 50, 1.5, NaN, Infinity, 2 ** 53]) {
+      assert.throws(() => a.free(bad), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }, String(bad))
+      assert.throws(() => a.isAllocated(bad), { code: 'ERR_OUT_OF_RANGE' }, String(bad))
+      assert.throws(() => a.holderOf(bad), { code: 'ERR_OUT_OF_RANGE' }, String(bad))
+    }
+    for (const bad of ['3', null, undefined, {}, 3n, Symbol('n')]) {
+      assert.throws(() => a.free(bad), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }, String(bad))
+    }
+    assert.throws(() => a.close({ release: 'yes' }), { code: 'ERR_INVALID_ARG_TYPE' })
+    assert.throws(() => a.allocate.call({}), { code: 'ERR_INVALID_THIS' })
+    assert.equal(a.allocate(), 7, 'the one free number')
+    assert.deepEqual(a.holderOf(7), { pid: process.pid })
+  })
+
+  test(`${kind}: bad arguments to open are coded errors and create nothing`, (t) => {
+    const name = scratchName(t, `conf-open-${kind}`)
+    for (const capacity of [0, -1, 1.5, NaN]) {
+      assert.throws(() => openKind(kind, name, capacity), { code: 'ERR_OUT_OF_RANGE' }, String(capacity))
+    }
+    assert.throws(() => openKind(kind, name, 8, { mode: '600' }), { code: 'ERR_INVALID_ARG_TYPE' })
+    assert.throws(() => openKind(kind, name, 8, { reclaimWhenFull: 1 }), { code: 'ERR_INVALID_ARG_TYPE' })
+    assert.throws(() => openKind(kind, '../x', 8), { code: 'ERR_INVALID_NAME' })
+    assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+  })
+
+  test(`${kind}: leases release once, by release() or at the end of a using scope`, (t) => {
+    const a = openKind(kind, scratchName(t, `conf-lease-${kind}`), 2)
+    t.after(() => a.close())
+    const lease = a.acquire()
+    assert.equal(a.isAllocated(lease.value), true)
+    lease.release()
+    assert.equal(lease.released, true)
+    assert.throws(() => lease.release(), { code: 'ERR_LEASE_RELEASED' })
+    assert.equal(a.count(), 0)
+    {
+      const first = a.acquire()
+      const second = a.acquire()
+      assert.throws(() => a.acquire(), { code: 'ERR_NO_FREE_NUMBER' })
+      first[Symbol.dispose]()
+      second[Symbol.dispose]()
+      second[Symbol.dispose]() // idempotent
+    }
+    assert.equal(a.count(), 0)
+  })
+
+  test(`${kind}: close({ release: true }) gives back what the handle holds, and a closed handle is ERR_REGION_CLOSED`, (t) => {
+    const name = scratchName(t, `conf-close-${kind}`)
+    const a = openKind(kind, name, 8)
+    const b = openKind(kind, name, 8)
+    t.after(() => b.close())
+    a.allocate()
+    a.allocate()
+    b.allocate()
+    a.close({ release: true })
+    assert.equal(b.count(), 1)
+    assert.throws(() => a.allocate(), { code: 'ERR_REGION_CLOSED' })
+    a.close() // idempotent
+  })
+
+  test(`${kind}: 4 processes churning: no number is ever held by two at once (witness files)`, async (t) => {
+    const name = scratchName(t, `conf-churn-${kind}`)
+    const witnessDir = fs.mkdtempSync('/tmp/numballoc-conformance-')
+    t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+    const children = Array.from({ length: 4 }, () => forkFixture('churn.js', [name, witnessDir, 12, 20000, kind]))
+    await Promise.all(children.map((child) => waitFor(child, (m) => m === 'ready')))
+    const reports = children.map((child) => waitFor(child, (m) => m.taken !== undefined))
+    for (const child of children) child.send('go')
+    const results = await Promise.all(reports)
+    for (const { overlaps } of results) assert.deepEqual(overlaps, [])
+    assert.ok(
+      results.every(({ taken }) => taken > 1000),
+      `every process got numbers: ${results.map((r) => r.taken)}`,
+    )
+    assert.deepEqual(fs.readdirSync(witnessDir), [])
+    const check = openKind(kind, name, 12)
+    t.after(() => check.close())
+    assert.equal(check.count(), 0, 'every number back')
+  })
+
+  test(`${kind}: a holder killed with SIGKILL: reclaim() gives back exactly its numbers; a full allocator reclaims by itself`, async (t) => {
+    const name = scratchName(t, `conf-kill-${kind}`)
+    const own = openKind(kind, name, 30)
+    t.after(() => own.close())
+    const mine = Array.from({ length: 20 }, () => own.allocate())
+    const victim = await holding(kind, name, 30, 10)
+    assert.equal(victim.numbers.length, 10)
+    assert.deepEqual(own.holderOf(victim.numbers[0]), { pid: victim.child.pid })
+    assert.equal(await kill9(victim.child), 'SIGKILL')
+    assert.equal(own.count(), 30, 'a killed process keeps its numbers until reclaimed')
+    assert.equal(own.reclaim(), 10)
+    assert.equal(own.reclaim(), 0)
+    for (const n of victim.numbers) assert.equal(own.isAllocated(n), false)
+    for (const n of mine) assert.equal(own.isAllocated(n), true)
+    const again = await holding(kind, name, 30, 10)
+    await kill9(again.child)
+    const back = Array.from({ length: 10 }, () => own.allocate()).sort((x, y) => x - y)
+    assert.deepEqual(
+      back,
+      [...again.numbers].sort((x, y) => x - y),
+      'a full allocator reclaimed the dead holder before saying full',
+    )
+  })
+}

@@ -1,0 +1,253 @@
+'use strict'
+// ConcurrentQueue's own promises (the conformance suite holds it to what every allocator
+// promises): first in, first out, across processes, checked offline from timestamped logs; kinds
+// never confused; SIGKILL torture.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { execFileSync, spawn } = require('node:child_process')
+const { ConcurrentQueue, ConcurrentBitmap, loadShared, inspectShared, MAX_QUEUE_CAPACITY } = require('..')
+const { scratchName, forkFixture, waitFor } = require('./helpers')
+
+const root = path.join(__dirname, '..')
+
+test('a new queue hands out 0, 1, 2, ... and then numbers in the order they were freed, across handles', (t) => {
+  const name = scratchName(t, 'queue-order')
+  const a = ConcurrentQueue.open(name, { capacity: 6 })
+  const b = ConcurrentQueue.open(name, { capacity: 6 })
+  t.after(() => [a, b].forEach((q) => q.close()))
+  assert.deepEqual(
+    Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).allocate()),
+    [0, 1, 2, 3, 4, 5],
+  )
+  for (const n of [4, 1, 5]) b.free(n)
+  assert.deepEqual(a.waiting(), [4, 1, 5])
+  assert.deepEqual(a.waiting(2), [4, 1])
+  assert.deepEqual([a.allocate(), b.allocate()], [4, 1])
+  assert.equal(a.count(), 5)
+  assert.equal(Object.prototype.toString.call(a), '[object ConcurrentQueue]')
+  assert.throws(() => a.waiting(-1), { code: 'ERR_OUT_OF_RANGE' })
+  assert.throws(() => ConcurrentQueue.prototype.waiting.call(ConcurrentBitmap.open(scratchName(t, 'b'), { capacity: 8 })), {
+    code: 'ERR_INVALID_THIS',
+  })
+})
+
+test('a bitmap region is never taken for a queue, nor the reverse: ERR_KIND_MISMATCH naming both', (t) => {
+  const queueName = scratchName(t, 'kind-q')
+  const bitmapName = scratchName(t, 'kind-b')
+  const queue = ConcurrentQueue.open(queueName, { capacity: 16 })
+  const bitmap = ConcurrentBitmap.open(bitmapName, { capacity: 16 })
+  t.after(() => [queue, bitmap].forEach((a) => a.close()))
+  const mismatch = (existing, requested) => ({ code: 'ERR_KIND_MISMATCH', message: new RegExp(`holds a ${existing}, not the ${requested}`) })
+  assert.throws(() => ConcurrentBitmap.open(queueName), mismatch('queue', 'bitmap'))
+  assert.throws(() => ConcurrentBitmap.open(queueName, { capacity: 16 }), mismatch('queue', 'bitmap'))
+  assert.throws(() => loadShared(queueName, 2), mismatch('queue', 'bitmap'))
+  assert.throws(() => ConcurrentQueue.open(bitmapName, { capacity: 16 }), mismatch('bitmap', 'queue'))
+  const mem = loadShared(queueName)
+  t.after(() => mem.close())
+  assert.deepEqual([mem.kind, mem.capacity, mem.size], ['queue', 16, 16])
+  assert.throws(() => mem.blocks(), mismatch('queue', 'bitmap'))
+  assert.throws(() => new ConcurrentBitmap(mem), mismatch('queue', 'bitmap'))
+  const over = new ConcurrentQueue(mem)
+  assert.equal(over.allocate(), 0)
+  const bitmapMem = loadShared(bitmapName)
+  t.after(() => bitmapMem.close())
+  assert.throws(() => new ConcurrentQueue(bitmapMem), mismatch('bitmap', 'queue'))
+  assert.throws(() => ConcurrentQueue.open(scratchName(t, 'big'), { capacity: MAX_QUEUE_CAPACITY + 1 }), { code: 'ERR_OUT_OF_RANGE' })
+  assert.throws(() => ConcurrentQueue.open(scratchName(t, 'none')), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.equal(inspectShared(queueName).kind, 'queue')
+})
+
+/**
+ * Checks first-in first-out over logs of many processes: for any two frees where free(a)
+ * returned before free(b) was called, the allocation that next handed out b must not return
+ * before the one that next handed out a is called (a stayed free meanwhile, behind b), unless an
+ * allocation call that began earlier was still running all along: an allocate that stalled after
+ * taking its place at the head holds back the number it reached (queue.rs, "Promises"), and it
+ * is the one exception. Returns the violations (at most 10) and how many bypasses a stalled call
+ * explained.
+ */
+function orderViolations(logs) {
+  const byNumber = new Map()
+  const calls = [] // every allocate call, for the exception
+  for (const log of logs) {
+    for (let i = 0; i < log.length; i += 4) {
+      const [kind, n, start, end] = log.slice(i, i + 4)
+      if (!byNumber.has(n)) byNumber.set(n, { allocs: [], frees: [] })
+      byNumber.get(n)[kind === 0 ? 'allocs' : 'frees'].push({ start, end })
+      if (kind === 0) calls.push({ start, end })
+    }
+  }
+  calls.sort((x, y) => x.start - y.start)
+  // runningUntil[i]: the latest end among the first i + 1 calls by start.
+  const runningUntil = []
+  for (const call of calls) runningUntil.push(Math.max(call.end, runningUntil.at(-1) ?? -Infinity))
+  /** Whether some allocate call began before `from` and was still running at `to`. */
+  const stalledAcross = (from, to) => {
+    let [lo, hi] = [0, calls.length] // the calls that began before `from`: [0, lo)
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (calls[mid].start < from) lo = mid + 1
+      else hi = mid
+    }
+    return lo > 0 && runningUntil[lo - 1] > to
+  }
+  const pairs = []
+  for (const [n, { allocs, frees }] of byNumber) {
+    allocs.sort((x, y) => x.end - y.end)
+    frees.sort((x, y) => x.start - y.start)
+    // A number's k-th free is followed by its (k+1)-th allocation (the first came from the new queue).
+    frees.forEach((free, k) => pairs.push({ n, free, next: allocs[k + 1] ?? { start: Infinity, end: Infinity } }))
+  }
+  const byFreeEnd = [...pairs].sort((x, y) => x.free.end - y.free.end)
+  const byFreeStart = [...pairs].sort((x, y) => x.free.start - y.free.start)
+  const violations = []
+  let excused = 0
+  let added = 0
+  let latest = null // among frees that returned before the current b's free began: the latest next allocation
+  for (const b of byFreeStart) {
+    while (added < byFreeEnd.length && byFreeEnd[added].free.end < b.free.start) {
+      const a = byFreeEnd[added++]
+      if (latest === null || a.next.start > latest.next.start) latest = a
+    }
+    if (latest === null || latest.next.start <= b.next.end) continue
+    // The worst a for this b: if a stalled call explains it, it explains every other a too.
+    if (stalledAcross(b.next.end, latest.next.start)) excused++
+    else if (violations.length < 10) violations.push({ a: latest, b })
+  }
+  return { violations, excused, pairs: pairs.length }
+}
+
+test('first in, first out across 4 processes, checked offline from timestamped logs', async (t) => {
+  const name = scratchName(t, 'queue-fifo')
+  const base = process.hrtime.bigint()
+  const children = Array.from({ length: 4 }, () => forkFixture('order.js', [name, 16, 30000, base]))
+  await Promise.all(children.map((child) => waitFor(child, (m) => m === 'ready')))
+  const logs = children.map((child) => waitFor(child, (m) => m.log !== undefined))
+  for (const child of children) child.send('go')
+  const reports = await Promise.all(logs)
+  const { violations, excused, pairs } = orderViolations(reports.map((r) => r.log))
+  assert.ok(pairs > 40000, `${pairs} frees logged`)
+  t.diagnostic(`${pairs} frees; ${excused} later frees came back first while an earlier allocate call stalled`)
+  assert.deepEqual(violations, [], 'a number freed later came back before one freed earlier that stayed free')
+})
+
+test('the order checker flags a later free handed out first, unless an earlier allocate call was stalled across it', () => {
+  // [kind, n, start, end]: 0 and 1 from the new queue; 0 freed, then 1; 1 handed out first.
+  const run = [0, 0, 0, 1, 0, 1, 2, 3, 1, 0, 4, 5, 1, 1, 6, 7, 0, 1, 8, 9, 0, 0, 10, 11]
+  const { violations, excused } = orderViolations([run])
+  assert.deepEqual(
+    violations.map(({ a, b }) => [a.n, b.n]),
+    [[0, 1]],
+  )
+  assert.equal(excused, 0)
+  // Another process's allocate call, begun at 3 and still running at 12, explains it (it stalled
+  // holding 0's place); one that ended before 10 does not.
+  assert.deepEqual(orderViolations([run, [0, 2, 3, 12]]), { violations: [], excused: 1, pairs: 2 })
+  assert.equal(orderViolations([run, [0, 2, 3, 9.5]]).violations.length, 1)
+})
+
+/** Builds the Rust example `holder` (crates/core/examples/holder.rs) and returns its path. */
+function rustHolder() {
+  execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
+  const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
+  return path.join(targetDir, 'debug', 'examples', 'holder')
+}
+
+function kill9(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal))
+    child.kill('SIGKILL')
+  })
+}
+
+test(
+  'queue torture: 1,000 SIGKILLs of Node and Rust holders at random moments; no number held twice, none lost, nobody blocked',
+  { timeout: 300_000 },
+  async (t) => {
+    const name = scratchName(t, 'queue-torture')
+    const witnessDir = fs.mkdtempSync('/tmp/numballoc-queue-torture-')
+    t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+    const capacity = 32
+    const holder = rustHolder()
+    const overlaps = []
+    const start = async () => {
+      const child = forkFixture('torture.js', [name, witnessDir, capacity, 'queue'])
+      child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
+      child.on('error', () => {})
+      await waitFor(child, (m) => m === 'ready')
+      child.send('go')
+      return child
+    }
+    // Rust processes churning as short-lived holders (a slot taken, numbers taken and freed, the
+    // slot given back), killed mid-operation far more often than a Node process can be.
+    const churner = () => {
+      const child = spawn(holder, [name, capacity, 4, 'queue-churn'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, NUMBALLOC_WITNESS: witnessDir },
+      })
+      child.stdout.on('data', (chunk) => {
+        for (const line of String(chunk).split('\n')) if (line.startsWith('overlap')) overlaps.push(line)
+      })
+      child.on('exit', (code) => code === 3 && overlaps.push(`a churner exited with ${code}`))
+      return child
+    }
+    const workers = await Promise.all([start(), start()])
+    const churners = [churner(), churner()]
+    t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+    let kills = 0
+    while (kills < 1000 && overlaps.length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 4))
+      if (Math.random() < 0.9) {
+        const index = Math.floor(Math.random() * churners.length)
+        await kill9(churners[index])
+        churners[index] = churner()
+      } else {
+        const index = Math.floor(Math.random() * workers.length)
+        await kill9(workers[index])
+        workers[index] = await start()
+      }
+      kills++
+    }
+    for (const child of churners) await kill9(child)
+    const reports = await Promise.all(
+      workers.map((child) => {
+        const reply = waitFor(child, (m) => m.holding !== undefined)
+        child.send('stop')
+        return reply
+      }),
+    )
+    for (const report of reports) overlaps.push(...report.overlaps)
+    assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
+    assert.equal(kills, 1000)
+
+    const check = ConcurrentQueue.open(name, { capacity })
+    t.after(() => check.close())
+    check.reclaim()
+    const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
+    assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
+    for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
+    // Every other number comes back, each once, and stranded ones too.
+    const rest = []
+    for (let n = check.tryAllocate(); n !== null; n = check.tryAllocate()) rest.push(n)
+    const all = [...rest, ...live.map(({ n }) => n)].sort((x, y) => x - y)
+    assert.deepEqual(
+      all,
+      Array.from({ length: capacity }, (_, i) => i),
+      'every number accounted for, once',
+    )
+    for (const n of rest) check.free(n)
+    await Promise.all(
+      workers.map(
+        (child) =>
+          new Promise((resolve) => {
+            child.once('exit', resolve)
+            child.send('exit')
+          }),
+      ),
+    )
+    assert.equal(check.count(), 0)
+  },
+)

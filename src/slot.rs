@@ -1,0 +1,122 @@
+//! An allocator handle of any kind, and what the binding asks of every kind: one slot type,
+//! generic over the core allocator, so the hot path and the shared calls are written once.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::*;
+use numballoc_core::{Allocator, ConcurrentBitmap, ConcurrentQueue, Result as CoreResult};
+
+use crate::{region_closed, RegionSlot};
+
+/// What the binding needs of an allocator kind beyond [`Allocator`].
+pub trait Engine: Allocator + 'static {
+    /// Whether `n` is held through this allocator's holder.
+    fn holds(&self, n: u64) -> bool;
+    /// Frees numbers this handle holds (checked first where the kind can: nothing changes on an
+    /// error).
+    fn free_all(&self, numbers: &[u64]) -> CoreResult<()>;
+}
+
+impl Engine for ConcurrentBitmap {
+    fn holds(&self, n: u64) -> bool {
+        ConcurrentBitmap::holds(self, n)
+    }
+
+    fn free_all(&self, numbers: &[u64]) -> CoreResult<()> {
+        self.free_many(numbers)
+    }
+}
+
+impl Engine for ConcurrentQueue {
+    fn holds(&self, n: u64) -> bool {
+        ConcurrentQueue::holds(self, n)
+    }
+
+    fn free_all(&self, numbers: &[u64]) -> CoreResult<()> {
+        numbers.iter().try_for_each(|&n| self.free(n))
+    }
+}
+
+/// An allocator of kind `A`: usable while neither it nor its `SharedMemory` is closed.
+pub struct Slot<A> {
+    pub allocator: A,
+    pub memory: Rc<RegionSlot>,
+    pub closed: Cell<bool>,
+    /// What this handle holds, for `close({ release: true })`.
+    pub held: crate::held::Held,
+}
+
+impl<A: Engine> Slot<A> {
+    pub fn new(allocator: A, memory: Rc<RegionSlot>) -> Slot<A> {
+        Slot {
+            held: crate::held::Held::new(allocator.max()),
+            allocator,
+            memory,
+            closed: Cell::new(false),
+        }
+    }
+
+    #[inline]
+    pub fn live(&self, env: &Env) -> Result<&A> {
+        if self.closed.get() || !self.memory.is_open() {
+            return Err(region_closed(env));
+        }
+        Ok(&self.allocator)
+    }
+}
+
+/// Any slot, for the calls every kind shares (`max`, `count`, `reclaim`, `close`, ...).
+pub trait AnySlot {
+    /// The allocator, unless it or its region is closed.
+    fn live_allocator(&self, env: &Env) -> Result<&dyn Allocator>;
+    fn held(&self) -> &crate::held::Held;
+    fn is_closed(&self) -> bool;
+    fn memory(&self) -> &Rc<RegionSlot>;
+    /// Marks the handle closed (idempotent).
+    fn mark_closed(&self);
+    fn holds(&self, n: u64) -> bool;
+    fn free_all(&self, numbers: &[u64]) -> CoreResult<()>;
+    /// The allocator even when closed: for `close()`, which gives back what it held.
+    fn allocator(&self) -> &dyn Allocator;
+    /// The raw `[allocate, free]` pair bound to this slot (see `hot.rs`).
+    fn hot_path(self: Rc<Self>, env: &Env) -> Result<Array<'static>>;
+}
+
+impl<A: Engine> AnySlot for Slot<A> {
+    fn live_allocator(&self, env: &Env) -> Result<&dyn Allocator> {
+        Ok(self.live(env)?)
+    }
+
+    fn held(&self) -> &crate::held::Held {
+        &self.held
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn memory(&self) -> &Rc<RegionSlot> {
+        &self.memory
+    }
+
+    fn mark_closed(&self) {
+        self.closed.set(true);
+    }
+
+    fn holds(&self, n: u64) -> bool {
+        self.allocator.holds(n)
+    }
+
+    fn free_all(&self, numbers: &[u64]) -> CoreResult<()> {
+        self.allocator.free_all(numbers)
+    }
+
+    fn allocator(&self) -> &dyn Allocator {
+        &self.allocator
+    }
+
+    fn hot_path(self: Rc<Self>, env: &Env) -> Result<Array<'static>> {
+        crate::hot::functions(env, &self)
+    }
+}
