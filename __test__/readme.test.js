@@ -13,7 +13,7 @@ const root = path.join(__dirname, '..')
 const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
 const programs = [...readme.matchAll(/^```js program\n([\s\S]*?)^```$/gm)].map((m) => m[1])
 // The regions the programs name, removed after each (a scratch pool stands in for getPort's).
-const REGIONS = ['my-app-admin', 'worker-ids', 'ports']
+const REGIONS = ['my-app-admin', 'worker-ids', 'ports', 'gpu-slots']
 
 test('the README has programs to run', () => {
   assert.ok(programs.length >= 4, `${programs.length} blocks marked as programs`)

@@ -5,7 +5,7 @@ const cluster = require('node:cluster')
 const { fork } = require('node:child_process')
 const os = require('node:os')
 const path = require('node:path')
-const { ConcurrentBitmap, destroyShared } = require('..')
+const { ConcurrentBitmap, ConcurrentQueue, destroyShared } = require('..')
 
 const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 3 : 7
@@ -54,6 +54,14 @@ function pairVsAtomics() {
   const generated = measure(count, (k) => {
     for (let i = 0; i < k; i++) bitmap.isAllocated(5)
   })
+  // ConcurrentQueue's pair, on 2,048 numbers half of them held (a queue hands out the oldest).
+  const queue = ConcurrentQueue.open(name('queue-pair'), { capacity })
+  for (let i = 0; i < capacity / 2; i++) queue.allocate()
+  const queued = measure(count, (k) => {
+    for (let i = 0; i < k; i++) queue.free(queue.allocate())
+  })
+  queue.close()
+  destroyShared(name('queue-pair'))
   const batch = 64
   const many =
     measure(count / batch, (k) => {
@@ -65,6 +73,7 @@ function pairVsAtomics() {
     ['pure-JS Atomics bitmap on a SharedArrayBuffer (in-process floor)', floor, 1],
     ['numballoc allocate() + free()', ours, ours / floor],
     ['numballoc tryAllocate() + free()', tryOurs, tryOurs / floor],
+    [`ConcurrentQueue allocate() + free() (${(queued / ours).toFixed(2)}× the bitmap's pair)`, queued, queued / floor],
     [`numballoc allocateMany(${batch}) + freeMany(), per number`, many, many / floor],
     ['numballoc isAllocated(n): one call of a napi-rs generated function', generated, generated / floor],
   ]
@@ -140,7 +149,7 @@ async function scaling() {
     return pairs.reduce((a, b) => a + b, 0) / (ms / 1000)
   }
   const rows = []
-  for (const policy of ['any', 'lowest', 'cyclic']) {
+  for (const policy of ['any', 'lowest', 'cyclic', 'queue']) {
     for (const kind of ['process', 'thread']) {
       const region = name(`churn-${policy}-${kind}`)
       const one = []
@@ -154,7 +163,7 @@ async function scaling() {
     }
   }
   console.log('\n### Two processes or two threads churning on one region (ratio to one)\n')
-  console.log('| policy | what | 1: pairs per second | 2: combined pairs per second | ratio |')
+  console.log('| policy (queue: ConcurrentQueue) | what | 1: pairs per second | 2: combined pairs per second | ratio |')
   console.log('|---|---|---|---|---|')
   for (const [policy, kind, one, two] of rows) {
     console.log(`| ${policy} | ${kind} | ${(one / 1e6).toFixed(2)} M/s | ${(two / 1e6).toFixed(2)} M/s | ${(two / one).toFixed(2)}× |`)

@@ -1,12 +1,13 @@
 'use strict'
 // The worker side of bench/index.js. Modes:
-//   churn NAME CAPACITY MS [POLICY]  allocate+free pairs on a shared region until MS after 'go';
+//   churn NAME CAPACITY MS [POLICY]  allocate+free pairs on a shared region until MS after 'go'
+//                            (POLICY 'queue': on a ConcurrentQueue);
 //                            reports pairs (in a child process or a worker thread)
 //   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
 //   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
 //   ourport N                  N ports from numballoc's getPort() (each released again)
 //   getport N                  N ports from get-port
-const { ConcurrentBitmap } = require('..')
+const { ConcurrentBitmap, ConcurrentQueue } = require('..')
 
 const args = process.env.BENCH_ARGS ? JSON.parse(process.env.BENCH_ARGS) : process.argv.slice(2)
 const [mode] = args
@@ -56,7 +57,9 @@ if (mode === 'churn') {
   const send = parentPort ? (m, done) => (parentPort.postMessage(m), done?.()) : (m, done) => process.send(m, done)
   const on = parentPort ? (f) => parentPort.on('message', f) : (f) => process.on('message', f)
   const [, name, capacity, ms, policy = 'any'] = args
-  const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity), policy })
+  // 'queue' churns on a ConcurrentQueue; the others are a bitmap's policies.
+  const bitmap =
+    policy === 'queue' ? ConcurrentQueue.open(name, { capacity: Number(capacity) }) : ConcurrentBitmap.open(name, { capacity: Number(capacity), policy })
   on((m) => {
     if (m !== 'go') return
     const end = Date.now() + Number(ms)

@@ -21,9 +21,9 @@
 //! - `holder/full/<log2>`: a failed `try_allocate` on a full region whose holders all live,
 //!   with reclaim-when-full on (a full scan, then a reclaim that finds nobody gone).
 //! - `holder/create/<log2>`: creating a new region (and destroying it).
-//! - `queue/pair/<log2>`: the queue algorithm's allocate + free (issue #13; ordinary memory, not
-//!   yet a region), half the numbers held; `queue/contention/<k>-threads`: k threads churning
-//!   pairs on one queue of 2^14, as `contention/`.
+//! - `queue/pair/<log2>`: `ConcurrentQueue`'s allocate + free on a region of 2^11..2^24 numbers,
+//!   half of them held; `queue/contention/<k>-threads`: k threads churning pairs on one queue of
+//!   2^14, each with its own handle, as `contention/`.
 //! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
 //!   an atomic AND clearing it, with nothing else.
 //! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
@@ -43,7 +43,7 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use numballoc_core::{
-    destroy, Allocator, ConcurrentBitmap, HolderScope, OpenOptions, Policy, Region,
+    destroy, Allocator, ConcurrentBitmap, ConcurrentQueue, HolderScope, OpenOptions, Policy, Region,
 };
 
 use go_baseline::GoBitmap;
@@ -445,37 +445,43 @@ fn scale(c: &mut Criterion) {
     group.finish();
 }
 
-/// The queue algorithm (issue #13, not yet in a region) on ordinary memory: its pair with half
-/// the numbers held, to set beside `holders/with` (the bitmap's pair, same run).
+/// A queue region of `capacity` numbers in /dev/shm (with holders), removed when dropped.
+fn queue_region(tag: &str, capacity: u64) -> (String, ConcurrentQueue) {
+    let name = format!("numballoc-bench-{tag}-{}", std::process::id());
+    let _ = destroy(&name, None);
+    let queue = ConcurrentQueue::open(&name, capacity, &OpenOptions::default()).unwrap();
+    (name, queue)
+}
+
+/// `ConcurrentQueue` on a region: its pair with half the numbers held, at 2^11..2^24, to set
+/// beside `holders/with` (the bitmap's pair, same run); 1 and 2 threads churning pairs on one
+/// queue of 2^14, each with its own handle (time per pair, combined), as in `contention/`.
 fn queue(c: &mut Criterion) {
     let mut group = short_group(c, "queue");
-    for log2 in [11u32, 14, 20] {
-        let memory = numballoc_core::testing::QueueMemory::new(1 << log2);
-        let queue = memory.queue();
-        let scan = std::sync::atomic::AtomicU64::new(0);
+    for log2 in [11u32, 14, 20, 24] {
+        let (name, queue) = queue_region(&format!("queue-{log2}"), 1 << log2);
         for _ in 0..(1u64 << log2) / 2 {
-            queue.allocate(1, &scan).unwrap();
+            queue.allocate().unwrap();
         }
         group.bench_function(BenchmarkId::new("pair", log2), |b| {
             b.iter(|| {
-                let n = queue.allocate(1, &scan).unwrap();
+                let n = queue.allocate().unwrap();
                 queue.free(black_box(n)).unwrap();
             })
         });
+        drop(queue);
+        let _ = destroy(&name, None);
     }
-    // 1 and 2 threads churning pairs on one queue of 2^14 (time per pair, combined), as in
-    // `contention/`: the head and the tail are lines every call writes.
-    let memory = numballoc_core::testing::QueueMemory::new(1 << 14);
+    let (name, first) = queue_region("queue-contention", 1 << 14);
     for threads in [1u64, 2] {
         group.bench_function(
             BenchmarkId::new("contention", format!("{threads}-threads")),
             |b| {
                 b.iter_custom(|iterations| {
                     concurrently(threads, iterations, |k| {
-                        let queue = memory.queue();
-                        let scan = std::sync::atomic::AtomicU64::new(0);
+                        let queue = ConcurrentQueue::new(first.region().clone()).unwrap();
                         for _ in 0..k {
-                            let n = queue.allocate(1, &scan).unwrap();
+                            let n = queue.allocate().unwrap();
                             queue.free(black_box(n)).unwrap();
                         }
                     })
@@ -483,6 +489,8 @@ fn queue(c: &mut Criterion) {
             },
         );
     }
+    drop(first);
+    let _ = destroy(&name, None);
     group.finish();
 }
 

@@ -516,6 +516,43 @@ fn queue_a_stopped_participant_strands_no_number() {
     }
 }
 
+/// Two participants stopped for good: a dequeuer that took position 1 (number 1 stays in its
+/// slot, behind the head), and a free of number 0 stopped in the middle of re-ticketing (a
+/// dequeuer passed its position; it took a new ticket but never moved the state to it: a hole,
+/// and 0 queued under a passed position no slot shows). Two live threads never share a number,
+/// get one each, and both stranded numbers come back.
+#[test]
+fn queue_a_free_stopped_mid_reticket_strands_no_number() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(2));
+        let queue = memory.queue();
+        let n = memory.allocate(7).unwrap();
+        let ticket = queue.free_stopping_before_the_slot(n).unwrap();
+        assert_eq!(memory.head.fetch_add(1, Ordering::AcqRel), 1); // the stopped dequeuer
+        memory.head.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(queue.finish_taking(ticket, 8), None, "the slot is passed");
+        memory.tail.fetch_add(1, Ordering::AcqRel); // the new ticket, never used
+        let threads: Vec<_> = (1..=2u32)
+            .map(|me| {
+                let memory = memory.clone();
+                thread::spawn(move || {
+                    let got = memory.allocate(me);
+                    if let Some(n) = got {
+                        memory.queue().free(n).unwrap();
+                    }
+                    got
+                })
+            })
+            .collect();
+        let got: Vec<Option<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            got.iter().all(Option::is_some),
+            "two numbers were free: {got:?}"
+        );
+        memory.assert_all_come_back(&[0, 1]);
+    });
+}
+
 /// A dequeuer took position 0 and is slow to claim number 0, which its slot shows; another
 /// thread finds the queue empty and takes the oldest stranded number, 0, from its state. Exactly
 /// one of them gets it.
