@@ -13,9 +13,14 @@
 //! claim fails harmlessly.
 //!
 //! Laps are compared by age (modulo 2^32): a participant never writes over a slot a later lap
-//! has reached. A dequeuer that finds its slot empty waits a few reads for the enqueuer, then
-//! marks the position passed; an enqueuer that finds its position passed (or a later lap in its
-//! slot) takes a new ticket, at most `RETICKETS` times.
+//! has reached, and one whose position is 2^30 laps behind the head (stalled that long) writes
+//! nothing, so the comparison never wraps. A dequeuer that finds its slot empty waits a few
+//! reads for the enqueuer, then marks the position passed; an enqueuer that finds its position
+//! passed (or a later lap in its slot) takes a new ticket, at most `RETICKETS` times. Tickets
+//! that carry no number (a free that lost its state word to another free or a sweep, or was
+//! killed after its ticket) are marked passed at once; if enough of them push the tail a lap
+//! ahead of the head, an enqueuer refuses to write over an earlier lap's number whose position
+//! the head has not reached yet, and takes another ticket instead.
 //!
 //! # Stranded numbers
 //! A number is stranded when its state is `QUEUED(t)` with `t` behind the head but no dequeuer
@@ -34,15 +39,18 @@
 //! - `allocate` returns `None` only after a pass over every state word saw each one `HELD`: every
 //!   number was held at some moment of the call.
 //! - Order: if `free(a)` returned before `free(b)` was called, and both are still queued, `a`
-//!   is handed out before `b`, unless a participant stalled or stopped while moving `a`: an
-//!   allocate that took `a`'s position at the head and has not claimed it yet holds `a` back
-//!   until it resumes (then it gets `a`) or until a scan takes `a` from it (a stopped one is
-//!   never coming back); a free that stopped between its ticket and its slot leaves `a` to the
-//!   scans. Meanwhile later numbers go out. Overlapping frees come out in the order of their
-//!   tickets. `__test__/queue.test.js` checks exactly this offline, from logs of processes on
-//!   fewer cores than processes, where stalls are common.
-//! - A participant stopped at any step blocks nobody: every loop either finishes or leaves the
-//!   number it moves to the scans.
+//!   is handed out before `b`, unless `a` was stranded: an allocate that took `a`'s position at
+//!   the head and has not claimed it yet holds `a` back until it resumes (then it gets `a`) or
+//!   until a scan takes `a` from it (a stopped one is never coming back); a free that stopped
+//!   between its ticket and its slot, or gave up after `RETICKETS` passed positions, leaves `a`
+//!   to the scans. Meanwhile later numbers go out, and the scans hand out stranded numbers in
+//!   the order they come across them (only the pass over every state goes oldest first).
+//!   Overlapping frees come out in the order of their last tickets. `__test__/queue.test.js`
+//!   checks this offline, from logs of processes on fewer cores than processes, where stalls
+//!   are common.
+//! - Lock-free, not wait-free: a participant stopped at any step blocks nobody (every loop either
+//!   finishes or leaves the number it moves to the scans), and a call that retries does so
+//!   because another made progress; one call has no bound on its retries.
 //!
 //! # Memory layout without initialisation
 //! A region is all zeros when it is created, and zeros must be a new queue with `0, 1, 2, ...`
@@ -55,7 +63,9 @@
 //!   did before freeing it; queuing it releases that.
 //! - A slot is written (`AcqRel` compare-and-swap) after the state names its ticket, and read
 //!   with `Acquire`, so a dequeuer that sees the number in the slot sees the state `QUEUED(t)`.
-//! - Head and tail are `AcqRel` read-modify-writes; their loads `Acquire`.
+//! - Head and tail are `AcqRel` read-modify-writes; their loads `Acquire`. A head read late is
+//!   smaller than the truth, which only makes a writer refuse more (an overrun it fears, an
+//!   ancient position it misses for a while): never a write over a waiting number.
 //! - The per-handle scan cursor is `Relaxed`: it only spreads the scans.
 
 use crate::error::{Error, Result};
@@ -241,7 +251,11 @@ impl<'a> Queue<'a> {
             }
             if found == lap {
                 match entry {
-                    Entry::Number(n) => return self.claim(n, queued(n, position), me).then_some(n),
+                    // The exact 64-bit state `QUEUED(position)` (wrapping: a number above its
+                    // position cannot be queued under it, and the claim then fails).
+                    Entry::Number(n) => {
+                        return self.claim(n, position.wrapping_sub(n), me).then_some(n)
+                    }
                     Entry::Passed => return None,
                     Entry::Empty => {}
                 }
@@ -251,6 +265,9 @@ impl<'a> Queue<'a> {
                 std::hint::spin_loop();
                 current = cell.load(Ordering::Acquire);
                 continue;
+            }
+            if self.ancient(position, self.parts.head.load(Ordering::Acquire)) {
+                return None; // its lap could read as a later one's: write nothing
             }
             match cell.compare_exchange(
                 current,
@@ -341,10 +358,19 @@ impl<'a> Queue<'a> {
     /// still `held`. A ticket taken for nothing is a position dequeuers pass.
     fn enter(&self, n: u64, held: u64) -> Option<u64> {
         let ticket = self.take_ticket();
-        self.parts.states[n as usize]
-            .compare_exchange(held, queued(n, ticket), Ordering::AcqRel, Ordering::Relaxed)
-            .ok()
-            .map(|_| ticket)
+        match self.parts.states[n as usize].compare_exchange(
+            held,
+            queued(n, ticket),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Some(ticket),
+            Err(_) => {
+                // A ticket for nothing: marked passed now, so its dequeuer need not wait on it.
+                self.put(ticket, PASSED);
+                None
+            }
+        }
     }
 
     /// A free of `n` that stops for good before writing its slot (a killed process), for the
@@ -386,19 +412,40 @@ impl<'a> Queue<'a> {
         }
     }
 
-    /// Writes `n` into the slot of `ticket`, unless a dequeuer passed it or a later lap is there.
+    /// Writes `n` into the slot of `ticket`, unless a dequeuer passed it, a later lap is there,
+    /// or the ring is overrun (see [`Queue::put`]).
     fn write(&self, n: u64, ticket: u64) -> bool {
+        self.put(ticket, n as u32)
+    }
+
+    /// Writes `value` (a number, or [`PASSED`]) into the slot of `ticket`; whether it did. Not
+    /// over a later lap, nor over this lap's entry (a dequeuer passed it), nor over an earlier
+    /// lap's number whose position the head has not reached (the tail ran a lap ahead of the
+    /// head, over tickets that carry no number: that number still waits there), nor for a
+    /// ticket so far behind the head that its lap could read as a later one's.
+    fn put(&self, ticket: u64, value: u32) -> bool {
         let cell = self.cell(ticket);
         let lap = self.lap(ticket);
         let mut current = cell.load(Ordering::Acquire);
+        let mut head = None;
         loop {
             let (found, entry) = self.decode(current, ticket);
             if later(found, lap) || (found == lap && entry != Entry::Empty) {
                 return false;
             }
+            let head = *head.get_or_insert_with(|| self.parts.head.load(Ordering::Acquire));
+            if self.ancient(ticket, head) {
+                return false;
+            }
+            if matches!(entry, Entry::Number(_)) && found != lap {
+                let behind = (lap.wrapping_sub(found) as u64) << self.order;
+                if ticket.checked_sub(behind).is_some_and(|old| old >= head) {
+                    return false;
+                }
+            }
             match cell.compare_exchange(
                 current,
-                self.encode(ticket, n as u32),
+                self.encode(ticket, value),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -406,6 +453,12 @@ impl<'a> Queue<'a> {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Whether `position` is so far behind `head` (2^30 laps) that laps, compared modulo 2^32,
+    /// could take its lap for a later one: a participant stalled that long writes nothing.
+    fn ancient(&self, position: u64, head: u64) -> bool {
+        head.saturating_sub(position) >= (self.mask + 1) << 30
     }
 
     /// Queues every number held by a holder that `gone` says has ended (given the holder's
@@ -689,5 +742,107 @@ mod tests {
             assert_eq!(queue.allocate(1, &memory.scan), Some(n));
         }
         assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+    }
+
+    /// Found by a review: tickets that carry no number (frees that lost the race for their state word,
+    /// or were SIGKILLed between their fetch-and-add and their state CAS) push the tail more
+    /// than a lap ahead of the head; the enqueuer a lap ahead then writes over a number that is
+    /// still waiting for its (not yet arrived, not stalled) dequeuer.
+    #[test]
+    fn tickets_carrying_no_number_never_let_a_free_write_over_a_waiting_number() {
+        let memory = Memory::new(16); // ring of 32
+        let queue = memory.queue();
+        for n in 0..16 {
+            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+        }
+        // free(0) returns: ticket 16, slot 16 at lap 0. Then 1..=14 are freed: tickets 17..=30.
+        for n in 0..15 {
+            queue.free(n).unwrap();
+        }
+        // 18 racing frees of 15 (or frees killed after their fetch-and-add): all read HELD, the
+        // first 17 to take a ticket lose the state CAS to the last one.
+        let held = memory.states[15].load(Ordering::Acquire);
+        let losers: Vec<u64> = (0..17).map(|_| queue.take_ticket()).collect(); // 31..=47
+        assert_eq!(queue.enter(15, held), Some(48)); // 48 = 16 + 32: slot 16, lap 1
+        for ticket in losers {
+            // each loser's CAS fails: its ticket carries nothing
+            assert!(memory.states[15]
+                .compare_exchange(
+                    held,
+                    queued(15, ticket),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed
+                )
+                .is_err());
+        }
+        queue.publish(15, 48); // writes over 0, still waiting at position 16 (head is 16)
+        assert_eq!(memory.head.load(Ordering::Relaxed), 16);
+        let got: Vec<u64> = (0..16)
+            .map(|_| queue.allocate(2, &memory.scan).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            (0..16).collect::<Vec<_>>(),
+            "free(0) returned before free(1) was called; nobody stalled"
+        );
+    }
+
+    /// Found by a review: laps are 32-bit and compared by age, so a dequeuer that stalls (SIGSTOP)
+    /// for 2^31 + 1 laps of the ring (2^36 positions at capacity 16) sees the current lap as an
+    /// earlier one, marks its long-gone position passed over a live number, and that slot then
+    /// looks "a lap ahead" to everyone for the next 2^31 laps.
+    #[test]
+    fn a_dequeuer_stalled_for_2_pow_31_laps_writes_nothing() {
+        let memory = Memory::new(16); // ring of 32, order 5
+        let queue = memory.queue();
+        let slow = memory.head.fetch_add(1, Ordering::AcqRel); // position 0, lap 0; SIGSTOPped
+                                                               // ... 2^36 positions of ordinary traffic later (fast-forwarded): every number held, the
+                                                               // queue empty, each slot showing what its position of the last lap left there.
+        let now: u64 = ((1u64 << 31) + 1) << 5; // lap 2^31 + 1, slot 0
+        for position in now - 32..now {
+            queue.cell(position).store(
+                queue.encode(position, (position % 16) as u32),
+                Ordering::Relaxed,
+            );
+        }
+        for state in &memory.states {
+            state.store(HELD | 1, Ordering::Relaxed);
+        }
+        memory.head.store(now, Ordering::Relaxed);
+        memory.tail.store(now - 16, Ordering::Relaxed);
+        memory.scan.store(5, Ordering::Relaxed); // keep the scans off 3 for this call
+        queue.free(3).unwrap(); // ticket `now`, slot 0
+        queue.free(4).unwrap(); // ticket `now + 1`, slot 1
+        assert_eq!(queue.finish_taking(slow, 9), None); // resumes: overwrites 3 with PASSED at lap 0
+        assert_eq!(
+            queue.allocate(2, &memory.scan),
+            Some(3),
+            "free(3) returned before free(4) was called; the stalled dequeuer was not moving 3"
+        );
+    }
+
+    /// Found by a review: the same stall for exactly 2^32 laps makes the laps equal, and the
+    /// dequeuer computes `queued(3, 0)`: a debug-build panic (`ticket >= n`), a wrapped value in
+    /// release.
+    #[test]
+    fn a_dequeuer_stalled_exactly_2_pow_32_laps_claims_nothing_and_does_not_panic() {
+        let memory = Memory::new(16);
+        let queue = memory.queue();
+        let slow = memory.head.fetch_add(1, Ordering::AcqRel); // position 0, SIGSTOPped
+        let now: u64 = 1u64 << 37; // lap 2^32: slot 0, lap word 0
+        for state in &memory.states {
+            state.store(HELD | 1, Ordering::Relaxed);
+        }
+        for position in now - 32..now {
+            queue.cell(position).store(
+                queue.encode(position, (position % 16) as u32),
+                Ordering::Relaxed,
+            );
+        }
+        memory.head.store(now, Ordering::Relaxed);
+        memory.tail.store(now - 16, Ordering::Relaxed);
+        queue.free(3).unwrap(); // ticket `now`, slot 0, same 32-bit lap as position 0
+        let result = std::panic::catch_unwind(|| queue.finish_taking(slow, 9));
+        assert!(result.is_ok(), "panicked");
     }
 }
