@@ -1,6 +1,7 @@
-//! numballoc's core: unique numbers across processes through a lock-free bitmap in a named
-//! shared-memory region. Pure Rust, no Node: a Rust program and a Node program that open the same
-//! region share its numbers.
+//! numballoc's core: unique numbers across processes through a lock-free allocator in a named
+//! shared-memory region: a bitmap ([`ConcurrentBitmap`]) or a first-in first-out queue
+//! ([`ConcurrentQueue`]), both [`Allocator`]s. Pure Rust, no Node: a Rust program and a Node
+//! program that open the same region share its numbers.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -12,6 +13,12 @@
 //! let n = ports.allocate()?;
 //! ports.free(n)?;
 //! numballoc_core::destroy("ports", None)?;
+//!
+//! // Eight slots handed back oldest first: 0, 1, 2, ... from a new queue.
+//! let slots = numballoc_core::ConcurrentQueue::open("slots", 8, &OpenOptions::default())?;
+//! let slot = slots.allocate()?;
+//! slots.free(slot)?;
+//! numballoc_core::destroy("slots", None)?;
 //! # Ok::<(), numballoc_core::Error>(())
 //! ```
 
