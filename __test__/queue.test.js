@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { execFileSync, spawn } = require('node:child_process')
-const { ConcurrentQueue, ConcurrentBitmap, loadShared, inspectShared, MAX_QUEUE_CAPACITY } = require('..')
+const { ConcurrentQueue, ConcurrentBitmap, PortPool, loadShared, inspectShared, MAX_QUEUE_CAPACITY } = require('..')
 const { scratchName, forkFixture, waitFor } = require('./helpers')
 
 const root = path.join(__dirname, '..')
@@ -33,7 +33,7 @@ test('a new queue hands out 0, 1, 2, ... and then numbers in the order they were
   })
 })
 
-test('a bitmap region is never taken for a queue, nor the reverse: ERR_KIND_MISMATCH naming both', (t) => {
+test('a bitmap region is never taken for a queue, nor the reverse: ERR_KIND_MISMATCH naming both', async (t) => {
   const queueName = scratchName(t, 'kind-q')
   const bitmapName = scratchName(t, 'kind-b')
   const queue = ConcurrentQueue.open(queueName, { capacity: 16 })
@@ -57,6 +57,31 @@ test('a bitmap region is never taken for a queue, nor the reverse: ERR_KIND_MISM
   assert.throws(() => ConcurrentQueue.open(scratchName(t, 'big'), { capacity: MAX_QUEUE_CAPACITY + 1 }), { code: 'ERR_OUT_OF_RANGE' })
   assert.throws(() => ConcurrentQueue.open(scratchName(t, 'none')), { code: 'ERR_INVALID_ARG_TYPE' })
   assert.equal(inspectShared(queueName).kind, 'queue')
+  // A queue region is no port pool, as a bitmap that is not one is not.
+  await assert.rejects(PortPool.open(queueName, { from: 40000, to: 40015 }), { code: 'ERR_POOL_MISMATCH' })
+})
+
+test('a queue whose words disagree (copied while in use, or damaged) never hangs a call: each ends, each number once', (t) => {
+  const dir = fs.mkdtempSync('/tmp/numballoc-queue-damaged-')
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const name = 'damaged'
+  ConcurrentQueue.open(name, { capacity: 4, directory: dir }).close()
+  // Number 0's state word (docs/FORMAT.md: the states follow the 192-byte header and the 128-byte
+  // control section) says it waits under ticket 100, though the tail is at 4.
+  const fd = fs.openSync(path.join(dir, name), 'r+')
+  const word = Buffer.alloc(8)
+  word.writeBigUInt64LE(100n)
+  fs.writeSync(fd, word, 0, 8, 192 + 128)
+  fs.closeSync(fd)
+  // In a child with a time limit, so a regression fails this test instead of hanging the run.
+  const program = `
+    const { ConcurrentQueue } = require(${JSON.stringify(root)})
+    const q = ConcurrentQueue.open('${name}', { capacity: 4, directory: ${JSON.stringify(dir)} })
+    const got = []
+    for (let n = q.tryAllocate(); n !== null; n = q.tryAllocate()) got.push(n)
+    console.log(JSON.stringify(got.sort()))`
+  const out = execFileSync(process.execPath, ['-e', program], { encoding: 'utf8', timeout: 20_000 })
+  assert.deepEqual(JSON.parse(out), [0, 1, 2, 3])
 })
 
 /**

@@ -198,7 +198,7 @@ class PortPool {
         reclaimWhenFull: false,
       })
     } catch (error) {
-      if (error.code === 'ERR_TAG_MISMATCH' || error.code === 'ERR_SIZE_MISMATCH') {
+      if (['ERR_TAG_MISMATCH', 'ERR_SIZE_MISMATCH', 'ERR_KIND_MISMATCH'].includes(error.code)) {
         throw poolMismatch(name, from, to, regionOptions.directory, error)
       }
       throw error

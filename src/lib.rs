@@ -504,12 +504,9 @@ pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64
     let Some(Handle::Queue(slot)) = handles::get(queue_id) else {
         return Err(not_a_handle(&env, "ConcurrentQueue"));
     };
-    let waiting = slot.live(&env)?.waiting();
-    Ok(waiting
-        .into_iter()
-        .take(to_u64(limit) as usize)
-        .map(|n| n as f64)
-        .collect())
+    let limit = usize::try_from(to_u64(limit)).unwrap_or(usize::MAX);
+    let waiting = slot.live(&env)?.waiting(limit);
+    Ok(waiting.into_iter().map(|n| n as f64).collect())
 }
 
 /// Records a new allocator handle among its region's siblings on this thread.

@@ -118,10 +118,11 @@ impl ConcurrentQueue {
         self.region.reclaim()
     }
 
-    /// The numbers waiting, in the order they would be handed out (stranded ones by their
-    /// ticket): a snapshot of each state word, not of the whole.
-    pub fn waiting(&self) -> Vec<u64> {
-        self.queue().waiting()
+    /// The first `limit` numbers waiting, in the order they would be handed out (stranded ones
+    /// by their ticket): a snapshot of each state word, not of the whole. Reads every state;
+    /// memory in `limit`.
+    pub fn waiting(&self, limit: usize) -> Vec<u64> {
+        self.queue().waiting(limit)
     }
 
     /// The region this allocator works on.

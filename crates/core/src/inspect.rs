@@ -121,12 +121,11 @@ pub fn inspect(name: &str, directory: Option<&Path>, cells: usize) -> Result<Rep
                     }
                 }
             }
-            let head = view.head();
-            let tickets = view.tickets();
+            let snapshot = view.snapshot(QUEUE_SHOWN);
             queue = Some(QueueReport {
-                waiting: tickets.len() as u64,
-                next: tickets.iter().take(QUEUE_SHOWN).map(|&(_, n)| n).collect(),
-                stranded: tickets.iter().filter(|&&(t, _)| t < head).count() as u64,
+                waiting: snapshot.waiting,
+                next: snapshot.next,
+                stranded: snapshot.stranded,
             });
         }
     }

@@ -92,13 +92,14 @@ pub const MISS_SCAN: u32 = 8;
 
 /// A state word's value for `n` queued under `ticket`.
 fn queued(n: u64, ticket: u64) -> u64 {
-    debug_assert!(ticket >= n && ticket - n < HELD);
-    ticket - n
+    // `ticket >= n` in a sound queue; a damaged region's tail can break that, and the state then
+    // reads as held by a record no holder has: wrapping, never a panic.
+    ticket.wrapping_sub(n)
 }
 
 /// The ticket `n` waits under, if its state is `QUEUED`.
 fn ticket_of(n: u64, state: u64) -> Option<u64> {
-    (state & HELD == 0).then(|| state + n)
+    (state & HELD == 0).then(|| state.wrapping_add(n))
 }
 
 /// Whether lap `a` is later than lap `b` (modulo 2^32).
@@ -165,11 +166,14 @@ impl<'a> Queue<'a> {
     }
 
     fn tail(&self) -> u64 {
-        self.capacity + self.parts.tail.load(Ordering::Acquire)
+        // Wrapping here and below: a damaged region's counters must not panic the process.
+        self.capacity
+            .wrapping_add(self.parts.tail.load(Ordering::Acquire))
     }
 
     fn take_ticket(&self) -> u64 {
-        self.capacity + self.parts.tail.fetch_add(1, Ordering::AcqRel)
+        self.capacity
+            .wrapping_add(self.parts.tail.fetch_add(1, Ordering::AcqRel))
     }
 
     fn lap(&self, position: u64) -> u32 {
@@ -211,10 +215,14 @@ impl<'a> Queue<'a> {
         if let Some(n) = self.take_stranded(me, scan, 1, head) {
             return Some(n);
         }
+        // Positions this call found nothing at. A lap of them means the words disagree (a
+        // region copied while in use, or damaged): the call then looks at every state instead
+        // of walking on, so it ends whatever the region holds.
+        let mut misses = 0;
         loop {
             let head = self.parts.head.load(Ordering::Acquire);
-            if head >= self.tail() {
-                match self.take_oldest(me) {
+            if head >= self.tail() || misses > self.mask {
+                match self.take_oldest(me, misses > self.mask) {
                     Oldest::Took(n) => return Some(n),
                     Oldest::InRing => continue,
                     Oldest::AllHeld => return None,
@@ -223,7 +231,12 @@ impl<'a> Queue<'a> {
             if self
                 .parts
                 .head
-                .compare_exchange(head, head + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    head,
+                    head.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_err()
             {
                 continue;
@@ -231,9 +244,10 @@ impl<'a> Queue<'a> {
             if let Some(n) = self.take_at(head, me) {
                 return Some(n);
             }
-            if let Some(n) = self.take_stranded(me, scan, MISS_SCAN, head + 1) {
+            if let Some(n) = self.take_stranded(me, scan, MISS_SCAN, head.wrapping_add(1)) {
                 return Some(n);
             }
+            misses += 1;
         }
     }
 
@@ -307,8 +321,10 @@ impl<'a> Queue<'a> {
     }
 
     /// For a queue that looks empty: takes the oldest stranded number, or says whether a number
-    /// waits in the ring (a free landed meanwhile) or every state was seen held.
-    fn take_oldest(&self, me: u32) -> Oldest {
+    /// waits in the ring (a free landed meanwhile) or every state was seen held. A state naming
+    /// a ticket at or past the tail cannot be in the ring (the words disagree): it counts as
+    /// stranded. With `any`, every queued number counts as stranded: the oldest is taken.
+    fn take_oldest(&self, me: u32, any: bool) -> Oldest {
         let head = self.parts.head.load(Ordering::Acquire);
         let mut oldest: Option<(u64, u64, u64)> = None;
         let mut in_ring = false;
@@ -317,7 +333,8 @@ impl<'a> Queue<'a> {
             let Some(ticket) = ticket_of(n as u64, state) else {
                 continue;
             };
-            if ticket >= head {
+            // Read after the state: a ticket below it was taken before the state named it.
+            if !any && ticket >= head && ticket < self.tail() {
                 in_ring = true;
             } else if oldest.is_none_or(|(t, _, _)| ticket < t) {
                 oldest = Some((ticket, n as u64, state));
@@ -495,23 +512,46 @@ impl<'a> Queue<'a> {
         self.parts.states.iter().filter(|s| held(s)).count() as u64
     }
 
-    /// The numbers waiting, oldest ticket first (stranded ones included): a snapshot of each
-    /// state, not of the whole.
-    pub fn waiting(&self) -> Vec<u64> {
-        self.tickets().into_iter().map(|(_, n)| n).collect()
+    /// The first `limit` numbers waiting, oldest ticket first (stranded ones included): a
+    /// snapshot of each state, not of the whole. See [`Queue::snapshot`].
+    pub fn waiting(&self, limit: usize) -> Vec<u64> {
+        self.snapshot(limit).next
     }
 
-    /// Each number waiting with its ticket, oldest first. A ticket behind [`Queue::head`] is a
-    /// stranded number's (or one a dequeuer is taking right now).
-    pub fn tickets(&self) -> Vec<(u64, u64)> {
-        let mut queued: Vec<(u64, u64)> = (0..self.capacity)
-            .filter_map(|n| {
-                let state = self.parts.states[n as usize].load(Ordering::Relaxed);
-                ticket_of(n, state).map(|ticket| (ticket, n))
-            })
-            .collect();
-        queued.sort_unstable();
-        queued
+    /// How many numbers wait, how many of them are stranded (queued under a position the head
+    /// has passed: their holder stopped or stalled mid-call, or is taking them right now), and
+    /// the first `limit` of them, oldest ticket first. One pass over the states; memory and
+    /// sorting in `limit`, not in the capacity.
+    pub fn snapshot(&self, limit: usize) -> Snapshot {
+        use std::collections::BinaryHeap;
+        let head = self.head();
+        let (mut waiting, mut stranded) = (0, 0);
+        // The `limit` smallest tickets so far, the largest on top to be pushed out.
+        let mut first: BinaryHeap<(u64, u64)> = BinaryHeap::with_capacity(limit.min(4096) + 1);
+        for n in 0..self.capacity {
+            let state = self.parts.states[n as usize].load(Ordering::Relaxed);
+            let Some(ticket) = ticket_of(n, state) else {
+                continue;
+            };
+            waiting += 1;
+            stranded += u64::from(ticket < head);
+            if limit > 0 && (first.len() < limit || first.peek().is_some_and(|&(t, _)| ticket < t))
+            {
+                first.push((ticket, n));
+                if first.len() > limit {
+                    first.pop();
+                }
+            }
+        }
+        Snapshot {
+            waiting,
+            stranded,
+            next: first
+                .into_sorted_vec()
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect(),
+        }
     }
 
     /// Positions handed to dequeuers so far.
@@ -524,6 +564,17 @@ impl<'a> Queue<'a> {
             Error::OutOfRange(format!("number {n} is outside [0, {})", self.capacity))
         })
     }
+}
+
+/// What waits in a queue, as [`Queue::snapshot`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// How many numbers wait.
+    pub waiting: u64,
+    /// How many of them are queued under a position the head has passed.
+    pub stranded: u64,
+    /// The first of them, the next to be handed out first.
+    pub next: Vec<u64>,
 }
 
 /// What [`Queue::take_oldest`] found.
@@ -714,7 +765,7 @@ mod tests {
             1 + RETICKETS as u64,
             "bounded"
         );
-        assert_eq!(queue.waiting(), [0]);
+        assert_eq!(queue.waiting(usize::MAX), [0]);
         assert_eq!(
             queue.allocate(2, &memory.scan),
             Some(0),
@@ -737,7 +788,7 @@ mod tests {
         queue.free(0).unwrap(); // ticket 4
         queue.publish(2, 3); // the paused free goes on: passed, so it takes ticket 5
         queue.free(1).unwrap(); // ticket 6
-        assert_eq!(queue.waiting(), [0, 2, 1]);
+        assert_eq!(queue.waiting(usize::MAX), [0, 2, 1]);
         for n in [0, 2] {
             assert_eq!(queue.allocate(1, &memory.scan), Some(n));
         }
@@ -844,5 +895,110 @@ mod tests {
         queue.free(3).unwrap(); // ticket `now`, slot 0, same 32-bit lap as position 0
         let result = std::panic::catch_unwind(|| queue.finish_taking(slow, 9));
         assert!(result.is_ok(), "panicked");
+    }
+
+    /// Found by a review: a region whose words disagree (a state naming a ticket past the tail,
+    /// as a copy taken while processes churn can have) made `allocate` spin forever. Every call
+    /// must end, handing out what is queued, then saying none is free.
+    #[test]
+    fn a_state_naming_a_ticket_past_the_tail_is_handed_out_not_spun_on() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        memory.states[0].store(100, Ordering::Relaxed); // queued under ticket 100; the tail is 4
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.scan)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3]);
+    }
+
+    /// Found by a review: a garbage tail far ahead of the head made `allocate` walk (and pass)
+    /// every position up to it. A call that misses a whole lap of positions looks at every
+    /// state instead, and ends.
+    #[test]
+    fn a_tail_far_ahead_of_the_head_does_not_make_allocate_walk_to_it() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        memory.tail.store(1 << 40, Ordering::Relaxed);
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.scan)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert!(memory.head.load(Ordering::Relaxed) < 100, "bounded walk");
+        queue.free(2).unwrap();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(2));
+    }
+
+    /// Whatever the region's words hold (a damaged or half-copied queue), every call ends,
+    /// nothing panics, and no number is handed out twice.
+    #[test]
+    fn random_words_never_hang_panic_or_hand_a_number_out_twice() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for round in 0..500 {
+                let memory = Memory::new(1 + (round % 9) as usize);
+                // Small values often (near the real ones), any 64 bits sometimes.
+                let mut word = || match next() % 4 {
+                    0 => next(),
+                    1 => next() % 64,
+                    2 => HELD | next() % 8,
+                    _ => next() % 64 | (next() % 64) << 32,
+                };
+                memory.head.store(word(), Ordering::Relaxed);
+                memory.tail.store(word(), Ordering::Relaxed);
+                memory
+                    .states
+                    .iter()
+                    .for_each(|s| s.store(word(), Ordering::Relaxed));
+                memory
+                    .ring
+                    .iter()
+                    .for_each(|s| s.store(word(), Ordering::Relaxed));
+                let queue = memory.queue();
+                let mut got = Vec::new();
+                while let Some(n) = queue.allocate(99, &memory.scan) {
+                    assert!(!got.contains(&n), "round {round}: {n} twice");
+                    got.push(n);
+                    assert!(got.len() <= memory.states.len());
+                }
+                for n in got {
+                    queue.free(n).unwrap();
+                }
+                queue.sweep(|_| true);
+                let _ = (queue.waiting(usize::MAX), queue.held());
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("every call ends");
+    }
+
+    #[test]
+    fn a_snapshot_counts_what_waits_and_lists_the_oldest_first_within_its_limit() {
+        let memory = Memory::new(6);
+        let queue = memory.queue();
+        for _ in 0..6 {
+            queue.allocate(1, &memory.scan).unwrap();
+        }
+        for n in [4, 1, 5, 0] {
+            queue.free(n).unwrap();
+        }
+        memory.head.fetch_add(1, Ordering::AcqRel); // a dequeuer took 4's position, and stalls
+        let snapshot = queue.snapshot(2);
+        assert_eq!(
+            snapshot,
+            Snapshot {
+                waiting: 4,
+                stranded: 1,
+                next: vec![4, 1]
+            }
+        );
+        assert_eq!(queue.snapshot(0).next, Vec::<u64>::new());
+        assert_eq!(queue.waiting(usize::MAX), [4, 1, 5, 0]);
     }
 }
