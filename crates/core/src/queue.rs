@@ -945,8 +945,8 @@ mod tests {
                 let mut word = || match next() % 4 {
                     0 => next(),
                     1 => next() % 64,
-                    2 => HELD | next() % 8,
-                    _ => next() % 64 | (next() % 64) << 32,
+                    2 => HELD | (next() % 8),
+                    _ => (next() % 64) | ((next() % 64) << 32),
                 };
                 memory.head.store(word(), Ordering::Relaxed);
                 memory.tail.store(word(), Ordering::Relaxed);
