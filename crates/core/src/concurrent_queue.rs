@@ -36,7 +36,8 @@ impl ConcurrentQueue {
         // SAFETY: the view borrows the mapping owned by `region`, which is stored beside it and
         // outlives every use: `queue()` hands it out only for as long as `&self` lives.
         let view = unsafe { std::mem::transmute::<Queue<'_>, Queue<'static>>(region.queue()) };
-        let scan = AtomicU64::new(initial_hint(region.capacity() as usize) as u64);
+        let start = initial_hint(region.capacity() as usize) as u64;
+        let scan = AtomicU64::new(start * crate::queue::SCAN_EVERY);
         Ok(ConcurrentQueue {
             view,
             region,

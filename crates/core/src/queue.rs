@@ -27,8 +27,8 @@
 //! will take it from the ring: its dequeuer stopped between its head increment and its claim
 //! (the slot still shows it until a later lap writes over it), or its enqueuer stopped, or gave
 //! up re-ticketing, before its slot showed it. Stranded numbers are taken directly from their
-//! state word, by a compare-and-swap from the exact state read: every `allocate` looks at one
-//! state (a per-handle cursor walks them all), one that misses its position looks at
+//! state word, by a compare-and-swap from the exact state read: one `allocate` in `SCAN_EVERY`
+//! looks at one state (a per-handle cursor walks them all), one that misses its position looks at
 //! `MISS_SCAN` more, and one that finds the queue empty looks at every state. A stranded
 //! number is older than every number still in the ring, so taking it first keeps the order; the
 //! look at one state spares the slow (live) dequeuer by skipping numbers their slot still shows,
@@ -89,6 +89,9 @@ const PATIENCE: u32 = 1;
 pub const RETICKETS: u32 = 8;
 /// How many states an `allocate` that missed its position looks at for stranded numbers.
 pub const MISS_SCAN: u32 = 8;
+/// One `allocate` in this many looks at one state for stranded numbers, so they come back
+/// under steady load (a power of two: the scan cursor counts calls in its low bits).
+pub const SCAN_EVERY: u64 = 8;
 
 /// A state word's value for `n` queued under `ticket`.
 fn queued(n: u64, ticket: u64) -> u64 {
@@ -209,11 +212,17 @@ impl<'a> Queue<'a> {
 
     /// The number at the head of the queue (see "Promises" above), now held by `me`; None if
     /// every number was held at some moment of the call. `scan` is the caller's cursor over the
-    /// states (one per handle; any value).
+    /// states (one per handle; any value): state `scan / SCAN_EVERY` is looked at next.
     pub fn allocate(&self, me: u32, scan: &AtomicU64) -> Option<u64> {
-        let head = self.parts.head.load(Ordering::Acquire);
-        if let Some(n) = self.take_stranded(me, scan, 1, head) {
-            return Some(n);
+        // One call in `SCAN_EVERY` looks at one state (the low bits of `scan` count the calls).
+        let tick = scan.load(Ordering::Relaxed);
+        if tick % SCAN_EVERY != SCAN_EVERY - 1 {
+            scan.store(tick + 1, Ordering::Relaxed);
+        } else {
+            let head = self.parts.head.load(Ordering::Acquire);
+            if let Some(n) = self.take_stranded(me, scan, 1, head) {
+                return Some(n);
+            }
         }
         // Positions this call found nothing at. A lap of them means the words disagree (a
         // region copied while in use, or damaged): the call then looks at every state instead
@@ -299,9 +308,9 @@ impl<'a> Queue<'a> {
     /// slot no longer shows it (a slow dequeuer may still be on its way to one it shows).
     fn take_stranded(&self, me: u32, scan: &AtomicU64, budget: u32, head: u64) -> Option<u64> {
         for _ in 0..budget {
-            let at = scan.load(Ordering::Relaxed);
+            let at = scan.load(Ordering::Relaxed) / SCAN_EVERY;
             let n = if at >= self.capacity { 0 } else { at };
-            scan.store(n + 1, Ordering::Relaxed);
+            scan.store((n + 1) * SCAN_EVERY, Ordering::Relaxed);
             let state = self.parts.states[n as usize].load(Ordering::Acquire);
             let Some(ticket) = ticket_of(n, state) else {
                 continue;
@@ -723,11 +732,12 @@ mod tests {
         queue.free(1).unwrap(); // a lap later: position 8, the slow dequeuer's slot
         assert_eq!(queue.take_at(slow, 2), None);
         queue.free(2).unwrap();
-        assert_eq!(
-            queue.allocate(1, &memory.scan),
-            Some(1),
-            "1 was freed before 2"
-        );
+        // 0 (stranded by the slow dequeuer: the oldest) may come first, by a scan; 1 before 2.
+        let got: Vec<u64> = (0..3)
+            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .collect();
+        let at = |n| got.iter().position(|&m| m == n).unwrap();
+        assert!(at(1) < at(2), "1 was freed before 2: {got:?}");
     }
 
     #[test]
