@@ -3,6 +3,7 @@
 //   churn NAME CAPACITY MS [POLICY]  allocate+free pairs on a shared region until MS after 'go'
 //                            (POLICY 'queue': on a ConcurrentQueue);
 //                            reports pairs (in a child process or a worker thread)
+//   pair NAME CAPACITY N KIND  N allocate+free pairs on a fresh bitmap or queue, half held
 //   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
 //   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
 //   ourport N                  N ports from numballoc's getPort() (each released again)
@@ -13,6 +14,19 @@ const args = process.env.BENCH_ARGS ? JSON.parse(process.env.BENCH_ARGS) : proce
 const [mode] = args
 
 async function perNumber() {
+  if (mode === 'pair') {
+    // pair NAME CAPACITY N KIND: a pair's time on a fresh allocator with half its numbers held.
+    const [, name, capacity, count, kind] = args
+    const open = kind === 'queue' ? ConcurrentQueue.open : ConcurrentBitmap.open
+    const allocator = open.call(kind === 'queue' ? ConcurrentQueue : ConcurrentBitmap, name, { capacity: Number(capacity) })
+    for (let i = 0; i < Number(capacity) / 2; i++) allocator.allocate()
+    for (let i = 0; i < Number(count); i++) allocator.free(allocator.allocate()) // JIT warm-up
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < Number(count); i++) allocator.free(allocator.allocate())
+    const ns = Number(process.hrtime.bigint() - start) / Number(count)
+    allocator.close()
+    return ns
+  }
   if (mode === 'numballoc') {
     const [, name, capacity, count] = args
     const bitmap = ConcurrentBitmap.open(name, { capacity: Number(capacity) })
