@@ -23,7 +23,8 @@
 //! - `holder/create/<log2>`: creating a new region (and destroying it).
 //! - `queue/pair/<log2>`: `ConcurrentQueue`'s allocate + free on a region of 2^11..2^24 numbers,
 //!   half of them held; `queue/contention/<k>-threads`: k threads churning pairs on one queue of
-//!   2^14, each with its own handle, as `contention/`.
+//!   2^14, each with its own handle, as `contention/`; `queue/full/<log2>`: a failed allocate
+//!   on a full queue (with reclaim-when-full on, nobody gone).
 //! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
 //!   an atomic AND clearing it, with nothing else.
 //! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
@@ -468,6 +469,16 @@ fn queue(c: &mut Criterion) {
                 let n = queue.allocate().unwrap();
                 queue.free(black_box(n)).unwrap();
             })
+        });
+        drop(queue);
+        let _ = destroy(&name, None);
+    }
+    // A failed allocate on a full queue: it looks at every state before saying so.
+    for log2 in [11u32, 14, 20] {
+        let (name, queue) = queue_region(&format!("queue-full-{log2}"), 1 << log2);
+        while queue.try_allocate().is_some() {}
+        group.bench_function(BenchmarkId::new("full", log2), |b| {
+            b.iter(|| assert_eq!(queue.try_allocate(), None))
         });
         drop(queue);
         let _ = destroy(&name, None);
