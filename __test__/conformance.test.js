@@ -8,15 +8,7 @@ const fs = require('node:fs')
 const { spawn } = require('node:child_process')
 const path = require('node:path')
 const { KINDS, openKind } = require('./fixtures/kinds.js')
-const { scratchName, forkFixture, waitFor } = require('./helpers')
-
-function kill9(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
-  return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal))
-    child.kill('SIGKILL')
-  })
-}
+const { scratchName, forkFixture, waitFor, kill9 } = require('./helpers')
 
 /** Runs fixtures/holder.js: a process holding `count` numbers until killed or its stdin closes. */
 async function holding(kind, name, capacity, count) {

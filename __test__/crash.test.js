@@ -2,13 +2,10 @@
 // Numbers held by dead processes come back: processes killed with SIGKILL, real shared memory.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { execFileSync, spawn } = require('node:child_process')
-const fs = require('node:fs')
-const path = require('node:path')
+const { spawn } = require('node:child_process')
 const { ConcurrentBitmap } = require('..')
 
-const root = path.join(__dirname, '..')
-const { scratchName, forkFixture, waitFor } = require('./helpers')
+const { scratchName, forkFixture, waitFor, kill9, rustHolder, torture } = require('./helpers')
 
 /** Forks an agent that allocates `count` numbers and reports them; resolves once it has. */
 async function holderOf(name, capacity, count) {
@@ -17,24 +14,6 @@ async function holderOf(name, capacity, count) {
   const reply = waitFor(child, (m) => m.id === 0)
   child.send({ id: 0, method: 'allocate', times: count })
   return { child, numbers: (await reply).results }
-}
-
-/** Builds the Rust example `holder` (crates/core/examples/holder.rs) and returns its path. */
-function rustHolder() {
-  if (!rustHolder.path) {
-    execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
-    const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
-    rustHolder.path = path.join(targetDir, 'debug', 'examples', 'holder')
-  }
-  return rustHolder.path
-}
-
-function kill9(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
-  return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal))
-    child.kill('SIGKILL')
-  })
 }
 
 test('a process killed with SIGKILL holding 100 numbers: reclaim() gives back exactly those', async (t) => {
@@ -113,67 +92,21 @@ test(
   { timeout: 180_000 },
   async (t) => {
     const name = scratchName(t, 'torture')
-    const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
-    t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
     const capacity = 48 // 4 live workers hold up to 16; dead ones fill the rest, so reclaims run
-    const overlaps = []
-    const start = async () => {
-      const child = forkFixture('torture.js', [name, witnessDir, capacity])
-      child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
-      child.on('error', () => {})
-      await waitFor(child, (m) => m === 'ready')
-      child.send('go')
-      return child
-    }
     // Rust processes that, in a loop, take a holder slot (reclaiming the dead), take 2 numbers and
     // give the slot back: killed at random, they die mid-registration, mid-reclaim and mid-sweep.
     const churner = () => spawn(rustHolder(), [name, capacity / 8, 2, 'register-churn'], { stdio: 'ignore' })
-    const workers = await Promise.all([start(), start(), start(), start()])
-    const churners = [churner(), churner()]
-    t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
-    let kills = 0
-    while (kills < 150 && overlaps.length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, 2 + Math.random() * 20))
-      if (Math.random() < 0.4) {
-        const index = Math.floor(Math.random() * churners.length)
-        await kill9(churners[index])
-        churners[index] = churner()
-      } else {
-        const index = Math.floor(Math.random() * workers.length)
-        await kill9(workers[index])
-        workers[index] = await start()
-      }
-      kills++
-    }
-    for (const child of churners) await kill9(child)
-    const reports = await Promise.all(
-      workers.map((child) => {
-        const reply = waitFor(child, (m) => m.holding !== undefined)
-        child.send('stop')
-        return reply
-      }),
-    )
-    for (const report of reports) overlaps.push(...report.overlaps)
-    assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
-    assert.equal(kills, 150)
-
-    const check = ConcurrentBitmap.open(name, { capacity })
-    t.after(() => check.close())
-    check.reclaim()
-    const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
-    assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
-    for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
-    assert.equal(new Set(live.map(({ n }) => n)).size, live.length)
-
-    await Promise.all(
-      workers.map(
-        (child) =>
-          new Promise((resolve) => {
-            child.once('exit', resolve)
-            child.send('exit')
-          }),
-      ),
-    )
+    const { check, finish } = await torture(t, {
+      name,
+      kind: 'bitmap',
+      capacity,
+      kills: 150,
+      workers: 4,
+      churner,
+      churnerShare: 0.4,
+      pauseMs: () => 2 + Math.random() * 20,
+    })
+    await finish()
     assert.equal(check.count(), 0)
   },
 )

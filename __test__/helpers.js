@@ -110,4 +110,111 @@ function occupy(port) {
   })
 }
 
-module.exports = { scratchName, collect, forkFixture, waitFor, messages, portIsFree, freePortRange, occupy }
+/** SIGKILLs `child` (unless it has ended) and resolves with the signal it ended by. */
+function kill9(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal))
+    child.kill('SIGKILL')
+  })
+}
+
+/** Builds the Rust example `holder` (crates/core/examples/holder.rs) once and returns its path. */
+function rustHolder() {
+  if (!rustHolder.path) {
+    const { execFileSync } = require('node:child_process')
+    const root = path.join(__dirname, '..')
+    execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
+    const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
+    rustHolder.path = path.join(targetDir, 'debug', 'examples', 'holder')
+  }
+  return rustHolder.path
+}
+
+/**
+ * SIGKILL torture on the region `name` (an allocator of `kind`, `capacity` numbers): `workers`
+ * fixtures/torture.js processes churn with witness files, beside the processes `churner(witnessDir,
+ * overlaps)` starts (two of them), and `kills` times one of them is killed at a random moment
+ * (a churner with probability `churnerShare`, after `pauseMs()`) and replaced. Then it checks that
+ * no two live processes ever held a number at once, and that after `reclaim()` exactly what the
+ * live workers hold is held, by them. Resolves with `check` (an allocator over the region), `live`
+ * (the numbers the workers still hold, with their pids) and `finish()`, which lets the workers
+ * give their numbers back and exit.
+ */
+async function torture(t, { name, kind, capacity, kills, workers: count, churner, churnerShare, pauseMs }) {
+  const assert = require('node:assert/strict')
+  const fs = require('node:fs')
+  const { openKind } = require('./fixtures/kinds.js')
+  const witnessDir = fs.mkdtempSync('/tmp/numballoc-torture-')
+  t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+  const overlaps = []
+  const start = async () => {
+    const child = forkFixture('torture.js', [name, witnessDir, capacity, kind])
+    child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
+    child.on('error', () => {})
+    await waitFor(child, (m) => m === 'ready')
+    child.send('go')
+    return child
+  }
+  const workers = await Promise.all(Array.from({ length: count }, start))
+  const churners = [churner(witnessDir, overlaps), churner(witnessDir, overlaps)]
+  t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+  let done = 0
+  while (done < kills && overlaps.length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, pauseMs()))
+    if (Math.random() < churnerShare) {
+      const index = Math.floor(Math.random() * churners.length)
+      await kill9(churners[index])
+      churners[index] = churner(witnessDir, overlaps)
+    } else {
+      const index = Math.floor(Math.random() * workers.length)
+      await kill9(workers[index])
+      workers[index] = await start()
+    }
+    done++
+  }
+  for (const child of churners) await kill9(child)
+  const reports = await Promise.all(
+    workers.map((child) => {
+      const reply = waitFor(child, (m) => m.holding !== undefined)
+      child.send('stop')
+      return reply
+    }),
+  )
+  for (const report of reports) overlaps.push(...report.overlaps)
+  assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
+  assert.equal(done, kills)
+
+  const check = openKind(kind, name, capacity)
+  t.after(() => check.close())
+  check.reclaim()
+  const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
+  assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
+  for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
+  assert.equal(new Set(live.map(({ n }) => n)).size, live.length)
+  const finish = () =>
+    Promise.all(
+      workers.map(
+        (child) =>
+          new Promise((resolve) => {
+            child.once('exit', resolve)
+            child.send('exit')
+          }),
+      ),
+    )
+  return { check, live, finish }
+}
+
+module.exports = {
+  scratchName,
+  collect,
+  forkFixture,
+  waitFor,
+  messages,
+  portIsFree,
+  freePortRange,
+  occupy,
+  kill9,
+  rustHolder,
+  torture,
+}

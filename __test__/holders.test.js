@@ -6,16 +6,15 @@
 // come back.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { execFileSync, spawn, spawnSync } = require('node:child_process')
+const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { Worker } = require('node:worker_threads')
 const { ConcurrentBitmap } = require('..')
-const { scratchName } = require('./helpers')
+const { scratchName, rustHolder } = require('./helpers')
 
-const root = path.join(__dirname, '..')
 const fixture = (name) => path.join(__dirname, 'fixtures', name)
 
 /** Why the namespace tests cannot run here, or null if they can. */
@@ -182,13 +181,6 @@ test("with /proc mounted hidepid=2, another user's reclaimer takes no live holde
     [],
   )
 })
-
-/** Builds the Rust example `holder` and returns its path. */
-function rustHolder() {
-  execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
-  const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
-  return path.join(targetDir, 'debug', 'examples', 'holder')
-}
 
 const numbersOf = (line, label) => {
   assert.ok(line.startsWith(`${label} `), line)

@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { execFileSync, spawn } = require('node:child_process')
 const { ConcurrentQueue, ConcurrentBitmap, PortPool, loadShared, inspectShared, MAX_QUEUE_CAPACITY } = require('..')
-const { scratchName, forkFixture, waitFor } = require('./helpers')
+const { scratchName, forkFixture, waitFor, rustHolder, torture } = require('./helpers')
 
 const root = path.join(__dirname, '..')
 
@@ -180,42 +180,17 @@ test('the order checker flags a later free handed out first, unless an earlier a
   assert.equal(orderViolations([run, [0, 2, 3, 9.5]]).violations.length, 1)
 })
 
-/** Builds the Rust example `holder` (crates/core/examples/holder.rs) and returns its path. */
-function rustHolder() {
-  execFileSync('cargo', ['build', '--quiet', '-p', 'numballoc-core', '--example', 'holder'], { cwd: root, stdio: 'inherit' })
-  const targetDir = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root })).target_directory
-  return path.join(targetDir, 'debug', 'examples', 'holder')
-}
-
-function kill9(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.signalCode)
-  return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal))
-    child.kill('SIGKILL')
-  })
-}
-
 test(
   'queue torture: 1,000 SIGKILLs of Node and Rust holders at random moments; no number held twice, none lost, nobody blocked',
   { timeout: 300_000 },
   async (t) => {
     const name = scratchName(t, 'queue-torture')
-    const witnessDir = fs.mkdtempSync('/tmp/numballoc-queue-torture-')
-    t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
     const capacity = 32
     const holder = rustHolder()
-    const overlaps = []
-    const start = async () => {
-      const child = forkFixture('torture.js', [name, witnessDir, capacity, 'queue'])
-      child.on('message', (m) => m.overlaps && overlaps.push(...m.overlaps))
-      child.on('error', () => {})
-      await waitFor(child, (m) => m === 'ready')
-      child.send('go')
-      return child
-    }
     // Rust processes churning as short-lived holders (a slot taken, numbers taken and freed, the
-    // slot given back), killed mid-operation far more often than a Node process can be.
-    const churner = () => {
+    // slot given back), killed mid-operation far more often than a Node process can be; they keep
+    // witness files too, and report a number a live process holds.
+    const churner = (witnessDir, overlaps) => {
       const child = spawn(holder, [name, capacity, 4, 'queue-churn'], {
         stdio: ['ignore', 'pipe', 'inherit'],
         env: { ...process.env, NUMBALLOC_WITNESS: witnessDir },
@@ -223,63 +198,28 @@ test(
       child.stdout.on('data', (chunk) => {
         for (const line of String(chunk).split('\n')) if (line.startsWith('overlap')) overlaps.push(line)
       })
-      child.on('exit', (code) => code === 3 && overlaps.push(`a churner exited with ${code}`))
       return child
     }
-    const workers = await Promise.all([start(), start()])
-    const churners = [churner(), churner()]
-    t.after(() => [...workers, ...churners].forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
-    let kills = 0
-    while (kills < 1000 && overlaps.length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 4))
-      if (Math.random() < 0.9) {
-        const index = Math.floor(Math.random() * churners.length)
-        await kill9(churners[index])
-        churners[index] = churner()
-      } else {
-        const index = Math.floor(Math.random() * workers.length)
-        await kill9(workers[index])
-        workers[index] = await start()
-      }
-      kills++
-    }
-    for (const child of churners) await kill9(child)
-    const reports = await Promise.all(
-      workers.map((child) => {
-        const reply = waitFor(child, (m) => m.holding !== undefined)
-        child.send('stop')
-        return reply
-      }),
-    )
-    for (const report of reports) overlaps.push(...report.overlaps)
-    assert.deepEqual(overlaps, [], 'a number was held by two live processes at once')
-    assert.equal(kills, 1000)
-
-    const check = ConcurrentQueue.open(name, { capacity })
-    t.after(() => check.close())
-    check.reclaim()
-    const live = reports.flatMap((report, i) => report.holding.map((n) => ({ n, pid: workers[i].pid })))
-    assert.equal(check.count(), live.length, 'in use after reclaim = exactly what live workers hold')
-    for (const { n, pid } of live) assert.deepEqual(check.holderOf(n), { pid })
-    // Every other number comes back, each once, and stranded ones too.
+    const { check, live, finish } = await torture(t, {
+      name,
+      kind: 'queue',
+      capacity,
+      kills: 1000,
+      workers: 2,
+      churner,
+      churnerShare: 0.9,
+      pauseMs: () => Math.random() * 4,
+    })
+    // Every other number comes back, each once, stranded ones too.
     const rest = []
     for (let n = check.tryAllocate(); n !== null; n = check.tryAllocate()) rest.push(n)
-    const all = [...rest, ...live.map(({ n }) => n)].sort((x, y) => x - y)
     assert.deepEqual(
-      all,
+      [...rest, ...live.map(({ n }) => n)].sort((x, y) => x - y),
       Array.from({ length: capacity }, (_, i) => i),
       'every number accounted for, once',
     )
     for (const n of rest) check.free(n)
-    await Promise.all(
-      workers.map(
-        (child) =>
-          new Promise((resolve) => {
-            child.once('exit', resolve)
-            child.send('exit')
-          }),
-      ),
-    )
+    await finish()
     assert.equal(check.count(), 0)
   },
 )

@@ -16,11 +16,12 @@
 //! has reached, and one whose position is 2^30 laps behind the head (stalled that long) writes
 //! nothing, so the comparison never wraps. A dequeuer that finds its slot empty waits a few
 //! reads for the enqueuer, then marks the position passed; an enqueuer that finds its position
-//! passed (or a later lap in its slot) takes a new ticket, at most `RETICKETS` times. Tickets
-//! that carry no number (a free that lost its state word to another free or a sweep, or was
-//! killed after its ticket) are marked passed at once; if enough of them push the tail a lap
-//! ahead of the head, an enqueuer refuses to write over an earlier lap's number whose position
-//! the head has not reached yet, and takes another ticket instead.
+//! passed (or a later lap in its slot) takes a new ticket, at most `RETICKETS` times. A ticket
+//! that carries no number (a free that lost its state word to another free or a sweep, a
+//! re-ticket whose number a scan took meanwhile) is marked passed at once, so no dequeuer waits
+//! on it; one whose free was killed before its state word is not. If enough of them push the
+//! tail a lap ahead of the head, an enqueuer refuses to write over an earlier lap's number whose
+//! position the head has not reached yet, and takes another ticket instead.
 //!
 //! # Stranded numbers
 //! A number is stranded when its state is `QUEUED(t)` with `t` behind the head but no dequeuer
@@ -41,7 +42,10 @@
 //! - Order: if `free(a)` returned before `free(b)` was called, and both are still queued, `a`
 //!   is handed out before `b`, unless `a` was stranded: an allocate that took `a`'s position at
 //!   the head and has not claimed it yet holds `a` back until it resumes (then it gets `a`) or
-//!   until a scan takes `a` from it (a stopped one is never coming back); a free that stopped
+//!   until a scan takes `a` from it (a stopped one is never coming back), or, if the tail has
+//!   meanwhile run a lap ahead of the head (which takes more than `capacity` tickets that carry
+//!   no number: racing double frees, frees killed mid-call), until a free a lap ahead writes
+//!   over its slot and leaves `a` to the scans; a free that stopped
 //!   between its ticket and its slot, or gave up after `RETICKETS` passed positions, leaves `a`
 //!   to the scans. Meanwhile later numbers go out, and the scans hand out stranded numbers in
 //!   the order they come across them (only the pass over every state goes oldest first).
@@ -432,6 +436,7 @@ impl<'a> Queue<'a> {
                 )
                 .is_err()
             {
+                self.put(next, PASSED); // taken meanwhile (a scan): a ticket for nothing
                 return;
             }
             ticket = next;
@@ -1010,5 +1015,25 @@ mod tests {
         );
         assert_eq!(queue.snapshot(0).next, Vec::<u64>::new());
         assert_eq!(queue.waiting(usize::MAX), [4, 1, 5, 0]);
+    }
+
+    #[test]
+    fn a_reticket_that_finds_its_number_taken_marks_its_new_ticket_passed() {
+        let memory = Memory::new(2);
+        let queue = memory.queue();
+        let n = queue.allocate(1, &memory.scan).unwrap();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        // A free of n takes ticket 2 and pauses before its slot; a dequeuer passes position 2.
+        let ticket = queue.free_stopping_before_the_slot(n).unwrap();
+        memory.head.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(queue.take_at(ticket, 2), None);
+        // Meanwhile a scan takes n from its state word.
+        let state = memory.states[n as usize].load(Ordering::Acquire);
+        assert!(queue.claim(n, state, 3));
+        // The free goes on: passed, so it takes ticket 3, finds n taken, and marks 3 passed.
+        queue.publish(n, ticket);
+        let next = ticket + 1;
+        let (lap, entry) = queue.decode(queue.cell(next).load(Ordering::Acquire), next);
+        assert_eq!((lap, entry), (queue.lap(next), Entry::Passed));
     }
 }
