@@ -6,7 +6,7 @@ const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { ConcurrentBitmap, PortPool, listShared, loadShared } = require('..')
+const { ConcurrentBitmap, ConcurrentQueue, PortPool, listShared, loadShared } = require('..')
 const { scratchName, forkFixture, waitFor, freePortRange } = require('./helpers')
 
 const BIN = path.join(__dirname, '..', 'bin', 'numballoc.js')
@@ -113,6 +113,26 @@ test('list shows every region with its counts; reclaim frees what the dead held'
   assert.deepStrictEqual(json('reclaim', name), { name, reclaimed: 0, tracksHolders: true })
   const after = json('inspect', name)
   assert.deepStrictEqual([after.inUse, after.heldByDead], [3, 0])
+})
+
+test('list and inspect show a queue: its kind, what is held, and what waits, next out first', (t) => {
+  const name = scratchName(t, 'cli-queue')
+  const queue = ConcurrentQueue.open(name, { capacity: 40 })
+  t.after(() => queue.close())
+  for (let i = 0; i < 30; i++) queue.allocate()
+  for (const n of [7, 3, 22]) queue.free(n)
+  const text = run('inspect', name, '--cells', '40').stdout
+  assert.match(text, /^holds {5}queue of numbers 0-39$/m)
+  assert.match(text, /a first-in first-out queue, with holder records/)
+  assert.match(text, /^in use {4}27 \(67\.5%\)$/m)
+  assert.match(text, /^waiting {3}13, next out first: 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 7, 3, 22$/m)
+  const report = json('inspect', name)
+  assert.deepStrictEqual(
+    [report.allocator, report.inUse, report.waiting, report.queue],
+    ['queue', 27, 13, { waiting: 13, next: [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 7, 3, 22], stranded: 0 }],
+  )
+  const row = json('list').find((r) => r.name === name)
+  assert.deepStrictEqual([row.kind, row.allocator, row.inUse, row.waiting], ['queue of numbers 0-39', 'queue', 27, 13])
 })
 
 test('destroy removes a region and refuses what is not one', (t) => {
