@@ -487,6 +487,8 @@ impl<'a> Bits<'a> {
 
     /// Claims up to `want` of the lowest usable free bits of word `w` with one atomic operation;
     /// returns the bits claimed (none if the word has no usable free bit).
+    // Used by the region code, which is not built under loom.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn claim_several(&self, w: usize, want: u32) -> u64 {
         let word = &self.words[w];
         let usable = self.usable(w);

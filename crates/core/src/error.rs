@@ -111,6 +111,8 @@ impl Error {
         }
     }
 
+    // Used by the region code, which is not built under loom.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn last_os(syscall: &'static str, path: &str) -> Error {
         Error::os(syscall, path, io::Error::last_os_error())
     }

@@ -93,6 +93,8 @@ pub const fn entry_pid(entry: u64) -> u32 {
 }
 
 /// The generation after `generation`: 1 ..= SWEEPING - 1, wrapping.
+// Used by the region code, which is not built under loom.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn next_generation(generation: u32) -> u32 {
     generation % (SWEEPING - 1) + 1
 }

@@ -192,7 +192,7 @@ fn a_delayed_free_never_clears_a_record_of_the_slots_next_holder() {
                     .map(|(n, _)| n)
             })
         };
-        let freed = freer.join().unwrap();
+        let _ = freer.join().unwrap();
         let got = next_holder.join().unwrap();
         // The free and the sweep are two frees of one number: if the free lands after 7 was
         // taken again, it may clear the new holder's bit, never leave a bit without a record.
