@@ -163,7 +163,7 @@ fn allocator(env: &Env, id: HandleId) -> Result<Rc<dyn AnySlot>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
         Some(Handle::Queue(slot)) => Ok(slot),
-        _ => Err(not_a_handle(env, "allocator")),
+        _ => Err(not_a_handle(env, "ConcurrentBitmap or ConcurrentQueue")),
     }
 }
 
