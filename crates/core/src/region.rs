@@ -878,9 +878,13 @@ impl Region {
         self.mapping.bits(max, self.me)
     }
 
-    /// How many 32-bit blocks [`Region::copy_blocks`] writes: enough to cover `size` bytes.
+    /// How many 32-bit blocks [`Region::copy_blocks`] writes: enough to cover `size` bytes of
+    /// bitmap (none for a queue region, which has no bitmap).
     pub fn block_count(&self) -> usize {
-        self.mapping.header.size.div_ceil(4) as usize
+        match self.kind() {
+            Kind::Bitmap => self.mapping.header.size.div_ceil(4) as usize,
+            Kind::Queue => 0,
+        }
     }
 
     /// Copies the bitmap as 32-bit blocks (Go's `Memory.Blocks()`): number `n` is bit `n % 32` of
