@@ -118,6 +118,60 @@ for (const kind of KINDS) {
     assert.equal(check.count(), 0, 'every number back')
   })
 
+  test(`${kind}: 4 worker threads churning: no number is ever held by two at once (a shared witness)`, async (t) => {
+    const { Worker } = require('node:worker_threads')
+    const name = scratchName(t, `conf-threads-${kind}`)
+    const capacity = 12
+    // One Int32 per number, shared by the threads: a thread that holds n has set it to 1 with a
+    // compare-and-swap from 0; a failed swap means two holders at once.
+    const witness = new Int32Array(new SharedArrayBuffer(4 * capacity))
+    const code = `
+      const { workerData, parentPort } = require('node:worker_threads')
+      const { openKind } = require(${JSON.stringify(path.join(__dirname, 'fixtures', 'kinds.js'))})
+      const { kind, name, capacity, witness } = workerData
+      const allocator = openKind(kind, name, capacity)
+      let taken = 0, overlaps = 0
+      const held = []
+      for (let round = 0; round < 20000; round++) {
+        const n = allocator.tryAllocate()
+        if (n !== null) {
+          taken++
+          if (Atomics.compareExchange(witness, n, 0, 1) !== 0) overlaps++
+          held.push(n)
+        }
+        if (held.length > 2 || (round % 3 === 0 && held.length > 0)) {
+          const m = held.shift()
+          Atomics.store(witness, m, 0)
+          allocator.free(m)
+        }
+      }
+      for (const m of held) { Atomics.store(witness, m, 0); allocator.free(m) }
+      allocator.close()
+      parentPort.postMessage({ taken, overlaps })`
+    const results = await Promise.all(
+      Array.from(
+        { length: 4 },
+        () =>
+          new Promise((resolve, reject) => {
+            const worker = new Worker(code, { eval: true, workerData: { kind, name, capacity, witness } })
+            worker.once('message', resolve)
+            worker.once('error', reject)
+          }),
+      ),
+    )
+    assert.deepEqual(
+      results.map((r) => r.overlaps),
+      [0, 0, 0, 0],
+    )
+    assert.ok(
+      results.every((r) => r.taken > 1000),
+      `every thread got numbers: ${results.map((r) => r.taken)}`,
+    )
+    const check = openKind(kind, name, capacity)
+    t.after(() => check.close())
+    assert.equal(check.count(), 0, 'every number back')
+  })
+
   test(`${kind}: a holder killed with SIGKILL: reclaim() gives back exactly its numbers; a full allocator reclaims by itself`, async (t) => {
     const name = scratchName(t, `conf-kill-${kind}`)
     const own = openKind(kind, name, 30)
