@@ -293,18 +293,19 @@ impl<'a> Queue<'a> {
                 current = cell.load(Ordering::Acquire);
                 continue;
             }
-            if self.ancient(position, self.parts.head.load(Ordering::Acquire)) {
-                return None; // its lap could read as a later one's: write nothing
+            // Marked passed by the one mechanism every write uses (`put`: never over a later
+            // lap, never for an ancient position). If it was not, look once more: the number
+            // may have come meanwhile; anything else is left to the scans.
+            if self.put(position, PASSED) {
+                return None;
             }
-            match cell.compare_exchange(
-                current,
-                self.encode(position, PASSED),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return None,
-                Err(actual) => current = actual,
-            }
+            let (found, entry) = self.decode(cell.load(Ordering::Acquire), position);
+            return match entry {
+                Entry::Number(n) if found == lap => {
+                    self.claim(n, position.wrapping_sub(n), me).then_some(n)
+                }
+                _ => None,
+            };
         }
     }
 

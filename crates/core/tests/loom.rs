@@ -413,6 +413,24 @@ fn a_full_count_never_hides_a_number_free_for_the_whole_search() {
     }
 }
 
+/// Two live threads (holders 1 and 2) each ask for a number, and with `give_back` free it at
+/// once; returns what each got.
+fn two_askers(memory: &Arc<QueueMemory>, give_back: bool) -> Vec<Option<u64>> {
+    let threads: Vec<_> = (1..=2u32)
+        .map(|me| {
+            let memory = memory.clone();
+            thread::spawn(move || {
+                let got = memory.allocate(me);
+                if let (true, Some(n)) = (give_back, got) {
+                    memory.queue().free(n).unwrap();
+                }
+                got
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 /// Two threads each take a number and give it back: never the same number at once, none lost.
 #[test]
 fn queue_two_threads_never_hold_the_same_number() {
@@ -493,19 +511,7 @@ fn queue_a_stopped_participant_strands_no_number() {
                     None
                 }
             };
-            let threads: Vec<_> = (1..=2u32)
-                .map(|me| {
-                    let memory = memory.clone();
-                    thread::spawn(move || {
-                        let n = memory.allocate(me);
-                        if let Some(n) = n {
-                            memory.queue().free(n).unwrap();
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let got: Vec<Option<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let got = two_askers(&memory, true);
             assert!(
                 got.iter().all(Option::is_some),
                 "numbers were free for both: {got:?}"
@@ -532,19 +538,7 @@ fn queue_a_free_stopped_mid_reticket_strands_no_number() {
         memory.head.fetch_add(1, Ordering::AcqRel);
         assert_eq!(queue.finish_taking(ticket, 8), None, "the slot is passed");
         memory.tail.fetch_add(1, Ordering::AcqRel); // the new ticket, never used
-        let threads: Vec<_> = (1..=2u32)
-            .map(|me| {
-                let memory = memory.clone();
-                thread::spawn(move || {
-                    let got = memory.allocate(me);
-                    if let Some(n) = got {
-                        memory.queue().free(n).unwrap();
-                    }
-                    got
-                })
-            })
-            .collect();
-        let got: Vec<Option<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = two_askers(&memory, true);
         assert!(
             got.iter().all(Option::is_some),
             "two numbers were free: {got:?}"
@@ -578,20 +572,13 @@ fn queue_a_slow_dequeuer_and_an_empty_queue_scan_take_one_number_once() {
 }
 
 /// One number, two threads asking: one gets it. The other may reach its position late, after
-/// finding the queue empty and re-queuing the number behind a position it thought stranded:
-/// the claim on the state word (under the ticket the dequeuer saw) keeps it from taking the
-/// number too.
+/// the first took the number through a scan of the states: the claim on the state word (from
+/// the exact state each read) keeps both from taking it.
 #[test]
 fn queue_one_number_two_askers_one_gets_it() {
     model(|| {
         let memory = Arc::new(QueueMemory::new(1));
-        let threads: Vec<_> = (1..=2u32)
-            .map(|me| {
-                let memory = memory.clone();
-                thread::spawn(move || memory.allocate(me))
-            })
-            .collect();
-        let got: Vec<Option<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = two_askers(&memory, false);
         assert_eq!(
             got.iter().flatten().count(),
             1,
