@@ -1,7 +1,8 @@
 /**
  * numballoc: unique numbers (ports, worker IDs, slots) across every process on a machine, from
  * a lock-free allocator in a named shared-memory region: a bitmap (`ConcurrentBitmap`) or a
- * first-in first-out queue (`ConcurrentQueue`).
+ * first-in first-out queue (`ConcurrentQueue`); and across machines, from a Redis server
+ * (`RedisAllocator`).
  *
  * Every error thrown has a stable `code`:
  * - `ERR_NO_FREE_NUMBER`: every number is in use (`allocate`).
@@ -23,6 +24,15 @@
  * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
+ * - `ERR_LEASE_LOST`: a `RedisAllocator`'s lease ended before it was renewed (the signal's reason).
+ * - `ERR_POLICY_MISMATCH`: a Redis allocator exists with another `policy`.
+ * - `ERR_ALLOCATOR_GONE`: a Redis allocator's keys were deleted (or the server lost them) while open.
+ * - `ERR_REDIS_UNAVAILABLE`: Redis cannot be reached, or the connection broke before the reply.
+ * - `ERR_REDIS_TIMEOUT`: Redis did not answer within `timeoutMs` (the command may have run).
+ * - `ERR_REDIS_REPLICAS`: fewer replicas than `replicas` confirmed a write in time.
+ * - `ERR_REDIS_VERSION`: the server is older than Redis 7.0.
+ * - `ERR_REDIS`: Redis refused a command (its message is in `message`, the reply in `cause`).
+ * - `ERR_INVALID_URL` (`TypeError`): not a `redis://`, `rediss://` or `unix://` URL.
  * - System errors keep their usual code (`ENOENT`, `EACCES`, `ENOSPC`, ...) with `syscall`,
  *   `errno` and `path`, as Node's own `fs` errors do.
  * @packageDocumentation
@@ -45,6 +55,15 @@ export type NumballocErrorCode =
   | 'ERR_INCOMPATIBLE_REGION'
   | 'ERR_REGION_CLOSED'
   | 'ERR_LEASE_RELEASED'
+  | 'ERR_LEASE_LOST'
+  | 'ERR_POLICY_MISMATCH'
+  | 'ERR_ALLOCATOR_GONE'
+  | 'ERR_REDIS_UNAVAILABLE'
+  | 'ERR_REDIS_TIMEOUT'
+  | 'ERR_REDIS_REPLICAS'
+  | 'ERR_REDIS_VERSION'
+  | 'ERR_REDIS'
+  | 'ERR_INVALID_URL'
   | 'ERR_TOO_MANY_HOLDERS'
   | 'ERR_REGION_NOT_PRIVATE'
   | 'ERR_CONSTRUCT_CALL_REQUIRED'
@@ -56,6 +75,13 @@ export declare const MAX_SIZE: number
 
 /** The largest `capacity` of a `ConcurrentQueue` (2^30). */
 export declare const MAX_QUEUE_CAPACITY: number
+
+/**
+ * The largest `capacity` of a `RedisAllocator` (2^24): each call is one script, during which
+ * Redis serves nobody else, so a search scans at most a 2 MiB bitmap. Batches and blocks
+ * (`allocateMany`, `freeMany`, `allocateBlock`, `freeBlock`) take at most 65,536 numbers.
+ */
+export declare const MAX_REDIS_CAPACITY: number
 
 /** Where and how a region is opened. */
 export interface RegionOptions {
@@ -349,7 +375,7 @@ export interface ConcurrentBitmapOpenOptions extends RegionOptions, ConcurrentBi
  * What every allocator kind offers: `ConcurrentBitmap` and `ConcurrentQueue` both extend it
  * (it is not exported itself). Code written against it runs on either.
  */
-declare abstract class AllocatorBase implements Allocator {
+declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
   /** The allocator hands out the numbers `0` to `max - 1`. */
   readonly max: number
   /**
@@ -552,6 +578,231 @@ export declare class ConcurrentQueue extends AllocatorBase {
    * state.
    */
   waiting(limit?: number): number[]
+}
+
+/** A value, or a promise of it: what `AsyncAllocator`'s calls return. */
+export type Awaitable<T> = T | Promise<T>
+
+/**
+ * What every allocator offers, on one machine or beyond: the shared-memory allocators return
+ * their results at once, `RedisAllocator` returns promises. Code that `await`s each call runs on
+ * either:
+ * @example
+ * async function withId(ids: AsyncAllocator, work: (id: number) => Promise<void>) {
+ *   const id = await ids.allocate()
+ *   try {
+ *     await work(id)
+ *   } finally {
+ *     await ids.free(id)
+ *   }
+ * }
+ */
+export interface AsyncAllocator {
+  /** The allocator hands out the numbers `0` to `max - 1`. */
+  readonly max: number
+  /** Claims a number no other holder has. @throws `ERR_NO_FREE_NUMBER` when every number is in use. */
+  allocate(): Awaitable<number>
+  /** As `allocate()`, but `null` instead of `ERR_NO_FREE_NUMBER`. */
+  tryAllocate(): Awaitable<number | null>
+  /** Gives a number back. @throws `ERR_NOT_ALLOCATED` (a double free), `ERR_OUT_OF_RANGE`. */
+  free(n: number): Awaitable<void>
+  /** A number held until the lease is released. */
+  acquire(): Awaitable<{ readonly value: number; release(): Awaitable<void> }>
+  /** Whether `n` is held right now. */
+  isAllocated(n: number): Awaitable<boolean>
+  /** How many numbers are held. */
+  count(): Awaitable<number>
+  /** Who holds `n` (at least its `pid`), or `null`. */
+  holderOf(n: number): Awaitable<Holder | null>
+  /** Gives back the numbers of holders that are gone; returns how many. */
+  reclaim(): Awaitable<number>
+  /** Stops using the allocator; `release: true` first gives back what it holds. */
+  close(options?: CloseOptions): Awaitable<void>
+}
+
+/** Options of `RedisAllocator.open`. */
+export interface RedisAllocatorOptions {
+  /**
+   * The server: a URL (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS,
+   * `unix:///path/to/redis.sock[?db=N]`), for which the allocator makes a connection of its own
+   * and closes it with `close()`; or the app's own client, an `ioredis` instance or a connected
+   * `node-redis` (`redis` package, v4 or later) client, which it uses and leaves open. A client
+   * for Redis Cluster works too: every key of an allocator has one hash tag.
+   */
+  redis: string | RedisClientLike
+  /** How many numbers the allocator hands out (`0` to `capacity - 1`), 1 to `MAX_REDIS_CAPACITY`. */
+  capacity: number
+  /**
+   * Which free number `allocate()` hands out (default `'any'`): `'any'` searches from a random
+   * point, `'lowest'` the lowest free number, `'cyclic'` the next after the last one handed out
+   * by anyone. Every handle of the allocator must ask for the same.
+   */
+  policy?: Policy
+  /**
+   * How long this handle's numbers stay held after it stops renewing its lease (it renews three
+   * times per lease while open), in ms: 100 to 2^31 - 1, default 10,000. A process that dies
+   * gets its numbers back to others this long after its last renewal; a holder cut off from
+   * Redis, or whose event loop stalls, loses them (its leases' `signal` aborts) slightly before
+   * that (1% of the lease earlier, for clocks that run at different rates).
+   */
+  leaseMs?: number
+  /**
+   * How long a call waits for Redis before it fails with `ERR_REDIS_TIMEOUT`, in ms (default
+   * 5,000). A call never waits longer; one that timed out may still have run on the server.
+   */
+  timeoutMs?: number
+  /**
+   * How many replicas must have each write before a call succeeds (default 0: Redis's
+   * asynchronous replication, in which a failover can lose the last writes and hand a number out
+   * twice). Waits with `WAIT` for at most `timeoutMs / 2`; fewer confirmations fail the call
+   * with `ERR_REDIS_REPLICAS`, and an allocation is given back. `WAIT` narrows the window, it
+   * does not close it: Redis replication is not a consensus protocol.
+   */
+  replicas?: number
+}
+
+/** The part of an ioredis or node-redis client the allocator uses. */
+export type RedisClientLike =
+  | { call(command: string, ...args: string[]): Promise<unknown>; status: string }
+  | { sendCommand(args: string[]): Promise<unknown>; isOpen: boolean }
+
+/** The holder of a number of a `RedisAllocator`. */
+export interface RedisHolder extends Holder {
+  /** The holder's handle: an id of its current lease (a new one after a lost lease). */
+  readonly owner: string
+  /** The holder's process id on its machine. */
+  readonly pid: number
+  /** The holder's machine (`os.hostname()`). */
+  readonly host: string
+  /** When the holder's lease ends unless renewed, in ms since the epoch by the server's clock. */
+  readonly expiresAt: number
+  /** The fencing token of the grant that gave the holder this number. */
+  readonly token: number
+}
+
+/**
+ * A number of a `RedisAllocator` held until released, with the lease it depends on.
+ * Implements `Symbol.asyncDispose`: `await using id = await ids.acquire()`.
+ */
+export declare class RemoteLease implements AsyncDisposable {
+  private constructor()
+  /** The number held. */
+  readonly value: number
+  /**
+   * The fencing token of this grant: larger than every token the allocator handed out before.
+   * Pass it to a downstream system with each write, so it can refuse a holder whose lease has
+   * ended and whose number another holder has since been given a larger token for.
+   */
+  readonly token: number
+  /**
+   * Aborted (with an `ERR_LEASE_LOST` error as its `reason`) when this handle's lease is lost:
+   * not renewed in time (Redis unreachable, the event loop stalled), ended by the server, or the
+   * allocator closed. Happens no later than anyone else can be given the number, as far as the
+   * holder's and the server's clocks run at rates within 1% of each other. Reading `aborted` or
+   * calling `throwIfAborted()` checks the clock, so a process stopped past its lease sees the
+   * loss at once, before the timer that aborts the signal has run.
+   */
+  readonly signal: AbortSignal
+  /** Whether `release()` has given it back. */
+  readonly released: boolean
+  /**
+   * Gives the number back (nothing to do if the lease was lost: the number is gone already).
+   * @throws `ERR_LEASE_RELEASED` if released already; the Redis errors.
+   */
+  release(): Promise<void>
+  /** Releases the number if it is not released yet. */
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * An allocator over a Redis (7.0 or later) or Valkey server: every machine, process and thread
+ * that opens the same name on the same server shares its numbers. Each operation is one Lua
+ * script, atomic on the server. Each handle holds a lease it renews while open; a holder that
+ * dies or is cut off stops renewing, and its numbers come back `leaseMs` later, reclaimed by the
+ * next allocation (no sweeper to run). Events: `'lost'` (an `ERR_LEASE_LOST` error) when this
+ * handle's lease was lost; the next call takes a new lease.
+ *
+ * @example
+ * const ids = await RedisAllocator.open('worker-ids', { redis: 'redis://127.0.0.1:6379', capacity: 1024, policy: 'lowest' })
+ * const id = await ids.allocate() // unique among every process of every machine on that server
+ * await ids.free(id)
+ * await ids.close()
+ */
+export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
+  private constructor()
+  /**
+   * Opens the allocator `name` (1-200 characters, no braces or spaces) on the server, creating it
+   * if absent, and takes this handle's lease.
+   * @throws `ERR_SIZE_MISMATCH` / `ERR_POLICY_MISMATCH` if it exists with another capacity or
+   *   policy; `ERR_INCOMPATIBLE_REGION` if keys of that name hold something else;
+   *   `ERR_INVALID_NAME`, `ERR_INVALID_URL`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`; the
+   *   Redis errors (`ERR_REDIS_UNAVAILABLE`, `ERR_REDIS_TIMEOUT`, `ERR_REDIS_VERSION`, `ERR_REDIS`).
+   */
+  static open(name: string, options: RedisAllocatorOptions): Promise<RedisAllocator>
+  /** The allocator's name. */
+  readonly name: string
+  /** The allocator hands out the numbers `0` to `max - 1` (its capacity). */
+  readonly max: number
+  /** Which free number `allocate()` hands out. */
+  readonly policy: Policy
+  /** This handle's lease, in ms. */
+  readonly leaseMs: number
+  /**
+   * Claims a number no other holder has, by the policy; first gives back the numbers of leases
+   * that ended, if none is free otherwise.
+   * @throws `ERR_NO_FREE_NUMBER` when every number is held; `ERR_REGION_CLOSED`; the Redis errors.
+   */
+  allocate(): Promise<number>
+  /** As `allocate()`, but `null` instead of `ERR_NO_FREE_NUMBER`. */
+  tryAllocate(): Promise<number | null>
+  /** A number in `[min, max]`. @throws as `allocate()`; `ERR_OUT_OF_RANGE`. */
+  allocateInRange(min: number, max: number): Promise<number>
+  /** As `allocateInRange`, but `null` when none is free. */
+  tryAllocateInRange(min: number, max: number): Promise<number | null>
+  /**
+   * `count` consecutive numbers, the first a multiple of `align` (default 1), all or none: the
+   * lowest such run. Resolves with the first. @throws as `allocate()`; `ERR_OUT_OF_RANGE`.
+   */
+  allocateBlock(count: number, align?: number): Promise<number>
+  /** As `allocateBlock`, but `null` when no such run is free. */
+  tryAllocateBlock(count: number, align?: number): Promise<number | null>
+  /** Frees `count` numbers from `first`, all or none. @throws as `freeMany`. */
+  freeBlock(first: number, count: number): Promise<void>
+  /** `n` numbers in one round trip, all or none. @throws as `allocate()`; `ERR_OUT_OF_RANGE`. */
+  allocateMany(n: number): Promise<number[]>
+  /**
+   * Frees every number of `numbers` in one round trip, all or none.
+   * @throws `ERR_NOT_ALLOCATED` (nothing freed) if one is not held by this handle, or appears twice.
+   */
+  freeMany(numbers: ArrayLike<number>): Promise<void>
+  /**
+   * Gives back a number this handle holds.
+   * @throws `ERR_NOT_ALLOCATED` if this handle does not hold it: never allocated, freed already,
+   *   held by another handle, or held under a lease this handle lost (its number may be someone
+   *   else's now, so it is never freed from here); `ERR_OUT_OF_RANGE`; `ERR_INVALID_ARG_TYPE`.
+   */
+  free(n: number): Promise<void>
+  /** A number as a `RemoteLease`, with its fencing token and signal. @throws as `allocate()`. */
+  acquire(): Promise<RemoteLease>
+  /** Whether `n` is held right now, by anyone (also by a lease that ended and is not reclaimed yet). */
+  isAllocated(n: number): Promise<boolean>
+  /** How many numbers are held, by anyone. */
+  count(): Promise<number>
+  /** Who holds `n`: its lease's owner id, pid, host, lease end and grant token; `null` if free. */
+  holderOf(n: number): Promise<RedisHolder | null>
+  /** Gives back the numbers of every lease that has ended; resolves with how many. */
+  reclaim(): Promise<number>
+  /**
+   * Stops renewing this handle's lease and closes the connection if it made it (a client passed
+   * in stays open). Its numbers stay held until the lease ends, unless `release: true` gives them
+   * back now. Its leases' signals abort. Idempotent.
+   */
+  close(options?: CloseOptions): Promise<void>
+  /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void>
+  on(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
+  once(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
+  off(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
 }
 
 /** Options of `PortPool.open`. */

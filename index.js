@@ -17,6 +17,7 @@ const {
 } = require('./lib/regions.js')
 const { Lease } = require('./lib/lease.js')
 const { PortPool, getPort, getPortSync, releasePort, portNumbers } = require('./lib/ports.js')
+const { RedisAllocator, RemoteLease, MAX_REDIS_CAPACITY } = require('./lib/redis.js')
 
 module.exports = {
   loadShared,
@@ -35,4 +36,7 @@ module.exports = {
   getPortSync,
   releasePort,
   portNumbers,
+  RedisAllocator,
+  RemoteLease,
+  MAX_REDIS_CAPACITY,
 }

@@ -25,4 +25,7 @@ export const {
   getPortSync,
   releasePort,
   portNumbers,
+  RedisAllocator,
+  RemoteLease,
+  MAX_REDIS_CAPACITY,
 } = numballoc

@@ -530,4 +530,5 @@ module.exports = {
   MAX_SIZE,
   MAX_QUEUE_CAPACITY,
   holderFd,
+  checkPolicy,
 }

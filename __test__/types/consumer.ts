@@ -22,6 +22,11 @@ import {
   getPort,
   releasePort,
   portNumbers,
+  AsyncAllocator,
+  RedisAllocator,
+  RemoteLease,
+  RedisHolder,
+  MAX_REDIS_CAPACITY,
 } from '../..'
 
 const mem: SharedMemory = loadShared('typed-consumer', 128, { create: true, mode: 0o600 })
@@ -121,3 +126,34 @@ class Slots2 extends ConcurrentQueue {}
 const slots2: Slots2 = Slots2.open('typed-queue-2', { capacity: 4 })
 const overQueue = new ConcurrentQueue(loadShared('typed-queue'), { reclaimWhenFull: false })
 queue.close({ release: true })
+
+// The Redis backend, and code written once for every allocator.
+async function withNumber(ids: AsyncAllocator, work: (n: number) => Promise<void>): Promise<void> {
+  const n = await ids.allocate()
+  try {
+    await work(n)
+  } finally {
+    await ids.free(n)
+  }
+}
+async function remote(): Promise<number> {
+  const ids = await RedisAllocator.open('typed-redis', { redis: 'redis://127.0.0.1:6379', capacity: 1024, policy: 'lowest', leaseMs: 5000, replicas: 1 })
+  await withNumber(ids, async () => {})
+  await withNumber(ConcurrentBitmap.open('typed-local', { capacity: 8 }), async () => {})
+  ids.on('lost', (error) => console.log(error.code))
+  await using lease = await ids.acquire()
+  const token: number = lease.token
+  const aborted: boolean = lease.signal.aborted
+  const holder: RedisHolder | null = await ids.holderOf(lease.value)
+  const many: number[] = await ids.allocateMany(4)
+  await ids.freeMany(many)
+  const block: number | null = await ids.tryAllocateBlock(8, 8)
+  const inRange: number = await ids.allocateInRange(10, 20)
+  const back: number = await ids.reclaim()
+  const capacity: number = MAX_REDIS_CAPACITY + ids.max
+  const held: RemoteLease = lease
+  void [token, aborted, holder, block, inRange, back, capacity, held]
+  await ids.close({ release: true })
+  return ids.count()
+}
+void remote

@@ -1,6 +1,6 @@
 // Misuses the compiler must reject. Each line marked `// rejected` must produce exactly one error;
 // __test__/types.test.js compiles this file and compares the error lines with the marks.
-import { ConcurrentBitmap, ConcurrentQueue, SharedMemory, PortPool, loadShared, destroyShared, getPort, portNumbers, inspectShared } from '../..'
+import { ConcurrentBitmap, ConcurrentQueue, SharedMemory, PortPool, loadShared, destroyShared, getPort, portNumbers, inspectShared, RedisAllocator } from '../..'
 
 const mem = loadShared('typed-misuse', 128)
 loadShared(42, 128) // rejected
@@ -57,3 +57,14 @@ queue.allocateBlock(2) // rejected
 queue.policy // rejected
 const w: string[] = queue.waiting() // rejected
 new ConcurrentQueue(mem, 8) // rejected
+RedisAllocator.open('r', { capacity: 8 }) // rejected
+RedisAllocator.open('r', { redis: 42, capacity: 8 }) // rejected
+RedisAllocator.open('r', { redis: 'redis://x', capacity: 8, policy: 'first' }) // rejected
+RedisAllocator.open('r', { redis: 'redis://x', capacity: 8 }).then((ids) => {
+  const n: number = ids.allocate() // rejected
+  ids.max = 3 // rejected
+  const tokenText: string = ids.acquire().then((lease) => lease.token) // rejected
+  void n
+  void tokenText
+})
+new RedisAllocator() // rejected

@@ -1,0 +1,417 @@
+'use strict'
+// What RedisAllocator promises beyond the conformance suite (which it passes too): every client
+// library and URL, the policies, batches and blocks all or nothing, fencing tokens, leases that
+// end (SIGKILL, SIGSTOP, a stalled event loop), a server that stops, dies or restarts, and
+// hostile input. Against a real redis-server this file starts (redis-server.js).
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { RedisAllocator, MAX_REDIS_CAPACITY } = require('..')
+const { RespClient } = require('../lib/resp.js')
+const { startRedis } = require('./redis-server.js')
+const { forkFixture, waitFor, kill9 } = require('./helpers.js')
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+let sequence = 0
+const unique = (tag) => `${tag}-${process.pid}-${sequence++}`
+
+let server
+test.before(async () => {
+  server = await startRedis(null, { tcp: true })
+})
+test.after(() => server?.cleanup())
+
+/** Opens `name` on the file's server and closes it (releasing) when the test ends. */
+async function open(t, name, options = {}) {
+  const ids = await RedisAllocator.open(name, { redis: server.url, capacity: 8, ...options })
+  t.after(() => ids.close({ release: true }).catch(() => {}))
+  return ids
+}
+
+/** A raw connection to `where` for what the tests do behind the allocator's back. */
+function raw(t, url = server.url) {
+  const client = new RespClient(url, 5000)
+  t.after(() => client.close())
+  return client
+}
+
+test('one allocator through a Unix socket URL, a TCP URL, ioredis and node-redis: each number to one handle', async (t) => {
+  const Redis = require('ioredis')
+  const { createClient } = require('redis')
+  const ioredis = new Redis({ path: path.join(server.dir, 'redis.sock'), lazyConnect: false })
+  t.after(() => ioredis.disconnect())
+  const nodeRedis = createClient({ url: server.tcpUrl })
+  await nodeRedis.connect()
+  t.after(() => nodeRedis.destroy?.() ?? nodeRedis.disconnect())
+  const name = unique('clients')
+  const handles = [
+    await open(t, name, { redis: server.url }),
+    await open(t, name, { redis: server.tcpUrl }),
+    await open(t, name, { redis: ioredis }),
+    await open(t, name, { redis: nodeRedis }),
+  ]
+  const got = []
+  for (const ids of handles) got.push(await ids.allocate(), await ids.allocate())
+  assert.deepEqual(
+    [...got].sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5, 6, 7],
+  )
+  for (const ids of handles) assert.equal(await ids.tryAllocate(), null)
+  const holder = await handles[2].holderOf(got[7])
+  assert.equal(holder.pid, process.pid)
+  assert.equal(holder.host, os.hostname())
+  assert.ok(holder.expiresAt > Date.now() && holder.expiresAt <= Date.now() + 10_000, `${holder.expiresAt}`)
+  // A number held by another handle is not this one's to free.
+  await assert.rejects(handles[0].free(got[7]), { code: 'ERR_NOT_ALLOCATED' })
+  assert.equal(await handles[0].isAllocated(got[7]), true)
+  await handles[3].free(got[7])
+  assert.equal(await handles[0].allocate(), got[7])
+  // The user's clients stay open after close; the allocator's own connection does not.
+  await handles[2].close({ release: true })
+  await handles[3].close({ release: true })
+  assert.equal(await ioredis.ping(), 'PONG')
+  assert.equal(await nodeRedis.ping(), 'PONG')
+  assert.equal(await handles[0].count(), 5)
+})
+
+test("policies: 'lowest' from 0, 'cyclic' after the last handed out by anyone, 'any' in range; a second open with another policy or capacity is refused", async (t) => {
+  const lowest = await open(t, unique('lowest'), { policy: 'lowest' })
+  assert.deepEqual([await lowest.allocate(), await lowest.allocate(), await lowest.allocate()], [0, 1, 2])
+  await lowest.free(1)
+  assert.equal(await lowest.allocate(), 1)
+
+  const name = unique('cyclic')
+  const a = await open(t, name, { policy: 'cyclic' })
+  const b = await open(t, name, { policy: 'cyclic' })
+  assert.equal(await a.allocate(), 0)
+  assert.equal(await b.allocate(), 1)
+  await a.free(0)
+  assert.equal(await a.allocate(), 2, 'after the last one handed out, not the one just freed')
+  for (let n = 3; n < 8; n++) assert.equal(await (n % 2 ? a : b).allocate(), n)
+  assert.equal(await b.allocate(), 0, 'wraps')
+
+  const any = await open(t, unique('any'), { capacity: 1000 })
+  const seen = new Set()
+  for (let i = 0; i < 20; i++) seen.add(await any.allocate())
+  assert.equal(seen.size, 20)
+  assert.ok(Math.max(...seen) > 100, `spread over the range: ${[...seen]}`)
+
+  await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 8, policy: 'lowest' }), { code: 'ERR_POLICY_MISMATCH' })
+  await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 9, policy: 'cyclic' }), { code: 'ERR_SIZE_MISMATCH' })
+})
+
+test('ranges, blocks and batches: all or nothing', async (t) => {
+  const ids = await open(t, unique('batches'), { capacity: 64, policy: 'lowest' })
+  assert.equal(await ids.allocateInRange(10, 11), 10)
+  assert.equal(await ids.allocateInRange(10, 11), 11)
+  assert.equal(await ids.tryAllocateInRange(10, 11), null)
+  await assert.rejects(ids.allocateInRange(10, 11), { code: 'ERR_NO_FREE_NUMBER' })
+  await assert.rejects(ids.allocateInRange(11, 10), { code: 'ERR_OUT_OF_RANGE' })
+
+  assert.equal(await ids.allocateBlock(8, 8), 0)
+  assert.equal(await ids.allocateBlock(4, 4), 12, '8..11 is not free (10, 11 held)')
+  assert.equal(await ids.allocateBlock(3), 16, '8..9 is too short')
+  assert.equal(await ids.allocateBlock(2), 8)
+  assert.equal(await ids.tryAllocateBlock(64), null)
+  assert.equal(await ids.count(), 2 + 8 + 4 + 3 + 2)
+  await ids.freeBlock(0, 8)
+  assert.equal(await ids.count(), 2 + 4 + 3 + 2)
+  await assert.rejects(ids.freeBlock(0, 8), { code: 'ERR_NOT_ALLOCATED' })
+
+  const many = await ids.allocateMany(20)
+  assert.equal(new Set(many).size, 20)
+  for (const n of many) assert.equal(await ids.isAllocated(n), true)
+  const before = await ids.count()
+  await assert.rejects(ids.allocateMany(64 - before + 1), { code: 'ERR_NO_FREE_NUMBER' })
+  assert.equal(await ids.count(), before, 'a batch that does not fit takes nothing')
+
+  const other = await open(t, ids.name, { capacity: 64, policy: 'lowest' })
+  const theirs = await other.allocate()
+  await assert.rejects(ids.freeMany([many[0], theirs]), { code: 'ERR_NOT_ALLOCATED', message: new RegExp(`^${theirs} `) })
+  await assert.rejects(ids.freeMany([many[0], many[0]]), { code: 'ERR_NOT_ALLOCATED' })
+  assert.equal(await ids.isAllocated(many[0]), true, 'a batch free that fails frees nothing')
+  await ids.freeMany(many)
+  assert.equal(await ids.count(), before - 20 + 1)
+})
+
+test('fencing tokens only grow: across handles, processes, batches and lost leases', async (t) => {
+  const name = unique('tokens')
+  const a = await open(t, name, { capacity: 100 })
+  const b = await open(t, name, { capacity: 100 })
+  const tokens = []
+  for (let i = 0; i < 10; i++) {
+    const lease = await (i % 2 ? a : b).acquire()
+    tokens.push(lease.token)
+    const holder = await a.holderOf(lease.value)
+    assert.equal(holder.token, lease.token)
+    if (i % 3 === 0) await lease.release()
+  }
+  for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `${tokens}`)
+  const child = forkFixture('redis-holder.js', [server.url, name, 100, 5000, path.join(os.tmpdir(), `${unique('log')}`)])
+  const { token } = await waitFor(child, (m) => m.token !== undefined)
+  await kill9(child)
+  assert.ok(token > tokens.at(-1))
+  assert.ok((await a.acquire()).token > token)
+})
+
+test('a holder killed with SIGKILL: its numbers come back when its lease ends, not before', async (t) => {
+  const name = unique('killed')
+  const leaseMs = 1500
+  const own = await open(t, name, { capacity: 4 })
+  const log = path.join(os.tmpdir(), unique('killed-log'))
+  t.after(() => fs.rmSync(log, { force: true }))
+  const child = forkFixture('redis-holder.js', [server.url, name, 4, leaseMs, log])
+  const { value } = await waitFor(child, (m) => m.value !== undefined)
+  await sleep(leaseMs) // it renews meanwhile
+  const killedAt = Date.now()
+  await kill9(child)
+  const { expiresAt } = await own.holderOf(value)
+  assert.ok(expiresAt > killedAt + leaseMs / 3, `renewed: ends ${expiresAt - killedAt} ms after the kill`)
+  let back = false
+  while (!back) {
+    const asked = Date.now()
+    const reclaimed = await own.reclaim()
+    if (reclaimed > 0) {
+      assert.equal(reclaimed, 1)
+      assert.ok(Date.now() >= expiresAt, `given back ${expiresAt - Date.now()} ms before the lease ended`)
+      back = true
+    } else {
+      assert.ok(asked < expiresAt + 1000, 'still held a second after the lease ended')
+      assert.equal(await own.isAllocated(value), true)
+      await sleep(50)
+    }
+  }
+  assert.equal(await own.isAllocated(value), false)
+})
+
+test("SIGSTOP past its lease: the holder's signal says lost before another process is handed its number", async (t) => {
+  const name = unique('stopped')
+  const leaseMs = 500
+  const log = path.join(os.tmpdir(), unique('stopped-log'))
+  t.after(() => fs.rmSync(log, { force: true }))
+  const child = forkFixture('redis-holder.js', [server.url, name, 1, leaseMs, log])
+  t.after(() => kill9(child))
+  const { value } = await waitFor(child, (m) => m.value !== undefined)
+  assert.equal(value, 0)
+  await sleep(leaseMs) // holding and renewing
+  child.kill('SIGSTOP')
+  await sleep(2 * leaseMs)
+  const other = await open(t, name, { capacity: 1 })
+  const askedAt = Date.now()
+  assert.equal(await other.allocate(), 0, "the stopped holder's number, once its lease ended")
+  child.kill('SIGCONT')
+  const reply = waitFor(child, (m) => m.released !== undefined)
+  await sleep(200)
+  child.send('release')
+  const { tryAgain } = await reply
+  assert.equal(tryAgain, null, "its release gave back nothing: the number is the other holder's")
+  assert.equal(await other.isAllocated(0), true)
+  const lines = fs.readFileSync(log, 'utf8').trim().split('\n')
+  const held = lines.filter((line) => line.startsWith('held ')).map((line) => Number(line.split(' ')[2]))
+  assert.ok(held.length > 10, `it reported holding: ${lines.slice(0, 3)}`)
+  assert.ok(Math.max(...held) < askedAt, `it counted on the number ${Math.max(...held) - askedAt} ms after another process asked for it`)
+  assert.ok(
+    lines.some((line) => line.startsWith('abort ')),
+    'its signal aborted',
+  )
+  assert.ok(
+    lines.some((line) => line.startsWith('lost ')),
+    "'lost' was emitted",
+  )
+})
+
+test("a lease the server ended: 'lost' is emitted, the signal aborts, the next call takes a new lease", async (t) => {
+  const ids = await open(t, unique('ended'), { capacity: 4, leaseMs: 60_000 })
+  const lease = await ids.acquire()
+  const lost = new Promise((resolve) => ids.once('lost', resolve))
+  const { owner } = await ids.holderOf(lease.value)
+  // The server's view: this owner's lease ended (as a stall on its side, or a clock step, would make it).
+  await raw(t).call(['ZADD', `numballoc:{${ids.name}}:leases`, '0', owner])
+  const next = await ids.allocate()
+  assert.equal((await lost).code, 'ERR_LEASE_LOST')
+  assert.equal(lease.signal.aborted, true)
+  assert.equal(lease.signal.reason.code, 'ERR_LEASE_LOST')
+  assert.equal(await ids.isAllocated(lease.value), next === lease.value, 'the lost number was given back')
+  assert.notEqual((await ids.holderOf(next)).owner, owner, 'held under a new lease')
+  await lease.release() // nothing to give back, and no error
+  assert.equal(await ids.count(), 1)
+})
+
+test('a stalled event loop: the lease is lost locally before the server ends it, and the next call takes a new lease', async (t) => {
+  const ids = await open(t, unique('stall'), { capacity: 4, leaseMs: 200 })
+  const lease = await ids.acquire()
+  const { owner } = await ids.holderOf(lease.value)
+  const until = Date.now() + 400
+  while (Date.now() < until); // no heartbeat can run
+  assert.equal(lease.signal.aborted, true, 'reading the signal checks the clock')
+  assert.throws(() => lease.signal.throwIfAborted(), { code: 'ERR_LEASE_LOST' })
+  const n = await ids.allocate()
+  assert.equal(await ids.isAllocated(n), true)
+  assert.notEqual((await ids.holderOf(n)).owner, owner, 'held under a new lease')
+})
+
+test('Redis unreachable, stopped or killed: every call fails with a coded error within its timeout, and works again after', async (t) => {
+  const missing = path.join(os.tmpdir(), unique('no-redis'), 'redis.sock')
+  let started = Date.now()
+  await assert.rejects(RedisAllocator.open('x', { redis: `unix://${missing}`, capacity: 4 }), { code: 'ERR_REDIS_UNAVAILABLE' })
+  await assert.rejects(RedisAllocator.open('x', { redis: 'redis://127.0.0.1:1', capacity: 4 }), { code: 'ERR_REDIS_UNAVAILABLE' })
+  assert.ok(Date.now() - started < 2000)
+
+  const own = await startRedis(t)
+  const Redis = require('ioredis')
+  const ioredis = new Redis({ path: path.join(own.dir, 'redis.sock') })
+  t.after(() => ioredis.disconnect())
+  const viaUrl = await RedisAllocator.open('stopped', { redis: own.url, capacity: 4, timeoutMs: 300, leaseMs: 600 })
+  const viaClient = await RedisAllocator.open('stopped', { redis: ioredis, capacity: 4, timeoutMs: 300, leaseMs: 600 })
+  t.after(() => viaUrl.close())
+  t.after(() => viaClient.close())
+  const lease = await viaUrl.acquire()
+  const lost = new Promise((resolve) => viaUrl.once('lost', resolve))
+  process.kill(own.pid, 'SIGSTOP')
+  try {
+    for (const ids of [viaUrl, viaClient]) {
+      started = Date.now()
+      await assert.rejects(ids.allocate(), { code: 'ERR_REDIS_TIMEOUT' })
+      const took = Date.now() - started
+      assert.ok(took >= 250 && took < 1500, `failed after ${took} ms`)
+    }
+    await lost
+    assert.equal(lease.signal.aborted, true, 'a holder that cannot renew learns it lost its lease')
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+  assert.equal(typeof (await viaUrl.allocate()), 'number', 'works again once the server answers')
+  assert.equal(typeof (await viaClient.allocate()), 'number')
+  await own.kill9()
+  await assert.rejects(viaUrl.allocate(), { code: 'ERR_REDIS_UNAVAILABLE' })
+  await own.restart()
+  // This server keeps nothing across a restart: the allocator is gone, and is never silently
+  // made again (a holder could still count on a number the new one would hand out).
+  for (const call of [() => viaUrl.allocate(), () => viaUrl.count(), () => viaUrl.isAllocated(0), () => viaUrl.free(0)]) {
+    await assert.rejects(call(), { code: 'ERR_ALLOCATOR_GONE' })
+  }
+})
+
+test('SIGKILL of redis-server (appendonly yes, appendfsync always) and a restart while 3 processes churn: no number held twice, tokens never repeat', async (t) => {
+  const own = await startRedis(t, { appendonly: true })
+  const name = unique('restart')
+  const witnessDir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-redis-witness-'))
+  t.after(() => fs.rmSync(witnessDir, { recursive: true, force: true }))
+  const children = Array.from({ length: 3 }, () => forkFixture('redis-churn.js', [own.url, name, 16, witnessDir]))
+  t.after(() => children.forEach((child) => child.exitCode === null && child.kill('SIGKILL')))
+  await Promise.all(children.map((child) => waitFor(child, (m) => m === 'ready')))
+  await sleep(500)
+  await own.kill9()
+  await sleep(300)
+  await own.restart()
+  await sleep(1000)
+  const reports = children.map((child) => waitFor(child, (m) => m.taken !== undefined))
+  for (const child of children) child.send('stop')
+  const results = await Promise.all(reports)
+  for (const { overlaps } of results) assert.deepEqual(overlaps, [])
+  const tokens = results.flatMap((r) => r.tokens)
+  assert.equal(new Set(tokens).size, tokens.length, 'no token handed out twice')
+  for (const r of results) {
+    assert.ok(r.taken > 50, `each process churned: ${JSON.stringify(r)}`)
+    for (let i = 1; i < r.tokens.length; i++) assert.ok(r.tokens[i] > r.tokens[i - 1])
+  }
+  assert.ok(
+    results.some((r) => r.errors.ERR_REDIS_UNAVAILABLE || r.errors.ERR_REDIS_TIMEOUT),
+    `the processes saw the server go: ${JSON.stringify(results.map((r) => r.errors))}`,
+  )
+  assert.deepEqual(fs.readdirSync(witnessDir), [])
+})
+
+test('hostile input: keys that are not an allocator, keys deleted under an open one, wrong types and huge counts', async (t) => {
+  const client = raw(t)
+  const squatted = unique('squat')
+  await client.call(['SET', `numballoc:{${squatted}}:meta`, 'not a hash'])
+  await assert.rejects(RedisAllocator.open(squatted, { redis: server.url, capacity: 4 }), { code: 'ERR_INCOMPATIBLE_REGION' })
+  const partial = unique('partial')
+  await client.call(['SET', `numballoc:{${partial}}:bits`, 'x'])
+  await assert.rejects(RedisAllocator.open(partial, { redis: server.url, capacity: 4 }), { code: 'ERR_INCOMPATIBLE_REGION' })
+  const future = unique('future')
+  await client.call(['HSET', `numballoc:{${future}}:meta`, 'format', '99', 'capacity', '4'])
+  await assert.rejects(RedisAllocator.open(future, { redis: server.url, capacity: 4 }), { code: 'ERR_INCOMPATIBLE_REGION' })
+
+  const ids = await open(t, unique('deleted'), { capacity: 4 })
+  await ids.allocate()
+  await client.call(['DEL', `numballoc:{${ids.name}}:meta`])
+  await assert.rejects(ids.allocate(), { code: 'ERR_ALLOCATOR_GONE' })
+
+  const big = await open(t, unique('big'), { capacity: MAX_REDIS_CAPACITY })
+  await assert.rejects(big.allocateMany(1e9), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(big.allocateBlock(2 ** 17), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(big.freeMany({ length: Infinity }), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(big.freeMany([1, '2']), { code: 'ERR_INVALID_ARG_TYPE' })
+  await assert.rejects(big.freeMany(5), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.equal(await big.allocateBlock(4, 2 ** 40), 0)
+  assert.equal(await big.tryAllocateBlock(4, 2 ** 40), null)
+  assert.equal(typeof (await big.allocate()), 'number')
+  await assert.rejects(RedisAllocator.open('x', { redis: server.url, capacity: MAX_REDIS_CAPACITY + 1 }), { code: 'ERR_OUT_OF_RANGE' })
+  for (const name of ['', 'a}', 'with space', 'x'.repeat(201), 'tab\t', 42]) {
+    await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 4 }), {
+      code: typeof name === 'string' ? 'ERR_INVALID_NAME' : 'ERR_INVALID_ARG_TYPE',
+    })
+  }
+  for (const redis of ['', 'redis://', 'ftp://x', 'redis://h/notadb', {}, { call() {} }, null]) {
+    await assert.rejects(RedisAllocator.open('x', { redis, capacity: 4 }), { code: /^ERR_INVALID_(URL|ARG_TYPE)$/ }, JSON.stringify(redis))
+  }
+  await assert.rejects(RedisAllocator.open('x', { capacity: 4 }), { code: 'ERR_INVALID_ARG_TYPE' })
+  assert.throws(() => new RedisAllocator(), { code: 'ERR_ILLEGAL_CONSTRUCTOR' })
+  assert.throws(() => RedisAllocator(), { code: 'ERR_CONSTRUCT_CALL_REQUIRED' })
+})
+
+test('a process that opens an allocator by URL and never closes it exits by itself; its numbers come back after the lease', async (t) => {
+  const name = unique('exits')
+  const code = `
+    const { RedisAllocator } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    RedisAllocator.open(${JSON.stringify(name)}, { redis: ${JSON.stringify(server.url)}, capacity: 2, leaseMs: 300 })
+      .then((ids) => ids.allocate())
+      .then((n) => console.log(n))`
+  const started = Date.now()
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (chunk) => (out += chunk))
+  const exitCode = await new Promise((resolve) => child.once('exit', resolve))
+  assert.equal(exitCode, 0)
+  assert.ok(Date.now() - started < 5000)
+  const n = Number(out.trim())
+  const ids = await open(t, name, { capacity: 2 })
+  assert.equal(await ids.isAllocated(n), true)
+  await sleep(400)
+  assert.equal(await ids.reclaim(), 1)
+})
+
+test('replicas: a write waits for the replicas asked for; when they do not confirm, ERR_REDIS_REPLICAS and the number is given back', async (t) => {
+  const primary = await startRedis(t, { tcp: true })
+  const replica = await startRedis(t, { replicaOf: primary })
+  const ids = await RedisAllocator.open('replicated', { redis: primary.url, capacity: 4, replicas: 1, timeoutMs: 1000 })
+  t.after(() => ids.close())
+  const n = await ids.allocate()
+  const onReplica = raw(t, replica.url)
+  assert.equal(await onReplica.call(['GETBIT', 'numballoc:{replicated}:bits', n]), 1, 'the replica has the grant')
+  process.kill(replica.pid, 'SIGSTOP')
+  try {
+    const before = await ids.count()
+    await assert.rejects(ids.allocate(), { code: 'ERR_REDIS_REPLICAS' })
+    assert.equal(await ids.count(), before, 'the unconfirmed grant was given back on the primary')
+  } finally {
+    process.kill(replica.pid, 'SIGCONT')
+  }
+})
+
+test('close() aborts the signals of leases still held (nothing renews them), not of leases released', async () => {
+  const ids = await RedisAllocator.open(unique('close-signals'), { redis: server.url, capacity: 4 })
+  const released = await ids.acquire()
+  const held = await ids.acquire()
+  await released.release()
+  await ids.close()
+  assert.equal(released.signal.aborted, false)
+  assert.equal(held.signal.aborted, true)
+  assert.equal(held.signal.reason.code, 'ERR_LEASE_LOST')
+  await held.release() // the handle is closed: nothing to do, and no error
+})

@@ -1,0 +1,670 @@
+'use strict'
+// RedisAllocator: the allocator beyond one machine. Every operation is one call of the script in
+// redis.lua, atomic on the server; this file checks arguments, keeps this handle's lease alive
+// and tells its holder when the lease is lost. index.d.ts documents each call.
+
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const crypto = require('node:crypto')
+const { EventEmitter } = require('node:events')
+const { performance } = require('node:perf_hooks')
+const { RespClient } = require('./resp.js')
+const { codedError, invalidType, checkInteger, checkString, checkOptions, checkBoolean, brandCheck, constructOnly, noFreeNumber } = require('./checks.js')
+const { checkPolicy } = require('./regions.js')
+
+const SCRIPT = fs.readFileSync(path.join(__dirname, 'redis.lua'), 'utf8')
+const SCRIPT_SHA = crypto.createHash('sha1').update(SCRIPT).digest('hex')
+
+/**
+ * The largest capacity: every call is one script, and Redis runs nothing else meanwhile, so one
+ * search may scan at most a 2 MiB bitmap.
+ */
+const MAX_REDIS_CAPACITY = 2 ** 24
+/** The most numbers one call takes or frees (allocateMany, blocks, freeMany), for the same reason. */
+const MAX_REDIS_BATCH = 2 ** 16
+const DEFAULT_LEASE_MS = 10_000
+/** Shorter leases than this would be lost to an event loop busy for a moment. */
+const MIN_LEASE_MS = 100
+const MAX_LEASE_MS = 2 ** 31 - 1
+const DEFAULT_TIMEOUT_MS = 5_000
+/** How many times in a lease the handle renews it. */
+const RENEWALS_PER_LEASE = 3
+/**
+ * The share of a lease the holder gives up early, so that it learns of the loss before the
+ * server's clock ends the lease: covers clocks that run at rates 1% apart (NTP slews by at most
+ * 0.05%). A step of the server's wall clock is not covered (README, "When Redis is involved").
+ */
+const DRIFT_MARGIN = 0.01
+/** A name is used inside a Redis Cluster hash tag, so it cannot hold braces. */
+const NAME_PATTERN = /^[^{}\s\p{Cc}]{1,200}$/u
+
+const constructing = Symbol('numballoc redis')
+/** The script's operations that write nothing (no replica has anything to confirm). */
+const READS = new Set(['holder', 'count', 'bit'])
+const STATUS_DONE = 0
+const STATUS_FULL = -1
+const STATUS_LOST = -2
+const STATUS_NOT_HELD = -3
+
+/** Whether `error` is a reply of the server (rather than a broken connection), whatever client sent it. */
+function isReplyError(error) {
+  for (let proto = Object.getPrototypeOf(error); proto !== null && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
+    const name = proto.constructor?.name
+    if (name === 'ReplyError' || name === 'ErrorReply') return true
+  }
+  return false
+}
+
+/** A server's error reply as a coded error; a connection's error as ERR_REDIS_UNAVAILABLE. */
+function fromRedis(error) {
+  if (typeof error?.code === 'string' && error.code.startsWith('ERR_')) return error
+  const message = String(error?.message ?? error)
+  const coded = (code, text) => {
+    const out = codedError(Error, code, text)
+    out.cause = error
+    return out
+  }
+  if (!isReplyError(error)) return coded('ERR_REDIS_UNAVAILABLE', `cannot reach Redis: ${message}`)
+  const detail = (prefix) => message.slice(message.indexOf(prefix) + prefix.length + 1)
+  if (message.includes('NUMBALLOC_NOT_ALLOCATOR')) return coded('ERR_INCOMPATIBLE_REGION', detail('NUMBALLOC_NOT_ALLOCATOR'))
+  if (message.includes('NUMBALLOC_GONE')) return coded('ERR_ALLOCATOR_GONE', detail('NUMBALLOC_GONE'))
+  if (message.includes('NUMBALLOC_OLD_SERVER')) return coded('ERR_REDIS_VERSION', detail('NUMBALLOC_OLD_SERVER'))
+  return coded('ERR_REDIS', `Redis refused: ${message}`)
+}
+
+/** Resolves as `promise` does, or rejects with ERR_REDIS_TIMEOUT after `ms`. */
+function within(promise, ms) {
+  let timer
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`)), ms)
+  })
+  // A late answer or failure of the losing side is dropped, never unhandled.
+  promise.catch(() => {})
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * What the allocator needs of a connection: `call(args)` sending one command, and `close()`.
+ * `redis` is a URL (the connection is ours, and closed with the allocator), an ioredis client
+ * or a node-redis client (the user's, left open).
+ */
+function connectionOf(redis, timeoutMs) {
+  if (typeof redis === 'string') {
+    const client = new RespClient(redis, timeoutMs)
+    return { call: (args) => client.call(args), close: () => client.close() }
+  }
+  if (redis !== null && typeof redis === 'object') {
+    // node-redis (v4 and later): sendCommand takes an array of strings.
+    if (typeof redis.sendCommand === 'function' && 'isOpen' in redis) {
+      return { call: (args) => within(redis.sendCommand(args.map(String)), timeoutMs), close() {} }
+    }
+    // ioredis: call(command, ...args).
+    if (typeof redis.call === 'function' && typeof redis.status === 'string') {
+      return { call: ([command, ...rest]) => within(redis.call(command, ...rest.map(String)), timeoutMs), close() {} }
+    }
+  }
+  throw invalidType('options.redis', 'a redis:// URL, an ioredis client or a node-redis client', redis)
+}
+
+/** The keys of allocator `name`: one hash tag, so they share a Redis Cluster slot. */
+function keysOf(name) {
+  const tag = `numballoc:{${name}}:`
+  return ['meta', 'bits', 'held', 'byowner', 'leases', 'owners'].map((part) => tag + part)
+}
+
+function checkName(name) {
+  checkString('name', name)
+  if (!NAME_PATTERN.test(name)) {
+    throw codedError(
+      Error,
+      'ERR_INVALID_NAME',
+      `A Redis allocator's name is 1-200 characters without braces, spaces or control characters. Received ${JSON.stringify(name).slice(0, 80)}`,
+    )
+  }
+}
+
+let ownLease
+/** A number held from a RedisAllocator, with its fencing token and a signal aborted when its lease is lost. */
+class RemoteLease {
+  #value
+  #token
+  #signal
+  #free
+  #released = false
+
+  static {
+    ownLease = brandCheck((value) => #token in value, 'RemoteLease')
+  }
+
+  /** `free(value)` gives the number back and stops the signal from aborting. */
+  constructor(token, value, fencing, signal, free) {
+    if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use acquire() of a RedisAllocator to get a RemoteLease')
+    this.#value = value
+    this.#token = fencing
+    this.#signal = signal
+    this.#free = free
+  }
+
+  get value() {
+    ownLease(this)
+    return this.#value
+  }
+
+  get token() {
+    ownLease(this)
+    return this.#token
+  }
+
+  get signal() {
+    ownLease(this)
+    return this.#signal
+  }
+
+  get released() {
+    ownLease(this)
+    return this.#released
+  }
+
+  async release() {
+    ownLease(this)
+    if (this.#released) throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
+    this.#released = true
+    // A lost lease has nothing left to give back: the server took the number already.
+    if (this.#signal.aborted) return
+    try {
+      await this.#free(this.#value)
+    } catch (error) {
+      if (error.code === 'ERR_NOT_ALLOCATED' && this.#signal.aborted) return
+      this.#released = false
+      throw error
+    }
+  }
+
+  async [Symbol.asyncDispose]() {
+    ownLease(this)
+    if (!this.#released) await this.release()
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'RemoteLease'
+  }
+}
+
+/**
+ * One lease of a handle: the owner id the server knows it by, the monotonic time until which the
+ * holder may count on it, and the signal controllers of the RemoteLeases held under it.
+ */
+class Generation {
+  constructor(owner) {
+    this.owner = owner
+    this.until = 0
+    this.lost = false
+    this.leases = new Set()
+  }
+
+  /** Aborts the signal of every RemoteLease still held under this lease. */
+  end(error) {
+    for (const controller of this.leases) controller.abort(error)
+    this.leases.clear()
+  }
+}
+
+let ownAllocator
+class RedisAllocator extends EventEmitter {
+  #connection
+  #keys
+  #name
+  #max
+  #policy
+  #leaseMs
+  #replicas
+  #timeoutMs
+  #info
+  #generation = null // the current lease, or null until one is registered (again)
+  #registering = null // the promise of a registration under way
+  #heartbeat = null
+  #deadline = null
+  #closed = false
+
+  constructor(token, parts) {
+    if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use RedisAllocator.open(name, options) to open a RedisAllocator')
+    super()
+    const { connection, name, max, policy, leaseMs, replicas, timeoutMs } = parts
+    this.#connection = connection
+    this.#keys = keysOf(name)
+    this.#name = name
+    this.#max = max
+    this.#policy = policy
+    this.#leaseMs = leaseMs
+    this.#replicas = replicas
+    this.#timeoutMs = timeoutMs
+    this.#info = `${process.pid} ${os.hostname()}`
+  }
+
+  static {
+    ownAllocator = brandCheck((value) => #keys in value, 'RedisAllocator')
+  }
+
+  /**
+   * Opens allocator `name` on a Redis server, creating it if absent; resolves once this handle
+   * holds a lease.
+   */
+  static async open(name, options) {
+    checkName(name)
+    const { redis, capacity, policy: asked, leaseMs = DEFAULT_LEASE_MS, timeoutMs = DEFAULT_TIMEOUT_MS, replicas = 0 } = checkOptions(options)
+    checkInteger('options.capacity', capacity, 1, MAX_REDIS_CAPACITY)
+    const policy = checkPolicy({ policy: asked })
+    checkInteger('options.leaseMs', leaseMs, MIN_LEASE_MS, MAX_LEASE_MS)
+    checkInteger('options.timeoutMs', timeoutMs, 2, MAX_LEASE_MS)
+    checkInteger('options.replicas', replicas, 0, 1000)
+    const connection = connectionOf(redis, timeoutMs)
+    const allocator = new RedisAllocator(constructing, { connection, name, max: capacity, policy, leaseMs, replicas, timeoutMs })
+    try {
+      const [, existing, existingPolicy] = await allocator.#run(['open', capacity, policy])
+      if (existing !== capacity) {
+        throw codedError(Error, 'ERR_SIZE_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with capacity ${existing}, not ${capacity}`)
+      }
+      if (existingPolicy !== policy) {
+        throw codedError(Error, 'ERR_POLICY_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with policy '${existingPolicy}', not '${policy}'`)
+      }
+      await allocator.#owner()
+    } catch (error) {
+      await allocator.close()
+      throw error
+    }
+    allocator.#heartbeat = setInterval(() => allocator.#renew(), Math.max(1, Math.floor(leaseMs / RENEWALS_PER_LEASE)))
+    allocator.#heartbeat.unref()
+    return allocator
+  }
+
+  /**
+   * Runs the script once: `args` are ARGV (the operation first). With `replicas`, a write then
+   * waits for that many replicas to have it, or fails with ERR_REDIS_REPLICAS (what it did on
+   * the primary stands: the caller undoes what it must).
+   */
+  async #run(args) {
+    if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
+    const keys = this.#keys
+    let reply
+    try {
+      try {
+        reply = await this.#connection.call(['EVALSHA', SCRIPT_SHA, keys.length, ...keys, ...args])
+      } catch (error) {
+        if (!isReplyError(error) || !String(error.message).startsWith('NOSCRIPT')) throw error
+        // A server that has not seen the script yet (or restarted): EVAL also caches it.
+        reply = await this.#connection.call(['EVAL', SCRIPT, keys.length, ...keys, ...args])
+      }
+    } catch (error) {
+      throw fromRedis(error)
+    }
+    if (this.#replicas > 0 && !READS.has(args[0])) {
+      // Half the timeout, so that WAIT's own answer arrives before the command times out.
+      const acked = Number(await this.#command(['WAIT', this.#replicas, Math.floor(this.#timeoutMs / 2)]))
+      if (acked < this.#replicas) {
+        const error = codedError(
+          Error,
+          'ERR_REDIS_REPLICAS',
+          `only ${acked} of ${this.#replicas} replicas confirmed the write within ${Math.floor(this.#timeoutMs / 2)} ms`,
+        )
+        error.reply = reply
+        throw error
+      }
+    }
+    return reply
+  }
+
+  /** Sends a plain command (a read of one key). */
+  async #command(args) {
+    if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
+    try {
+      return await this.#connection.call(args)
+    } catch (error) {
+      throw fromRedis(error)
+    }
+  }
+
+  /** The current lease, registering a new one if there is none (at first, or after a loss). */
+  async #owner() {
+    if (this.#generation !== null) return this.#generation
+    if (this.#registering === null) {
+      const generation = new Generation(crypto.randomBytes(12).toString('hex'))
+      const sentAt = performance.now()
+      this.#registering = this.#run(['register', generation.owner, this.#leaseMs, this.#info])
+        .then(() => {
+          this.#generation = generation
+          this.#renewed(generation, sentAt)
+          return generation
+        })
+        .finally(() => {
+          this.#registering = null
+        })
+    }
+    return this.#registering
+  }
+
+  /** Runs `op` as this handle's owner; once more under a new lease if the server ended the old one. */
+  async #owned(op, args) {
+    for (let attempt = 0; ; attempt++) {
+      let generation = await this.#owner()
+      // Past its time here (a stalled event loop): lost, whatever the server still says.
+      if (this.#check(generation)) generation = await this.#owner()
+      const sentAt = performance.now()
+      let reply
+      try {
+        reply = await this.#run([op, generation.owner, this.#leaseMs, ...args])
+      } catch (error) {
+        error.owner = generation.owner
+        throw error
+      }
+      if (reply[0] !== STATUS_LOST) this.#renewed(generation, sentAt)
+      else this.#lose(generation, 'the server ended the lease: it was not renewed in time')
+      // A reply under a lease lost meanwhile is not this holder's to use: what it granted is
+      // released with that lease.
+      if (!generation.lost) return { reply, generation }
+      if (attempt > 0) {
+        throw codedError(
+          Error,
+          'ERR_LEASE_LOST',
+          `this handle's lease on ${JSON.stringify(this.#name)} ended twice in a row; is the server's clock or this event loop stalling?`,
+        )
+      }
+    }
+  }
+
+  /** Records that the server extended `generation`'s lease by a command sent at `sentAt`. */
+  #renewed(generation, sentAt) {
+    if (generation.lost) return
+    const until = sentAt + this.#leaseMs * (1 - DRIFT_MARGIN)
+    if (until <= generation.until) return
+    generation.until = until
+    if (this.#deadline === null) this.#armDeadline()
+  }
+
+  /** A timer at the current lease's end; fired early, it sets itself again. */
+  #armDeadline() {
+    const generation = this.#generation
+    if (generation === null || this.#closed) return
+    const wait = Math.max(0, Math.ceil(generation.until - performance.now()))
+    this.#deadline = setTimeout(() => {
+      this.#deadline = null
+      if (!this.#check(generation)) this.#armDeadline()
+    }, wait)
+    this.#deadline.unref()
+  }
+
+  /** Whether `generation` is lost, declaring it lost if its time is up. */
+  #check(generation) {
+    if (!generation.lost && performance.now() >= generation.until) this.#lose(generation, 'the lease was not renewed in time')
+    return generation.lost
+  }
+
+  /** Declares `generation` lost: its signal aborts, 'lost' is emitted, its numbers are let go. */
+  #lose(generation, reason) {
+    if (generation.lost) return
+    generation.lost = true
+    if (this.#generation === generation) this.#generation = null
+    const error = codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost: ${reason}`)
+    generation.end(error)
+    // Gone for good: give back what it held now rather than at the server's end of the lease
+    // (nothing if the server released it already). A failure leaves that to the lease.
+    if (!this.#closed) this.#run(['release', generation.owner]).catch(() => {})
+    this.emit('lost', error)
+  }
+
+  /** The heartbeat: extends the lease; a failure is left to the deadline. */
+  async #renew() {
+    const generation = this.#generation
+    if (generation === null || this.#check(generation)) return
+    const sentAt = performance.now()
+    try {
+      const [status] = await this.#run(['renew', generation.owner, this.#leaseMs])
+      if (status === STATUS_LOST) this.#lose(generation, 'the server ended the lease: it was not renewed in time')
+      else this.#renewed(generation, sentAt)
+    } catch {
+      // Unreachable or slow: the deadline says when the lease is gone.
+    }
+  }
+
+  #ownAndOpen() {
+    ownAllocator(this)
+    if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
+  }
+
+  get name() {
+    ownAllocator(this)
+    return this.#name
+  }
+
+  get max() {
+    ownAllocator(this)
+    return this.#max
+  }
+
+  get policy() {
+    ownAllocator(this)
+    return this.#policy
+  }
+
+  get leaseMs() {
+    ownAllocator(this)
+    return this.#leaseMs
+  }
+
+  /** A random starting point in [lo, hi] for the 'any' policy. */
+  static #hint(lo, hi) {
+    return lo + Math.floor(Math.random() * (hi - lo + 1))
+  }
+
+  /**
+   * Allocates what `args` ask for: { token, numbers, generation } (the lease they are held
+   * under), or null when that is not free.
+   */
+  async #grant(args) {
+    let owned
+    try {
+      owned = await this.#owned('alloc', args)
+    } catch (error) {
+      // Granted on the primary but not confirmed by the replicas asked for: not handed out, so
+      // given back (at worst the lease ends, and with it the grant).
+      if (error.code === 'ERR_REDIS_REPLICAS' && error.reply?.[0] === STATUS_DONE) {
+        const numbers = error.reply.slice(2).map(Number)
+        await this.#run(['free', error.owner, this.#leaseMs, ...numbers]).catch(() => {})
+      }
+      throw error
+    }
+    const { reply, generation } = owned
+    if (reply[0] === STATUS_FULL) return null
+    return { token: Number(reply[1]), numbers: reply.slice(2).map(Number), generation }
+  }
+
+  async tryAllocate() {
+    this.#ownAndOpen()
+    const got = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
+    return got === null ? null : got.numbers[0]
+  }
+
+  async allocate() {
+    ownAllocator(this)
+    const n = await this.tryAllocate()
+    if (n === null) throw noFreeNumber()
+    return n
+  }
+
+  async acquire() {
+    this.#ownAndOpen()
+    const got = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
+    if (got === null) throw noFreeNumber()
+    const { numbers, token, generation } = got
+    const controller = new AbortController()
+    guardSignal(controller.signal, () => this.#check(generation))
+    generation.leases.add(controller)
+    return new RemoteLease(constructing, numbers[0], token, controller.signal, async (n) => {
+      await this.free(n)
+      generation.leases.delete(controller)
+    })
+  }
+
+  async tryAllocateInRange(min, max) {
+    this.#ownAndOpen()
+    checkInteger('min', min, 0, this.#max - 1)
+    checkInteger('max', max, min, this.#max - 1)
+    const got = await this.#grant(['range', min, max, RedisAllocator.#hint(min, max)])
+    return got === null ? null : got.numbers[0]
+  }
+
+  async allocateInRange(min, max) {
+    ownAllocator(this)
+    const n = await this.tryAllocateInRange(min, max)
+    if (n === null) throw noFreeNumber()
+    return n
+  }
+
+  async tryAllocateBlock(count, align = 1) {
+    this.#ownAndOpen()
+    checkInteger('count', count, 1, Math.min(this.#max, MAX_REDIS_BATCH))
+    checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
+    const got = await this.#grant(['block', count, align])
+    return got === null ? null : got.numbers[0]
+  }
+
+  async allocateBlock(count, align = 1) {
+    ownAllocator(this)
+    const first = await this.tryAllocateBlock(count, align)
+    if (first === null) throw noFreeNumber()
+    return first
+  }
+
+  async freeBlock(first, count) {
+    this.#ownAndOpen()
+    checkInteger('first', first, 0, this.#max - 1)
+    checkInteger('count', count, 1, Math.min(this.#max - first, MAX_REDIS_BATCH))
+    await this.#free(Array.from({ length: count }, (_, i) => first + i))
+  }
+
+  async allocateMany(n) {
+    this.#ownAndOpen()
+    checkInteger('n', n, 0, Math.min(this.#max, MAX_REDIS_BATCH))
+    if (n === 0) return []
+    const got = await this.#grant(['many', n, RedisAllocator.#hint(0, this.#max - 1)])
+    if (got === null) throw noFreeNumber()
+    return got.numbers
+  }
+
+  async free(n) {
+    this.#ownAndOpen()
+    checkInteger('n', n, 0, this.#max - 1)
+    await this.#free([n])
+  }
+
+  async freeMany(numbers) {
+    this.#ownAndOpen()
+    if (numbers === null || typeof numbers !== 'object') throw invalidType('numbers', 'an array of numbers', numbers)
+    const count = numbers.length
+    if (typeof count !== 'number') throw invalidType('numbers', 'an array of numbers', numbers)
+    checkInteger('numbers.length', count, 0, Math.min(this.#max, MAX_REDIS_BATCH))
+    const list = new Array(count)
+    for (let i = 0; i < count; i++) {
+      const n = numbers[i]
+      checkInteger(`numbers[${i}]`, n, 0, this.#max - 1)
+      list[i] = n
+    }
+    if (count > 0) await this.#free(list)
+  }
+
+  /** Frees `list`, all or none; ERR_NOT_ALLOCATED names the first this handle does not hold. */
+  async #free(list) {
+    const { reply } = await this.#owned('free', list)
+    if (reply[0] === STATUS_NOT_HELD) {
+      const n = list[reply[1] - 1]
+      throw codedError(Error, 'ERR_NOT_ALLOCATED', `${n} is not held by this allocator (not allocated, held by another, or its lease was lost)`)
+    }
+  }
+
+  async isAllocated(n) {
+    this.#ownAndOpen()
+    checkInteger('n', n, 0, this.#max - 1)
+    const [, bit] = await this.#run(['bit', n])
+    return bit === 1
+  }
+
+  async count() {
+    this.#ownAndOpen()
+    const [, held] = await this.#run(['count'])
+    return Number(held)
+  }
+
+  async holderOf(n) {
+    this.#ownAndOpen()
+    checkInteger('n', n, 0, this.#max - 1)
+    const reply = await this.#run(['holder', n])
+    if (reply.length === 1) return null
+    const [, owner, token, info, expiresAt] = reply
+    const space = info.indexOf(' ')
+    return {
+      owner,
+      pid: Number(space < 0 ? 0 : info.slice(0, space)) || 0,
+      host: space < 0 ? '' : info.slice(space + 1),
+      expiresAt: Number(expiresAt),
+      token: Number(token),
+    }
+  }
+
+  async reclaim() {
+    this.#ownAndOpen()
+    const [, freed] = await this.#run(['reclaim'])
+    return Number(freed)
+  }
+
+  async close(options) {
+    ownAllocator(this)
+    const { release = false } = checkOptions(options)
+    checkBoolean('options.release', release)
+    if (this.#closed) return
+    clearInterval(this.#heartbeat)
+    clearTimeout(this.#deadline)
+    this.#deadline = null
+    const generation = this.#generation
+    try {
+      // Without release, the numbers stay held until the lease ends, leaseMs after its last renewal.
+      if (release && generation !== null) await this.#run(['release', generation.owner])
+    } finally {
+      this.#closed = true
+      this.#connection.close()
+      // Nothing renews the lease any more: its holders stop counting on it now.
+      generation?.end(codedError(Error, 'ERR_LEASE_LOST', `the allocator ${JSON.stringify(this.#name)} was closed`))
+    }
+  }
+
+  async [Symbol.asyncDispose]() {
+    ownAllocator(this)
+    await this.close()
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'RedisAllocator'
+  }
+}
+
+/**
+ * Makes `signal.aborted` and `signal.throwIfAborted()` ask `check()` first, so a holder that
+ * reads them learns of a lost lease at once, even when its event loop was stopped past the
+ * lease's end and the timer that aborts the signal has not run yet.
+ */
+function guardSignal(signal, check) {
+  const aborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted').get
+  Object.defineProperty(signal, 'aborted', {
+    get() {
+      check()
+      return aborted.call(signal)
+    },
+  })
+  Object.defineProperty(signal, 'throwIfAborted', {
+    value() {
+      check()
+      AbortSignal.prototype.throwIfAborted.call(signal)
+    },
+  })
+}
+
+module.exports = { RedisAllocator: constructOnly(RedisAllocator), RemoteLease: constructOnly(RemoteLease), MAX_REDIS_CAPACITY, MAX_REDIS_BATCH }

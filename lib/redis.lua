@@ -1,0 +1,253 @@
+-- numballoc's allocator in Redis: every operation is one call of this script, so each runs
+-- atomically on the server (no read-modify-write across round trips). lib/redis.js sends it.
+--
+-- KEYS (one hash tag, so they live in one Cluster slot):
+--   1 meta     hash: format, capacity, policy, cursor (cyclic: where the next search starts),
+--              token (the last fencing token handed out; only grows)
+--   2 bits     string: bit n set while n is held (BITPOS finds free numbers)
+--   3 held     hash: n -> "owner:token" (who holds n, under which grant)
+--   4 byowner  sorted set, every score 0: "owner:n" for each held n (an owner's numbers by prefix)
+--   5 leases   sorted set: owner -> the server time (ms) at which its lease ends
+--   6 owners   hash: owner -> "pid host" (what holderOf reports)
+-- ARGV[1] is the operation; the rest are its arguments. Replies are arrays whose first item is a
+-- status: 0 done, -1 no free number, -2 the owner's lease was lost, -3 not held (ARGV index).
+-- A lease is over when the server's clock reaches its end; whoever runs the next allocation
+-- after that gives its numbers back (reclaim_expired), so no sweeper process is needed.
+
+local FORMAT = '1'
+local op = ARGV[1]
+local meta, bits, held, byowner, leases, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Gives back every number `owner` holds and forgets the owner; returns how many.
+local function release_owner(owner)
+  local from, to = '[' .. owner .. ':', '[' .. owner .. ';'
+  local members = redis.call('ZRANGEBYLEX', byowner, from, to)
+  for _, member in ipairs(members) do
+    local n = string.sub(member, #owner + 2)
+    redis.call('SETBIT', bits, n, 0)
+    redis.call('HDEL', held, n)
+  end
+  if #members > 0 then redis.call('ZREMRANGEBYLEX', byowner, from, to) end
+  redis.call('ZREM', leases, owner)
+  redis.call('HDEL', owners, owner)
+  return #members
+end
+
+-- Releases up to `limit` owners whose lease ended at or before `now`; returns the numbers freed.
+local function reclaim_expired(now, limit)
+  local dead
+  if limit then
+    dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+  else
+    dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+  end
+  local freed = 0
+  for _, owner in ipairs(dead) do freed = freed + release_owner(owner) end
+  return freed
+end
+
+-- True, with the lease extended to now + lease_ms, if `owner` holds a lease that has not ended;
+-- otherwise its numbers go back (if the lease ended but nobody had reclaimed it yet) and false.
+local function renew(owner, now, lease_ms)
+  local ends = redis.call('ZSCORE', leases, owner)
+  if not ends then return false end
+  if tonumber(ends) <= now then
+    release_owner(owner)
+    return false
+  end
+  redis.call('ZADD', leases, 'GT', now + lease_ms, owner)
+  return true
+end
+
+local function capacity()
+  local cap = redis.call('HGET', meta, 'capacity')
+  if not cap then return redis.error_reply('NUMBALLOC_GONE the allocator\'s keys are gone (deleted, or a server restarted without persistence)') end
+  return tonumber(cap)
+end
+
+-- The first free number in [lo, hi] at or after `start`, wrapping to lo; nil when none.
+local function first_free(lo, hi, start)
+  if start < lo or start > hi then start = lo end
+  local n = redis.call('BITPOS', bits, 0, start, hi, 'BIT')
+  if n >= 0 then return n end
+  if start > lo then
+    n = redis.call('BITPOS', bits, 0, lo, start - 1, 'BIT')
+    if n >= 0 then return n end
+  end
+  return nil
+end
+
+-- The first run of `count` free numbers starting at a multiple of `align`; nil when none.
+local function first_block(cap, count, align)
+  local p = 0
+  while true do
+    p = math.ceil(p / align) * align
+    if p + count > cap then return nil end
+    local z = redis.call('BITPOS', bits, 0, p, cap - 1, 'BIT')
+    if z < 0 then return nil end
+    if z > p then
+      p = z
+    else
+      local s = redis.call('BITPOS', bits, 1, p, p + count - 1, 'BIT')
+      if s < 0 then return p end
+      p = s + 1
+    end
+  end
+end
+
+-- Where a single-number search starts: the policy decides.
+local function start_of(policy, lo, hint)
+  if policy == 'lowest' then return lo end
+  if policy == 'cyclic' then return tonumber(redis.call('HGET', meta, 'cursor') or '0') end
+  return hint
+end
+
+-- Finds what ARGV asks for (after owner, lease_ms): a list of numbers, or nil when not free.
+--   one HINT | range LO HI HINT | many N HINT | block COUNT ALIGN
+local function find(cap, policy)
+  local mode = ARGV[4]
+  if mode == 'one' then
+    local n = first_free(0, cap - 1, start_of(policy, 0, tonumber(ARGV[5])))
+    return n and { n }
+  elseif mode == 'range' then
+    local lo, hi = tonumber(ARGV[5]), tonumber(ARGV[6])
+    local n = first_free(lo, hi, start_of(policy, lo, tonumber(ARGV[7])))
+    return n and { n }
+  elseif mode == 'many' then
+    local want = tonumber(ARGV[5])
+    if cap - redis.call('HLEN', held) < want then return nil end
+    local found, at = {}, start_of(policy, 0, tonumber(ARGV[6]))
+    for i = 1, want do
+      -- Set as found, so the next search skips it; the caller sets them all again.
+      local n = first_free(0, cap - 1, at)
+      if n == nil then
+        -- Cannot happen while bits and held agree; if they do not, take nothing.
+        for j = 1, i - 1 do redis.call('SETBIT', bits, found[j], 0) end
+        return nil
+      end
+      redis.call('SETBIT', bits, n, 1)
+      found[i] = n
+      at = n + 1
+    end
+    return found
+  elseif mode == 'block' then
+    local count, align = tonumber(ARGV[5]), tonumber(ARGV[6])
+    local first = first_block(cap, count, align)
+    if not first then return nil end
+    local found = {}
+    for i = 1, count do found[i] = first + i - 1 end
+    return found
+  end
+  return redis.error_reply('NUMBALLOC_BAD_CALL unknown allocation ' .. tostring(mode))
+end
+
+if op == 'open' then
+  -- ARGV: capacity policy. Creates the allocator or checks it is the one asked for.
+  -- BITPOS ... BIT (searching by bit, not byte) came in Redis 7.0.
+  if not redis.REDIS_VERSION_NUM or redis.REDIS_VERSION_NUM < 0x070000 then
+    return redis.error_reply('NUMBALLOC_OLD_SERVER numballoc needs Redis 7.0 or later (or Valkey); this server is ' .. tostring(redis.REDIS_VERSION))
+  end
+  for i = 1, 6 do
+    local t = redis.call('TYPE', KEYS[i]).ok
+    local want = ({ 'hash', 'string', 'hash', 'zset', 'zset', 'hash' })[i]
+    if t ~= 'none' and t ~= want then
+      return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. KEYS[i] .. ' is a ' .. t .. ', not part of a numballoc allocator')
+    end
+  end
+  local format = redis.call('HGET', meta, 'format')
+  if format then
+    if format ~= FORMAT then
+      return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' has format ' .. format .. '; this numballoc reads format ' .. FORMAT)
+    end
+    local cap, policy = redis.call('HGET', meta, 'capacity'), redis.call('HGET', meta, 'policy')
+    return { 0, tonumber(cap), policy }
+  end
+  if redis.call('EXISTS', meta, bits, held, byowner, leases, owners) > 0 then
+    return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' is missing while other keys of the allocator exist')
+  end
+  local cap = tonumber(ARGV[2])
+  redis.call('HSET', meta, 'format', FORMAT, 'capacity', cap, 'policy', ARGV[3], 'cursor', 0, 'token', 0)
+  -- The whole bitmap exists from the start, so BITPOS ranges never run past its end.
+  redis.call('SETBIT', bits, cap - 1, 0)
+  return { 0, cap, ARGV[3] }
+end
+
+local cap = capacity()
+if type(cap) == 'table' then return cap end
+local now = now_ms()
+
+if op == 'register' then
+  -- ARGV: owner lease_ms info
+  reclaim_expired(now, 16)
+  redis.call('ZADD', leases, now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('HSET', owners, ARGV[2], ARGV[4])
+  return { 0 }
+elseif op == 'renew' then
+  -- ARGV: owner lease_ms
+  if not renew(ARGV[2], now, tonumber(ARGV[3])) then return { -2 } end
+  return { 0 }
+elseif op == 'alloc' then
+  -- ARGV: owner lease_ms mode ...
+  local owner = ARGV[2]
+  reclaim_expired(now, 16)
+  if not renew(owner, now, tonumber(ARGV[3])) then return { -2 } end
+  local policy = redis.call('HGET', meta, 'policy')
+  local found = find(cap, policy)
+  if found == nil then
+    -- Before saying "full": every ended lease gives its numbers back.
+    if reclaim_expired(now, nil) > 0 then found = find(cap, policy) end
+    if found == nil then return { -1 } end
+  end
+  if found.err then return found end
+  local token = redis.call('HINCRBY', meta, 'token', 1)
+  local grant = owner .. ':' .. token
+  local reply = { 0, token }
+  for i, n in ipairs(found) do
+    redis.call('SETBIT', bits, n, 1)
+    redis.call('HSET', held, n, grant)
+    redis.call('ZADD', byowner, 0, owner .. ':' .. n)
+    reply[i + 2] = n
+  end
+  if policy == 'cyclic' then redis.call('HSET', meta, 'cursor', (found[#found] + 1) % cap) end
+  return reply
+elseif op == 'free' then
+  -- ARGV: owner lease_ms n... Frees all or none: each must be held by this owner, once.
+  local owner = ARGV[2]
+  if not renew(owner, now, tonumber(ARGV[3])) then return { -2 } end
+  local seen = {}
+  for i = 4, #ARGV do
+    local grant = redis.call('HGET', held, ARGV[i])
+    if seen[ARGV[i]] or not grant or string.sub(grant, 1, #owner + 1) ~= owner .. ':' then return { -3, i - 3 } end
+    seen[ARGV[i]] = true
+  end
+  for i = 4, #ARGV do
+    redis.call('SETBIT', bits, ARGV[i], 0)
+    redis.call('HDEL', held, ARGV[i])
+    redis.call('ZREM', byowner, owner .. ':' .. ARGV[i])
+  end
+  return { 0 }
+elseif op == 'count' then
+  return { 0, redis.call('HLEN', held) }
+elseif op == 'bit' then
+  -- ARGV: n
+  return { 0, redis.call('GETBIT', bits, ARGV[2]) }
+elseif op == 'release' then
+  -- ARGV: owner. Gives back everything the owner holds (close with release).
+  return { 0, release_owner(ARGV[2]) }
+elseif op == 'reclaim' then
+  return { 0, reclaim_expired(now, nil) }
+elseif op == 'holder' then
+  -- ARGV: n. The holder of n: owner, token, "pid host", lease end; or just the status if free.
+  local grant = redis.call('HGET', held, ARGV[2])
+  if not grant then return { 0 } end
+  local colon = string.find(grant, ':', 1, true)
+  local owner = string.sub(grant, 1, colon - 1)
+  local ends = redis.call('ZSCORE', leases, owner)
+  return { 0, owner, tonumber(string.sub(grant, colon + 1)), redis.call('HGET', owners, owner) or '', ends and tonumber(ends) or -1 }
+end
+return redis.error_reply('NUMBALLOC_BAD_CALL unknown operation ' .. tostring(op))
