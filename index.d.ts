@@ -805,6 +805,51 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   off(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
 }
 
+/** Where the functions that read or repair a Redis allocator without opening it go. */
+export interface RedisServerOptions {
+  /** A URL or a client, as `RedisAllocatorOptions.redis`. */
+  redis: string | RedisClientLike
+  /** As `RedisAllocatorOptions.timeoutMs` (default 5,000). */
+  timeoutMs?: number
+}
+
+/** What `inspectRedis` reads: a snapshot taken in one script, changing nothing. */
+export interface RedisReport {
+  name: string
+  capacity: number
+  policy: Policy
+  /** Numbers held, by anyone (also under leases that ended and are not reclaimed yet). */
+  inUse: number
+  /** The last fencing token handed out. */
+  token: number
+  /** The server's clock when it was read, in ms since the epoch. */
+  now: number
+  /** Every lease: its owner id, pid and host, when it ends, whether it still runs, and how many numbers it holds. */
+  holders: { owner: string; pid: number; host: string; expiresAt: number; alive: boolean; count: number }[]
+  /** Numbers held under leases that ended: what `reclaimRedis` would free. */
+  heldByDead: number
+  /** Numbers held per run of `cellSize` numbers. */
+  cells: number[]
+  cellSize: number
+}
+
+/**
+ * Reads the Redis allocator `name` without a lease or a change: what `numballoc inspect NAME
+ * --redis URL` shows. `cells` (1-65536, default 64): about how many cells `cells` has.
+ * @throws `ENOENT` if there is no allocator of that name; the Redis errors.
+ */
+export declare function inspectRedis(name: string, options: RedisServerOptions & { cells?: number }): Promise<RedisReport>
+
+/** The names of the Redis allocators on the server (a `SCAN`), sorted. */
+export declare function listRedis(options: RedisServerOptions): Promise<string[]>
+
+/**
+ * Gives back the numbers of every lease of allocator `name` that has ended, and resolves with
+ * how many: what `numballoc reclaim NAME --redis URL` does. Allocations do it by themselves.
+ * @throws `ENOENT` if there is no allocator of that name; the Redis errors.
+ */
+export declare function reclaimRedis(name: string, options: RedisServerOptions): Promise<number>
+
 /** Options of `PortPool.open`. */
 export interface PortPoolOptions extends Pick<RegionOptions, 'directory' | 'mode'> {
   /** The first port of the pool, 1–65535. */

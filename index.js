@@ -17,7 +17,7 @@ const {
 } = require('./lib/regions.js')
 const { Lease } = require('./lib/lease.js')
 const { PortPool, getPort, getPortSync, releasePort, portNumbers } = require('./lib/ports.js')
-const { RedisAllocator, RemoteLease, MAX_REDIS_CAPACITY } = require('./lib/redis.js')
+const { RedisAllocator, RemoteLease, MAX_REDIS_CAPACITY, inspectRedis, listRedis, reclaimRedis } = require('./lib/redis.js')
 
 module.exports = {
   loadShared,
@@ -39,4 +39,7 @@ module.exports = {
   RedisAllocator,
   RemoteLease,
   MAX_REDIS_CAPACITY,
+  inspectRedis,
+  listRedis,
+  reclaimRedis,
 }

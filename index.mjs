@@ -28,4 +28,7 @@ export const {
   RedisAllocator,
   RemoteLease,
   MAX_REDIS_CAPACITY,
+  inspectRedis,
+  listRedis,
+  reclaimRedis,
 } = numballoc

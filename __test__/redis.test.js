@@ -415,3 +415,65 @@ test('close() aborts the signals of leases still held (nothing renews them), not
   assert.equal(held.signal.reason.code, 'ERR_LEASE_LOST')
   await held.release() // the handle is closed: nothing to do, and no error
 })
+
+test('listRedis, inspectRedis, reclaimRedis and `numballoc list|inspect|reclaim --redis URL`: holders are leases, dead once ended', async (t) => {
+  const { listRedis, inspectRedis, reclaimRedis } = require('..')
+  const { execFileSync } = require('node:child_process')
+  const cli = (...args) => {
+    try {
+      return {
+        status: 0,
+        out: execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'numballoc.js'), ...args], { encoding: 'utf8', stdio: 'pipe' }),
+      }
+    } catch (error) {
+      return { status: error.status, out: error.stdout, err: error.stderr }
+    }
+  }
+  const name = unique('inspected')
+  const ids = await open(t, name, { capacity: 100, policy: 'lowest' })
+  await ids.allocateMany(30)
+  const log = path.join(os.tmpdir(), unique('inspected-log'))
+  t.after(() => fs.rmSync(log, { force: true }))
+  const child = forkFixture('redis-holder.js', [server.url, name, 100, 300, log, 'lowest'])
+  await waitFor(child, (m) => m.value !== undefined)
+  await kill9(child)
+  await sleep(400) // its lease has ended; nobody has reclaimed it yet
+
+  assert.ok((await listRedis({ redis: server.url })).includes(name))
+  const report = await inspectRedis(name, { redis: server.url, cells: 10 })
+  assert.equal(report.capacity, 100)
+  assert.equal(report.policy, 'lowest')
+  assert.equal(report.inUse, 31)
+  assert.deepEqual(report.cells, [10, 10, 10, 1, 0, 0, 0, 0, 0, 0])
+  assert.equal(report.cellSize, 10)
+  assert.deepEqual(
+    report.holders.map((h) => [h.pid, h.alive, h.count]).sort((a, b) => b[2] - a[2]),
+    [
+      [process.pid, true, 30],
+      [child.pid, false, 1],
+    ],
+  )
+  assert.equal(report.heldByDead, 1)
+  assert.ok(report.token >= 2)
+
+  const listed = cli('list', '--redis', server.url)
+  assert.equal(listed.status, 0, listed.err)
+  assert.match(listed.out, new RegExp(`${name}\\s+numbers 0-99 \\(lowest\\)\\s+100\\s+31\\s+1\\s+1\\s+1`))
+  const shown = cli('inspect', name, '--redis', server.url, '--cells', '10')
+  assert.equal(shown.status, 0, shown.err)
+  assert.match(shown.out, /holders {3}2 leases: 1 alive, 1 ended holding 1/)
+  assert.match(shown.out, new RegExp(`${child.pid}\\s+${os.hostname()}\\s+1\\s+ended \\d+ ms ago`))
+  assert.match(shown.out, / {2}0 ███░······\n/)
+  const json = JSON.parse(cli('inspect', name, '--redis', server.url, '--json').out)
+  assert.equal(json.heldByDead, 1)
+  assert.equal(cli('inspect', 'no-such', '--redis', server.url).status, 1)
+  assert.equal(cli('destroy', name, '--redis', server.url).status, 2)
+  assert.equal(cli('list', '--redis', server.url, '--dir', '/tmp').status, 2)
+  assert.match(cli('list', '--redis', 'unix:///nonexistent/redis.sock').err, /^numballoc: cannot reach Redis/)
+
+  assert.equal(JSON.parse(cli('reclaim', name, '--redis', server.url, '--json').out).reclaimed, 1)
+  assert.equal(await reclaimRedis(name, { redis: server.url }), 0)
+  assert.equal((await inspectRedis(name, { redis: server.url })).inUse, 30)
+  await assert.rejects(inspectRedis('no-such', { redis: server.url }), { code: 'ENOENT' })
+  await assert.rejects(inspectRedis(name, { redis: server.url, cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
+})

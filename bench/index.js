@@ -6,6 +6,7 @@ const { fork } = require('node:child_process')
 const os = require('node:os')
 const path = require('node:path')
 const { ConcurrentBitmap, destroyShared } = require('..')
+const { redisBench } = require('./redis.js')
 
 const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 3 : 7
@@ -266,7 +267,7 @@ function print(title, rows, unit = 'ns') {
   console.log(`| what | ${unit === 'ns' ? 'median per call' : 'median'} | ratio |`)
   console.log('|---|---|---|')
   for (const [what, value, ratio] of rows) {
-    const shown = unit === 'ns' ? fmt(value) : `${(value / 1e6).toFixed(2)} M/s`
+    const shown = unit === 'ns' ? fmt(value) : unit === 'per second' ? `${Math.round(value).toLocaleString('en')}/s` : `${(value / 1e6).toFixed(2)} M/s`
     console.log(`| ${what} | ${shown} | ${ratio.toFixed(2)}× |`)
   }
 }
@@ -274,6 +275,10 @@ function print(title, rows, unit = 'ns') {
 async function main() {
   // Every port taken here comes from a scratch pool, never the user's own.
   process.env.NUMBALLOC_PORT_POOL = name('pool')
+  if (process.argv.includes('--only-redis')) {
+    // npm run bench -- --only-redis: the Redis backend against its peers alone.
+    return redisBench({ quick, rounds: ROUNDS, print })
+  }
   if (process.argv.includes('--only-runners')) {
     // npm run bench -- --only-runners: the test-runner scenario alone.
     await runnersUnderRace()
@@ -286,6 +291,7 @@ async function main() {
   await scaling()
   await portsUnderRace()
   await runnersUnderRace()
+  await redisBench({ quick, rounds: ROUNDS, print })
   destroyShared(process.env.NUMBALLOC_PORT_POOL)
 }
 

@@ -27,36 +27,40 @@ function load() {
 
 const COMMON = {
   dir: { type: 'string', short: 'd' },
+  redis: { type: 'string' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 }
 
 const COMMANDS = {
   list: {
-    usage: 'numballoc list [--dir DIR] [--json]',
-    summary: 'list the regions on this machine',
+    usage: 'numballoc list [--dir DIR | --redis URL] [--json]',
+    summary: 'list the regions on this machine (or the allocators on a Redis server)',
     details: `Lists every numballoc region in POSIX shared memory (/dev/shm), or in DIR: its name,
 capacity, numbers in use, processes holding numbers (alive and dead) and the numbers the dead
-ones hold (which "numballoc reclaim NAME" frees).`,
+ones hold (which "numballoc reclaim NAME" frees). With --redis URL, the RedisAllocators on that
+server instead: holders are leases, dead once their lease has ended.`,
     positionals: 0,
     run: list,
   },
   inspect: {
-    usage: 'numballoc inspect NAME [--dir DIR] [--cells N] [--json]',
+    usage: 'numballoc inspect NAME [--dir DIR | --redis URL] [--cells N] [--json]',
     summary: 'counts, holders and a picture of occupancy',
     details: `Shows one region: capacity, numbers in use, every process holding numbers (alive or
 dead), and a picture of where the allocated numbers are: one cell per run of numbers, shaded by
 how full it is, so fragmentation shows at a glance. --cells sets about how many cells (default
-256). Reads the region without changing it; needs only read permission.`,
+256). Reads the region without changing it; needs only read permission. With --redis URL, the
+RedisAllocator NAME on that server: its holders are leases (owner, pid, host, when it ends).`,
     positionals: 1,
     options: { cells: { type: 'string' } },
     run: inspect,
   },
   reclaim: {
-    usage: 'numballoc reclaim NAME [--dir DIR] [--json]',
+    usage: 'numballoc reclaim NAME [--dir DIR | --redis URL] [--json]',
     summary: 'free the numbers of processes that died',
     details: `Frees every number of the region whose holder process is no longer running, and says
-how many. Numbers of live processes are never touched. Safe while the region is in use.`,
+how many. Numbers of live processes are never touched. Safe while the region is in use. With
+--redis URL, the numbers of the RedisAllocator NAME whose leases have ended.`,
     positionals: 1,
     run: reclaim,
   },
@@ -100,6 +104,7 @@ ${Object.entries(COMMANDS)
 
 Options:
   -d, --dir DIR  regions kept as files in DIR instead of POSIX shared memory
+  --redis URL    list, inspect, reclaim: the allocators on a Redis server instead
   --json         print JSON for scripts
   -h, --help     help (also "numballoc COMMAND --help")
 `
@@ -113,7 +118,7 @@ class Failure extends Error {
   }
 }
 
-function main(argv) {
+async function main(argv) {
   const [name, ...rest] = argv
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' && COMMANDS[rest[0]]
@@ -146,7 +151,13 @@ function main(argv) {
     const wanted = command.positionals === 0 ? 'no arguments' : 'a region NAME'
     throw new Failure(`${name} takes ${wanted} (usage: ${command.usage})`, 'ERR_USAGE', 2)
   }
-  const result = command.run(positionals[0], values)
+  let run = command.run
+  if (values.redis !== undefined) {
+    run = REDIS_COMMANDS[name]
+    if (!run) throw new Failure(`${name} does not take --redis (usage: ${command.usage})`, 'ERR_USAGE', 2)
+    if (values.dir !== undefined) throw new Failure('--dir and --redis name different places: give one', 'ERR_USAGE', 2)
+  }
+  const result = await run(positionals[0], values)
   process.stdout.write(values.json ? `${JSON.stringify(result.json, jsonValue, 2)}\n` : result.text)
   return 0
 }
@@ -263,14 +274,35 @@ function shade(used, size) {
   return fill <= 0.25 ? SHADES[1] : fill <= 0.5 ? SHADES[2] : SHADES[3]
 }
 
-function inspect(name, values) {
-  let cells = 256
-  if (values.cells !== undefined) {
-    cells = Number(values.cells)
-    if (!Number.isInteger(cells) || cells < 1 || cells > 65536) {
-      throw new Failure(`--cells must be an integer from 1 to 65536, got '${values.cells}'`, 'ERR_USAGE', 2)
-    }
+function cellsOption(values) {
+  if (values.cells === undefined) return 256
+  const cells = Number(values.cells)
+  if (!Number.isInteger(cells) || cells < 1 || cells > 65536) {
+    throw new Failure(`--cells must be an integer from 1 to 65536, got '${values.cells}'`, 'ERR_USAGE', 2)
   }
+  return cells
+}
+
+/** The occupancy picture of `report`'s cells: `capacity` usable numbers, the first labelled `first`. */
+function occupancy(report, capacity, first, unit) {
+  const lines = [
+    `occupancy (one cell = ${report.cellSize} ${unit}${report.cellSize === 1 ? '' : 's'}: ${SHADES[0]} empty, ${SHADES[1]} <=25%, ${SHADES[2]} <=50%, ${SHADES[3]} <100%, ${SHADES[4]} full)`,
+  ]
+  const labelWidth = String(first + capacity - 1).length
+  // Cells past the usable numbers (a pool's padding to whole bytes) are left out.
+  const shown = report.cells.slice(0, Math.ceil(capacity / report.cellSize))
+  for (let row = 0; row < shown.length; row += ROW_CELLS) {
+    const picture = shown
+      .slice(row, row + ROW_CELLS)
+      .map((used, i) => shade(used, Math.min(report.cellSize, capacity - (row + i) * report.cellSize)))
+      .join('')
+    lines.push(`  ${String(first + row * report.cellSize).padStart(labelWidth)} ${picture}`)
+  }
+  return lines
+}
+
+function inspect(name, values) {
+  const cells = cellsOption(values)
   const report = onRegion(name, values, () => lib().inspectShared(name, { ...regionOptions(values), cells }))
   const range = lib().portRangeOfTag(report.tag)
   const first = range ? range.from : 0
@@ -301,21 +333,7 @@ function inspect(name, values) {
   } else {
     lines.push('holders   not recorded (the region was created with holders: false)')
   }
-  const unit = range ? 'port' : 'number'
-  lines.push(
-    '',
-    `occupancy (one cell = ${report.cellSize} ${unit}${report.cellSize === 1 ? '' : 's'}: ${SHADES[0]} empty, ${SHADES[1]} <=25%, ${SHADES[2]} <=50%, ${SHADES[3]} <100%, ${SHADES[4]} full)`,
-  )
-  const labelWidth = String(first + capacity - 1).length
-  // Cells past the usable numbers (a pool's padding to whole bytes) are left out.
-  const shown = report.cells.slice(0, Math.ceil(capacity / report.cellSize))
-  for (let row = 0; row < shown.length; row += ROW_CELLS) {
-    const picture = shown
-      .slice(row, row + ROW_CELLS)
-      .map((used, i) => shade(used, Math.min(report.cellSize, capacity - (row + i) * report.cellSize)))
-      .join('')
-    lines.push(`  ${String(first + row * report.cellSize).padStart(labelWidth)} ${picture}`)
-  }
+  lines.push('', ...occupancy(report, capacity, first, range ? 'port' : 'number'))
   return {
     json: {
       ...summary(report),
@@ -426,17 +444,99 @@ function destroy(name, values) {
   return { json: { name, destroyed: true }, text: `destroyed '${name}'\n` }
 }
 
+// --redis URL: the same commands for the RedisAllocators on a server.
+
+/** Runs a library call on Redis allocator `name`, turning its errors into one clear line. */
+async function onServer(name, values, call) {
+  try {
+    return await call({ redis: values.redis })
+  } catch (error) {
+    if (error.code === 'ENOENT') throw new Failure(`no allocator named '${name}' on ${values.redis}`, error.code)
+    throw new Failure(error.message, error.code)
+  }
+}
+
+function redisSummary(report) {
+  const alive = report.holders.filter((h) => h.alive)
+  return {
+    name: report.name,
+    kind: `numbers 0-${report.capacity - 1} (${report.policy})`,
+    allocator: 'redis',
+    capacity: report.capacity,
+    inUse: report.inUse,
+    holdersAlive: alive.length,
+    holdersDead: report.holders.length - alive.length,
+    heldByDead: report.heldByDead,
+  }
+}
+
+async function listRedis(_name, values) {
+  const names = await onServer('', values, (options) => lib().listRedis(options))
+  const rows = []
+  for (const name of names) {
+    try {
+      rows.push(redisSummary(await lib().inspectRedis(name, { redis: values.redis, cells: 1 })))
+    } catch (error) {
+      rows.push({ name, error: { code: error.code, message: error.message } })
+    }
+  }
+  if (rows.length === 0) return { json: rows, text: `no numballoc allocators on ${values.redis}\n` }
+  const header = ['NAME', 'HOLDS', 'CAPACITY', 'IN USE', 'ALIVE', 'DEAD', 'HELD BY DEAD']
+  const table = rows.map((r) =>
+    r.error ? [r.name, `unreadable: ${r.error.message}`] : [r.name, r.kind, r.capacity, r.inUse, r.holdersAlive, r.holdersDead, r.heldByDead],
+  )
+  return { json: rows, text: formatTable([header, ...table]) }
+}
+
+async function inspectRedis(name, values) {
+  const cells = cellsOption(values)
+  const report = await onServer(name, values, (options) => lib().inspectRedis(name, { ...options, cells }))
+  const alive = report.holders.filter((h) => h.alive).length
+  const dead = report.holders.length - alive
+  const lines = [
+    `allocator ${report.name} on ${values.redis}`,
+    `holds     numbers 0-${report.capacity - 1}, policy ${report.policy}`,
+    `in use    ${report.inUse} (${percent(report.inUse, report.capacity)})`,
+    `tokens    ${report.token} handed out`,
+    `holders   ${report.holders.length} lease${report.holders.length === 1 ? '' : 's'}: ${alive} alive, ${dead} ended` +
+      (dead > 0 ? ` holding ${report.heldByDead} (the next allocation, or numballoc reclaim ${name} --redis URL, frees them)` : ''),
+  ]
+  if (report.holders.length > 0) {
+    const ends = (h) => `${h.alive ? 'ends in' : 'ended'} ${Math.abs(h.expiresAt - report.now)} ms${h.alive ? '' : ' ago'}`
+    lines.push(
+      '',
+      formatTable([['  OWNER', 'PID', 'HOST', 'HOLDS', 'LEASE'], ...report.holders.map((h) => [`  ${h.owner}`, h.pid, h.host, h.count, ends(h)])]).trimEnd(),
+    )
+  }
+  lines.push('', ...occupancy(report, report.capacity, 0, 'number'))
+  return {
+    json: { ...redisSummary(report), policy: report.policy, token: report.token, holders: report.holders, cells: report.cells, cellSize: report.cellSize },
+    text: `${lines.join('\n')}\n`,
+  }
+}
+
+async function reclaimRedis(name, values) {
+  const freed = await onServer(name, values, (options) => lib().reclaimRedis(name, options))
+  return { json: { name, reclaimed: freed }, text: `reclaimed ${freed} number${freed === 1 ? '' : 's'} of '${name}'\n` }
+}
+
+const REDIS_COMMANDS = { list: listRedis, inspect: inspectRedis, reclaim: reclaimRedis }
+
 // A reader that stops early (`numballoc list --json | head -c 10`) is not an error of ours.
 process.stdout.on('error', (error) => {
   if (error.code !== 'EPIPE') throw error
   process.exit(process.exitCode ?? 0)
 })
 
-try {
-  process.exitCode = main(process.argv.slice(2))
-} catch (error) {
-  if (!(error instanceof Failure)) throw error
-  const json = process.argv.includes('--json')
-  process.stderr.write(json ? `${JSON.stringify({ error: { code: error.code, message: error.message } })}\n` : `numballoc: ${error.message}\n`)
-  process.exitCode = error.status
-}
+main(process.argv.slice(2)).then(
+  (status) => {
+    // `run` sets the status itself, when its command exits.
+    if (typeof status === 'number') process.exitCode = status
+  },
+  (error) => {
+    if (!(error instanceof Failure)) throw error
+    const json = process.argv.includes('--json')
+    process.stderr.write(json ? `${JSON.stringify({ error: { code: error.code, message: error.message } })}\n` : `numballoc: ${error.message}\n`)
+    process.exitCode = error.status
+  },
+)

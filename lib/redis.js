@@ -41,7 +41,7 @@ const NAME_PATTERN = /^[^{}\s\p{Cc}]{1,200}$/u
 
 const constructing = Symbol('numballoc redis')
 /** The script's operations that write nothing (no replica has anything to confirm). */
-const READS = new Set(['holder', 'count', 'bit'])
+const READS = new Set(['holder', 'count', 'bit', 'inspect'])
 const STATUS_DONE = 0
 const STATUS_FULL = -1
 const STATUS_LOST = -2
@@ -105,6 +105,21 @@ function connectionOf(redis, timeoutMs) {
     }
   }
   throw invalidType('options.redis', 'a redis:// URL, an ioredis client or a node-redis client', redis)
+}
+
+/** Runs the script once on `connection` over `keys` with ARGV `args`; errors come back coded. */
+async function runScript(connection, keys, args) {
+  try {
+    try {
+      return await connection.call(['EVALSHA', SCRIPT_SHA, keys.length, ...keys, ...args])
+    } catch (error) {
+      if (!isReplyError(error) || !String(error.message).startsWith('NOSCRIPT')) throw error
+      // A server that has not seen the script yet (or restarted): EVAL also caches it.
+      return await connection.call(['EVAL', SCRIPT, keys.length, ...keys, ...args])
+    }
+  } catch (error) {
+    throw fromRedis(error)
+  }
 }
 
 /** The keys of allocator `name`: one hash tag, so they share a Redis Cluster slot. */
@@ -285,19 +300,7 @@ class RedisAllocator extends EventEmitter {
    */
   async #run(args) {
     if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
-    const keys = this.#keys
-    let reply
-    try {
-      try {
-        reply = await this.#connection.call(['EVALSHA', SCRIPT_SHA, keys.length, ...keys, ...args])
-      } catch (error) {
-        if (!isReplyError(error) || !String(error.message).startsWith('NOSCRIPT')) throw error
-        // A server that has not seen the script yet (or restarted): EVAL also caches it.
-        reply = await this.#connection.call(['EVAL', SCRIPT, keys.length, ...keys, ...args])
-      }
-    } catch (error) {
-      throw fromRedis(error)
-    }
+    const reply = await runScript(this.#connection, this.#keys, args)
     if (this.#replicas > 0 && !READS.has(args[0])) {
       // Half the timeout, so that WAIT's own answer arrives before the command times out.
       const acked = Number(await this.#command(['WAIT', this.#replicas, Math.floor(this.#timeoutMs / 2)]))
@@ -667,4 +670,96 @@ function guardSignal(signal, check) {
   })
 }
 
-module.exports = { RedisAllocator: constructOnly(RedisAllocator), RemoteLease: constructOnly(RemoteLease), MAX_REDIS_CAPACITY, MAX_REDIS_BATCH }
+/** Checks the options of the functions that read or repair an allocator without opening it. */
+function serverOptions(options) {
+  const { redis, timeoutMs = DEFAULT_TIMEOUT_MS, ...rest } = checkOptions(options)
+  checkInteger('options.timeoutMs', timeoutMs, 2, MAX_LEASE_MS)
+  return { connection: connectionOf(redis, timeoutMs), rest }
+}
+
+/** Runs `args` on allocator `name` once; a missing allocator is ENOENT. */
+async function onAllocator(name, connection, args) {
+  try {
+    return await runScript(connection, keysOf(name), args)
+  } catch (error) {
+    if (error.code !== 'ERR_ALLOCATOR_GONE') throw error
+    const missing = codedError(Error, 'ENOENT', `no Redis allocator named ${JSON.stringify(name)}`)
+    missing.cause = error
+    throw missing
+  } finally {
+    connection.close()
+  }
+}
+
+async function inspectRedis(name, options) {
+  checkName(name)
+  const { connection, rest } = serverOptions(options)
+  const { cells = 64 } = rest
+  try {
+    checkInteger('options.cells', cells, 1, 1 << 16)
+  } catch (error) {
+    connection.close()
+    throw error
+  }
+  const [, capacity, now, policy, token, inUse, cellSize, counts, list] = await onAllocator(name, connection, ['inspect', cells])
+  const holders = []
+  for (let i = 0; i < list.length; i += 4) {
+    const [owner, expiresAt, info, count] = list.slice(i, i + 4)
+    const space = info.indexOf(' ')
+    holders.push({
+      owner,
+      pid: Number(space < 0 ? 0 : info.slice(0, space)) || 0,
+      host: space < 0 ? '' : info.slice(space + 1),
+      expiresAt: Number(expiresAt),
+      alive: Number(expiresAt) > Number(now),
+      count: Number(count),
+    })
+  }
+  return {
+    name,
+    policy,
+    capacity: Number(capacity),
+    inUse: Number(inUse),
+    token: Number(token),
+    now: Number(now),
+    holders,
+    heldByDead: holders.filter((h) => !h.alive).reduce((sum, h) => sum + h.count, 0),
+    cells: counts.map(Number),
+    cellSize: Number(cellSize),
+  }
+}
+
+async function listRedis(options) {
+  const { connection } = serverOptions(options)
+  const names = []
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await connection.call(['SCAN', cursor, 'MATCH', 'numballoc:{*}:meta', 'COUNT', 1000])
+      for (const key of keys) names.push(key.slice('numballoc:{'.length, -'}:meta'.length))
+      cursor = String(next)
+    } while (cursor !== '0')
+  } catch (error) {
+    throw fromRedis(error)
+  } finally {
+    connection.close()
+  }
+  return [...new Set(names)].sort()
+}
+
+async function reclaimRedis(name, options) {
+  checkName(name)
+  const { connection } = serverOptions(options)
+  const [, freed] = await onAllocator(name, connection, ['reclaim'])
+  return Number(freed)
+}
+
+module.exports = {
+  RedisAllocator: constructOnly(RedisAllocator),
+  RemoteLease: constructOnly(RemoteLease),
+  MAX_REDIS_CAPACITY,
+  MAX_REDIS_BATCH,
+  inspectRedis,
+  listRedis,
+  reclaimRedis,
+}

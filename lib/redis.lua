@@ -231,6 +231,26 @@ elseif op == 'free' then
     redis.call('ZREM', byowner, owner .. ':' .. ARGV[i])
   end
   return { 0 }
+elseif op == 'inspect' then
+  -- ARGV: cells. A read-only picture: capacity, server time, policy, last token, numbers held, cell size,
+  -- numbers held per cell of that size, and per owner: id, lease end, "pid host", numbers held.
+  local cells = tonumber(ARGV[2])
+  local size = math.ceil(cap / cells)
+  local counts = {}
+  for first = 0, cap - 1, size do
+    counts[#counts + 1] = redis.call('BITCOUNT', bits, first, math.min(first + size, cap) - 1, 'BIT')
+  end
+  local list = {}
+  local leased = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
+  for i = 1, #leased, 2 do
+    local owner = leased[i]
+    list[#list + 1] = owner
+    list[#list + 1] = tonumber(leased[i + 1])
+    list[#list + 1] = redis.call('HGET', owners, owner) or ''
+    list[#list + 1] = redis.call('ZLEXCOUNT', byowner, '[' .. owner .. ':', '[' .. owner .. ';')
+  end
+  local meta_fields = redis.call('HMGET', meta, 'policy', 'token')
+  return { 0, cap, now, meta_fields[1], tonumber(meta_fields[2]), redis.call('HLEN', held), size, counts, list }
 elseif op == 'count' then
   return { 0, redis.call('HLEN', held) }
 elseif op == 'bit' then
