@@ -477,3 +477,26 @@ test('listRedis, inspectRedis, reclaimRedis and `numballoc list|inspect|reclaim 
   await assert.rejects(inspectRedis('no-such', { redis: server.url }), { code: 'ENOENT' })
   await assert.rejects(inspectRedis(name, { redis: server.url, cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
 })
+
+test('after a lease the server ended, the new lease has its own deadline: cut off from Redis, its signal aborts on time without being read', async (t) => {
+  const own = await startRedis(t)
+  const ids = await RedisAllocator.open('redeadline', { redis: own.url, capacity: 4, leaseMs: 300, timeoutMs: 200 })
+  t.after(() => ids.close())
+  const first = await ids.acquire()
+  const { owner } = await ids.holderOf(first.value)
+  await raw(t, own.url).call(['ZADD', 'numballoc:{redeadline}:leases', '0', owner])
+  const second = await ids.acquire() // the server says the first lease ended: a new one
+  let abortedAt = null
+  second.signal.addEventListener('abort', () => (abortedAt = Date.now()))
+  const cutAt = Date.now()
+  process.kill(own.pid, 'SIGSTOP')
+  try {
+    await sleep(900)
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+  assert.notEqual(abortedAt, null, 'the signal aborted by itself')
+  // Its end: 99% of leaseMs after the acquire that took it (the heartbeat, a third of a lease
+  // later, would be too late).
+  assert.ok(abortedAt - cutAt <= 370, `aborted ${abortedAt - cutAt} ms after the server stopped answering`)
+})

@@ -384,14 +384,19 @@ class RedisAllocator extends EventEmitter {
     if (this.#deadline === null) this.#armDeadline()
   }
 
-  /** A timer at the current lease's end; fired early, it sets itself again. */
+  /**
+   * A timer at the current lease's end. When it fires it checks the lease it was set for and
+   * sets itself again for whichever lease is current then (the same one extended, or a new one
+   * taken after the server ended it).
+   */
   #armDeadline() {
     const generation = this.#generation
     if (generation === null || this.#closed) return
     const wait = Math.max(0, Math.ceil(generation.until - performance.now()))
     this.#deadline = setTimeout(() => {
       this.#deadline = null
-      if (!this.#check(generation)) this.#armDeadline()
+      this.#check(generation)
+      this.#armDeadline()
     }, wait)
     this.#deadline.unref()
   }
@@ -404,9 +409,13 @@ class RedisAllocator extends EventEmitter {
 
   /** Declares `generation` lost: its signal aborts, 'lost' is emitted, its numbers are let go. */
   #lose(generation, reason) {
-    if (generation.lost) return
+    // A closed handle's leases were ended by close().
+    if (generation.lost || this.#closed) return
     generation.lost = true
     if (this.#generation === generation) this.#generation = null
+    // The timer set for this lease would fire late for the next one: set it for that one.
+    clearTimeout(this.#deadline)
+    this.#deadline = null
     const error = codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost: ${reason}`)
     generation.end(error)
     // Gone for good: give back what it held now rather than at the server's end of the lease
