@@ -79,7 +79,7 @@ export declare const MAX_QUEUE_CAPACITY: number
 /**
  * The largest `capacity` of a `RedisAllocator` (2^24): each call is one script, during which
  * Redis serves nobody else, so a search scans at most a 2 MiB bitmap. Batches and blocks
- * (`allocateMany`, `freeMany`, `allocateBlock`, `freeBlock`) take at most 65,536 numbers.
+ * (`allocateMany`, `freeMany`, `allocateBlock`, `freeBlock`) take at most 1,024 numbers (a script that frees or takes more would hold Redis up for milliseconds).
  */
 export declare const MAX_REDIS_CAPACITY: number
 

@@ -160,4 +160,29 @@ async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null
   return server
 }
 
-module.exports = { startRedis }
+/**
+ * A Unix socket in front of `server` that holds every byte Redis sends back for `delayMs`: a
+ * slow network, for test `t`. Resolves with its `url`.
+ */
+async function slowProxy(t, server, delayMs) {
+  const socketPath = path.join(server.dir, `slow-${delayMs}.sock`)
+  const sockets = new Set()
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect({ path: path.join(server.dir, 'redis.sock') })
+    for (const each of [client, upstream]) {
+      sockets.add(each)
+      each.on('error', () => {})
+      each.on('close', () => [client, upstream].forEach((other) => other.destroy()))
+    }
+    client.on('data', (chunk) => upstream.write(chunk))
+    upstream.on('data', (chunk) => setTimeout(() => client.writable && client.write(chunk), delayMs))
+  })
+  await new Promise((resolve) => proxy.listen(socketPath, resolve))
+  t.after(() => {
+    for (const each of sockets) each.destroy()
+    return new Promise((resolve) => proxy.close(resolve))
+  })
+  return { url: `unix://${socketPath}` }
+}
+
+module.exports = { startRedis, slowProxy }

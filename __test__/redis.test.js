@@ -11,7 +11,7 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { RedisAllocator, MAX_REDIS_CAPACITY } = require('..')
 const { RespClient } = require('../lib/resp.js')
-const { startRedis } = require('./redis-server.js')
+const { startRedis, slowProxy } = require('./redis-server.js')
 const { forkFixture, waitFor, kill9 } = require('./helpers.js')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -344,7 +344,8 @@ test('hostile input: keys that are not an allocator, keys deleted under an open 
 
   const big = await open(t, unique('big'), { capacity: MAX_REDIS_CAPACITY })
   await assert.rejects(big.allocateMany(1e9), { code: 'ERR_OUT_OF_RANGE' })
-  await assert.rejects(big.allocateBlock(2 ** 17), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(big.allocateBlock(1025), { code: 'ERR_OUT_OF_RANGE' })
+  await assert.rejects(big.allocateMany(1025), { code: 'ERR_OUT_OF_RANGE' })
   await assert.rejects(big.freeMany({ length: Infinity }), { code: 'ERR_OUT_OF_RANGE' })
   await assert.rejects(big.freeMany([1, '2']), { code: 'ERR_INVALID_ARG_TYPE' })
   await assert.rejects(big.freeMany(5), { code: 'ERR_INVALID_ARG_TYPE' })
@@ -352,15 +353,17 @@ test('hostile input: keys that are not an allocator, keys deleted under an open 
   assert.equal(await big.tryAllocateBlock(4, 2 ** 40), null)
   assert.equal(typeof (await big.allocate()), 'number')
   await assert.rejects(RedisAllocator.open('x', { redis: server.url, capacity: MAX_REDIS_CAPACITY + 1 }), { code: 'ERR_OUT_OF_RANGE' })
-  for (const name of ['', 'a}', 'with space', 'x'.repeat(201), 'tab\t', 42]) {
+  for (const name of ['', 'a}', 'with space', 'x'.repeat(201), 'tab\t', 'a\ud800', 42]) {
     await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 4 }), {
       code: typeof name === 'string' ? 'ERR_INVALID_NAME' : 'ERR_INVALID_ARG_TYPE',
     })
   }
-  for (const redis of ['', 'redis://', 'ftp://x', 'redis://h/notadb', {}, { call() {} }, null]) {
+  for (const redis of ['', 'redis://', 'ftp://x', 'redis://h/notadb', 'redis://%zz@h', 'unix:///tmp/%zz.sock', {}, { call() {} }, null]) {
     await assert.rejects(RedisAllocator.open('x', { redis, capacity: 4 }), { code: /^ERR_INVALID_(URL|ARG_TYPE)$/ }, JSON.stringify(redis))
   }
   await assert.rejects(RedisAllocator.open('x', { capacity: 4 }), { code: 'ERR_INVALID_ARG_TYPE' })
+  // A password never shows in an error.
+  await assert.rejects(RedisAllocator.open('x', { redis: 'foo://user:SECRET@h', capacity: 4 }), (error) => !error.message.includes('SECRET'))
   assert.throws(() => new RedisAllocator(), { code: 'ERR_ILLEGAL_CONSTRUCTOR' })
   assert.throws(() => RedisAllocator(), { code: 'ERR_CONSTRUCT_CALL_REQUIRED' })
 })
@@ -499,4 +502,155 @@ test('after a lease the server ended, the new lease has its own deadline: cut of
   // Its end: 99% of leaseMs after the acquire that took it (the heartbeat, a third of a lease
   // later, would be too late).
   assert.ok(abortedAt - cutAt <= 370, `aborted ${abortedAt - cutAt} ms after the server stopped answering`)
+})
+
+test('a release retried after it timed out never frees the number granted next (grants are freed by their token)', async (t) => {
+  // The app's ioredis client, with the reply to one free held back past the timeout: the free
+  // runs, its answer comes too late.
+  const Redis = require('ioredis')
+  const real = new Redis({ path: path.join(server.dir, 'redis.sock') })
+  t.after(() => real.disconnect())
+  let holdBack = false
+  const client = {
+    status: 'ready',
+    call(command, ...args) {
+      const reply = real.call(command, ...args)
+      if (!(holdBack && args.includes('free'))) return reply
+      holdBack = false
+      return reply.then((value) => sleep(500).then(() => value))
+    },
+  }
+  const ids = await RedisAllocator.open(unique('retried'), { redis: client, capacity: 1, timeoutMs: 300 })
+  t.after(() => ids.close())
+  const first = await ids.acquire()
+  holdBack = true
+  await assert.rejects(first.release(), { code: 'ERR_REDIS_TIMEOUT' })
+  assert.equal(first.released, false, 'not known to be released')
+  const second = await ids.acquire() // the free ran: the same handle gets the number again
+  assert.equal(second.value, first.value)
+  await first.release() // its grant is gone: nothing to do
+  assert.equal(first.released, true)
+  assert.equal(await ids.isAllocated(second.value), true, 'the next grant of the number is untouched')
+  await second.release()
+  assert.equal(await ids.isAllocated(second.value), false)
+})
+
+test('a Redis stopped past a timeout: the calls that timed out fail, and the calls after them are answered once it goes on', async (t) => {
+  const own = await startRedis(t)
+  const ids = await RedisAllocator.open('stalled', { redis: own.url, capacity: 4, timeoutMs: 300, leaseMs: 60_000 })
+  t.after(() => ids.close())
+  const n = await ids.allocate()
+  process.kill(own.pid, 'SIGSTOP')
+  try {
+    await assert.rejects(ids.free(n), { code: 'ERR_REDIS_TIMEOUT' })
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+  assert.equal(await ids.count(), 0, 'the free ran, and its late answer was not taken for this one')
+  assert.equal(typeof (await ids.allocate()), 'number')
+})
+
+test('a reply handled after the lease ended is not used: the call takes a new lease or fails with ERR_LEASE_LOST', async (t) => {
+  const own = await startRedis(t)
+  // Every reply arrives 400 ms late, longer than the 300 ms lease: no grant can be trusted.
+  const slow = await slowProxy(t, own, 400)
+  const ids = await RedisAllocator.open('late', { redis: slow.url, capacity: 1, leaseMs: 300, timeoutMs: 5000 })
+  t.after(() => ids.close())
+  let lost = 0
+  ids.on('lost', () => lost++)
+  await assert.rejects(ids.allocate(), { code: 'ERR_LEASE_LOST' })
+  assert.ok(lost >= 1)
+})
+
+test('every call answers or fails within timeoutMs, whatever it chains (connect, script load, lease)', async (t) => {
+  const own = await startRedis(t)
+  const slow = await slowProxy(t, own, 250)
+  const started = Date.now()
+  // A fresh server: open needs the script sent twice (EVALSHA, then EVAL) and a lease, each
+  // 250 ms late: longer than the 400 ms allowed for the whole call.
+  await assert.rejects(RedisAllocator.open('bounded', { redis: slow.url, capacity: 4, timeoutMs: 400 }), { code: 'ERR_REDIS_TIMEOUT' })
+  const took = Date.now() - started
+  assert.ok(took >= 390 && took < 800, `open failed after ${took} ms`)
+})
+
+test('an acquire() answered after close() rejects with ERR_REGION_CLOSED: no lease whose signal could never abort', async (t) => {
+  const Redis = require('ioredis')
+  const client = new Redis({ path: path.join(server.dir, 'redis.sock') })
+  t.after(() => client.disconnect())
+  const ids = await RedisAllocator.open(unique('closing'), { redis: client, capacity: 4 })
+  const pending = ids.acquire()
+  await ids.close()
+  await assert.rejects(pending, { code: 'ERR_REGION_CLOSED' })
+})
+
+test('a client that is not what it claims: coded errors, no crash, no unhandled rejection', async (t) => {
+  const unhandled = []
+  const onUnhandled = (error) => unhandled.push(error)
+  process.on('unhandledRejection', onUnhandled)
+  t.after(() => process.off('unhandledRejection', onUnhandled))
+  const fakes = [
+    { status: 'ready', call: () => 42 }, // not a promise
+    { status: 'ready', call: async () => 'OK' }, // not the script's reply
+    {
+      status: 'ready',
+      call: () => {
+        throw new Error('boom')
+      },
+    },
+    { isOpen: true, sendCommand: () => new Promise(() => {}) }, // never answers
+  ]
+  for (const redis of fakes) {
+    await assert.rejects(RedisAllocator.open('fake', { redis, capacity: 4, timeoutMs: 200 }), { code: /^ERR_REDIS(_UNAVAILABLE|_TIMEOUT)?$/ })
+  }
+  await sleep(300) // past every timer the calls set
+  assert.deepEqual(unhandled, [])
+})
+
+test('a script never blocks the server for long: a block search on a fragmented bitmap and the reclaim of a holder of 20,000 numbers go a chunk at a time', async (t) => {
+  const own = await startRedis(t)
+  const client = raw(t, own.url)
+  await client.call(['CONFIG', 'SET', 'slowlog-log-slower-than', '20000']) // 20 ms
+  await client.call(['SLOWLOG', 'RESET'])
+  const capacity = 2 ** 16
+  const ids = await RedisAllocator.open('fragmented', { redis: own.url, capacity, policy: 'lowest', timeoutMs: 30_000 })
+  t.after(() => ids.close())
+  const all = []
+  for (let i = 0; i < capacity / 1024; i++) all.push(...(await ids.allocateMany(1024)))
+  const odd = all.filter((n) => n % 2 === 1)
+  for (let i = 0; i < odd.length; i += 1024) await ids.freeMany(odd.slice(i, i + 1024))
+  // Every other number free: no two in a row.
+  assert.equal(await ids.tryAllocateBlock(2), null)
+  assert.equal(await ids.count(), capacity / 2)
+  // A holder of 20,000 numbers dies: its lease ends and they come back, a chunk per script.
+  const name = 'big-holder'
+  const code = `
+    const { RedisAllocator } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    RedisAllocator.open(${JSON.stringify(name)}, { redis: ${JSON.stringify(own.url)}, capacity: 32768, leaseMs: 300, timeoutMs: 30000 })
+      .then(async (ids) => { for (let i = 0; i < 20; i++) await ids.allocateMany(1000); console.log('held'); setInterval(() => {}, 1000) })`
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.after(() => kill9(child))
+  await new Promise((resolve) => child.stdout.once('data', resolve))
+  await kill9(child)
+  await sleep(400)
+  const other = await RedisAllocator.open(name, { redis: own.url, capacity: 32768, timeoutMs: 30_000 })
+  t.after(() => other.close())
+  // Opening reclaims a chunk already (each allocation script does); reclaim() the rest.
+  assert.ok((await other.reclaim()) >= 20_000 - 1024)
+  assert.equal(await other.count(), 0)
+  const slow = await client.call(['SLOWLOG', 'GET', '10'])
+  assert.deepEqual(
+    slow.map((entry) => [entry[2], entry[3][0], entry[3][4] ?? '']),
+    [],
+    'scripts slower than 20 ms',
+  )
+})
+
+test("the allocator's keys vanish under an open handle: its heartbeat says 'lost' at once", async (t) => {
+  const ids = await open(t, unique('vanished'), { capacity: 4, leaseMs: 300 })
+  const lease = await ids.acquire()
+  const lost = new Promise((resolve) => ids.once('lost', resolve))
+  await raw(t).call(['DEL', `numballoc:{${ids.name}}:meta`])
+  const error = await lost
+  assert.match(error.message, /gone/)
+  assert.equal(lease.signal.aborted, true)
 })

@@ -22,7 +22,7 @@ const SCRIPT_SHA = crypto.createHash('sha1').update(SCRIPT).digest('hex')
  */
 const MAX_REDIS_CAPACITY = 2 ** 24
 /** The most numbers one call takes or frees (allocateMany, blocks, freeMany), for the same reason. */
-const MAX_REDIS_BATCH = 2 ** 16
+const MAX_REDIS_BATCH = 1024
 const DEFAULT_LEASE_MS = 10_000
 /** Shorter leases than this would be lost to an event loop busy for a moment. */
 const MIN_LEASE_MS = 100
@@ -42,10 +42,11 @@ const NAME_PATTERN = /^[^{}\s\p{Cc}]{1,200}$/u
 const constructing = Symbol('numballoc redis')
 /** The script's operations that write nothing (no replica has anything to confirm). */
 const READS = new Set(['holder', 'count', 'bit', 'inspect'])
+// The script's statuses (redis.lua); -1, no free number, is any other.
 const STATUS_DONE = 0
-const STATUS_FULL = -1
 const STATUS_LOST = -2
 const STATUS_NOT_HELD = -3
+const STATUS_GO_ON = -4
 
 /** Whether `error` is a reply of the server (rather than a broken connection), whatever client sent it. */
 function isReplyError(error) {
@@ -73,15 +74,19 @@ function fromRedis(error) {
   return coded('ERR_REDIS', `Redis refused: ${message}`)
 }
 
-/** Resolves as `promise` does, or rejects with ERR_REDIS_TIMEOUT after `ms`. */
-function within(promise, ms) {
-  let timer
-  const timeout = new Promise((resolve, reject) => {
-    timer = setTimeout(() => reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`)), ms)
+/**
+ * Resolves as `start()` does, or rejects with ERR_REDIS_TIMEOUT after `ms`. `start` may throw or
+ * return a non-promise (a client that is not what it claims): that is the result, as if awaited.
+ */
+function within(start, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`)), ms)
+    // A late answer or failure of the losing side is dropped, never unhandled.
+    Promise.resolve()
+      .then(start)
+      .then(resolve, reject)
+      .finally(() => clearTimeout(timer))
   })
-  // A late answer or failure of the losing side is dropped, never unhandled.
-  promise.catch(() => {})
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /**
@@ -97,11 +102,11 @@ function connectionOf(redis, timeoutMs) {
   if (redis !== null && typeof redis === 'object') {
     // node-redis (v4 and later): sendCommand takes an array of strings.
     if (typeof redis.sendCommand === 'function' && 'isOpen' in redis) {
-      return { call: (args) => within(redis.sendCommand(args.map(String)), timeoutMs), close() {} }
+      return { call: (args) => within(() => redis.sendCommand(args.map(String)), timeoutMs), close() {} }
     }
     // ioredis: call(command, ...args).
     if (typeof redis.call === 'function' && typeof redis.status === 'string') {
-      return { call: ([command, ...rest]) => within(redis.call(command, ...rest.map(String)), timeoutMs), close() {} }
+      return { call: ([command, ...rest]) => within(() => redis.call(command, ...rest.map(String)), timeoutMs), close() {} }
     }
   }
   throw invalidType('options.redis', 'a redis:// URL, an ioredis client or a node-redis client', redis)
@@ -109,17 +114,46 @@ function connectionOf(redis, timeoutMs) {
 
 /** Runs the script once on `connection` over `keys` with ARGV `args`; errors come back coded. */
 async function runScript(connection, keys, args) {
+  let reply
   try {
     try {
-      return await connection.call(['EVALSHA', SCRIPT_SHA, keys.length, ...keys, ...args])
+      reply = await connection.call(['EVALSHA', SCRIPT_SHA, keys.length, ...keys, ...args])
     } catch (error) {
       if (!isReplyError(error) || !String(error.message).startsWith('NOSCRIPT')) throw error
       // A server that has not seen the script yet (or restarted): EVAL also caches it.
-      return await connection.call(['EVAL', SCRIPT, keys.length, ...keys, ...args])
+      reply = await connection.call(['EVAL', SCRIPT, keys.length, ...keys, ...args])
     }
   } catch (error) {
     throw fromRedis(error)
   }
+  if (!Array.isArray(reply) || typeof reply[0] !== 'number') throw unexpected(reply)
+  return reply
+}
+
+/** A reply the script cannot have sent: the client is not a Redis client, or not Redis's. */
+function unexpected(reply) {
+  return codedError(Error, 'ERR_REDIS', `unexpected reply from the Redis client: ${String(describeReply(reply)).slice(0, 80)}`)
+}
+
+function describeReply(reply) {
+  try {
+    return JSON.stringify(reply)
+  } catch {
+    return typeof reply
+  }
+}
+
+/** `n`, or ERR_NO_FREE_NUMBER for null. */
+function found(n) {
+  if (n === null) throw noFreeNumber()
+  return n
+}
+
+/** The pid and host of a holder, from what it registered ("pid host"). */
+function holderInfo(info) {
+  const text = typeof info === 'string' ? info : ''
+  const space = text.indexOf(' ')
+  return { pid: Number(space < 0 ? 0 : text.slice(0, space)) || 0, host: space < 0 ? '' : text.slice(space + 1) }
 }
 
 /** The keys of allocator `name`: one hash tag, so they share a Redis Cluster slot. */
@@ -130,7 +164,8 @@ function keysOf(name) {
 
 function checkName(name) {
   checkString('name', name)
-  if (!NAME_PATTERN.test(name)) {
+  // Lone surrogates would all be sent as U+FFFD: two names, one allocator.
+  if (!NAME_PATTERN.test(name) || !name.isWellFormed()) {
     throw codedError(
       Error,
       'ERR_INVALID_NAME',
@@ -155,6 +190,7 @@ class RemoteLease {
   /** `free(value)` gives the number back and stops the signal from aborting. */
   constructor(token, value, fencing, signal, free) {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use acquire() of a RedisAllocator to get a RemoteLease')
+    // `free` frees this grant only (by its token): ERR_NOT_ALLOCATED means it is gone already.
     this.#value = value
     this.#token = fencing
     this.#signal = signal
@@ -190,7 +226,8 @@ class RemoteLease {
     try {
       await this.#free(this.#value)
     } catch (error) {
-      if (error.code === 'ERR_NOT_ALLOCATED' && this.#signal.aborted) return
+      // The grant is gone: freed by an earlier attempt whose answer timed out, or its lease lost.
+      if (error.code === 'ERR_NOT_ALLOCATED') return
       this.#released = false
       throw error
     }
@@ -276,14 +313,17 @@ class RedisAllocator extends EventEmitter {
     const connection = connectionOf(redis, timeoutMs)
     const allocator = new RedisAllocator(constructing, { connection, name, max: capacity, policy, leaseMs, replicas, timeoutMs })
     try {
-      const [, existing, existingPolicy] = await allocator.#run(['open', capacity, policy])
-      if (existing !== capacity) {
-        throw codedError(Error, 'ERR_SIZE_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with capacity ${existing}, not ${capacity}`)
-      }
-      if (existingPolicy !== policy) {
-        throw codedError(Error, 'ERR_POLICY_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with policy '${existingPolicy}', not '${policy}'`)
-      }
-      await allocator.#owner()
+      // One bound for the whole open (connecting, loading the script, creating, a lease).
+      await within(async () => {
+        const [, existing, existingPolicy] = await allocator.#run(['open', capacity, policy])
+        if (existing !== capacity) {
+          throw codedError(Error, 'ERR_SIZE_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with capacity ${existing}, not ${capacity}`)
+        }
+        if (existingPolicy !== policy) {
+          throw codedError(Error, 'ERR_POLICY_MISMATCH', `the Redis allocator ${JSON.stringify(name)} exists with policy '${existingPolicy}', not '${policy}'`)
+        }
+        await allocator.#owner()
+      }, timeoutMs)
     } catch (error) {
       await allocator.close()
       throw error
@@ -360,8 +400,15 @@ class RedisAllocator extends EventEmitter {
         error.owner = generation.owner
         throw error
       }
-      if (reply[0] !== STATUS_LOST) this.#renewed(generation, sentAt)
-      else this.#lose(generation, 'the server ended the lease: it was not renewed in time')
+      if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      if (reply[0] !== STATUS_LOST) {
+        this.#renewed(generation, sentAt)
+        // The reply may be handled long after it came (a busy event loop): by then the lease
+        // may be over here, and its numbers someone else's on the server.
+        this.#check(generation)
+      } else {
+        this.#lose(generation, 'the server ended the lease: it was not renewed in time')
+      }
       // A reply under a lease lost meanwhile is not this holder's to use: what it granted is
       // released with that lease.
       if (!generation.lost) return { reply, generation }
@@ -420,8 +467,23 @@ class RedisAllocator extends EventEmitter {
     generation.end(error)
     // Gone for good: give back what it held now rather than at the server's end of the lease
     // (nothing if the server released it already). A failure leaves that to the lease.
-    if (!this.#closed) this.#run(['release', generation.owner]).catch(() => {})
+    this.#releaseAll(generation.owner).catch(() => {})
     this.emit('lost', error)
+  }
+
+  /** Gives back every number `owner` holds, a chunk per round trip; resolves with how many. */
+  async #releaseAll(owner) {
+    let freed = 0
+    for (;;) {
+      const [, n, all] = await this.#run(['release', owner])
+      freed += Number(n)
+      if (all === 1) return freed
+    }
+  }
+
+  /** `call()` within this handle's timeout: every public call answers or fails by then. */
+  #bounded(call) {
+    return within(call, this.#timeoutMs)
   }
 
   /** The heartbeat: extends the lease; a failure is left to the deadline. */
@@ -433,7 +495,9 @@ class RedisAllocator extends EventEmitter {
       const [status] = await this.#run(['renew', generation.owner, this.#leaseMs])
       if (status === STATUS_LOST) this.#lose(generation, 'the server ended the lease: it was not renewed in time')
       else this.#renewed(generation, sentAt)
-    } catch {
+    } catch (error) {
+      // The keys are gone (deleted, or a restart without persistence): so is the lease.
+      if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
       // Unreachable or slow: the deadline says when the lease is gone.
     }
   }
@@ -469,8 +533,9 @@ class RedisAllocator extends EventEmitter {
   }
 
   /**
-   * Allocates what `args` ask for: { token, numbers, generation } (the lease they are held
-   * under), or null when that is not free.
+   * Allocates what `args` ask for: { status, token, numbers, generation } (the lease they are
+   * held under; status STATUS_FULL when that is not free, STATUS_GO_ON with where a block search
+   * goes on from in `numbers[0]`).
    */
   async #grant(args) {
     let owned
@@ -481,39 +546,48 @@ class RedisAllocator extends EventEmitter {
       // given back (at worst the lease ends, and with it the grant).
       if (error.code === 'ERR_REDIS_REPLICAS' && error.reply?.[0] === STATUS_DONE) {
         const numbers = error.reply.slice(2).map(Number)
-        await this.#run(['free', error.owner, this.#leaseMs, ...numbers]).catch(() => {})
+        // Not awaited: the caller learns of the failure now; calls it makes next come after.
+        this.#run(['free', error.owner, this.#leaseMs, ...numbers]).catch(() => {})
       }
       throw error
     }
     const { reply, generation } = owned
-    if (reply[0] === STATUS_FULL) return null
-    return { token: Number(reply[1]), numbers: reply.slice(2).map(Number), generation }
+    if (reply[0] === STATUS_GO_ON) return { status: STATUS_GO_ON, numbers: [Number(reply[1])] }
+    if (reply[0] !== STATUS_DONE) return { status: reply[0] }
+    return { status: STATUS_DONE, token: Number(reply[1]), numbers: reply.slice(2).map(Number), generation }
+  }
+
+  /** The one number `args` ask for, or null. */
+  async #one(args) {
+    const { status, numbers } = await this.#grant(args)
+    return status === STATUS_DONE ? numbers[0] : null
   }
 
   async tryAllocate() {
     this.#ownAndOpen()
-    const got = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
-    return got === null ? null : got.numbers[0]
+    return this.#bounded(() => this.#one(['one', RedisAllocator.#hint(0, this.#max - 1)]))
   }
 
   async allocate() {
     ownAllocator(this)
-    const n = await this.tryAllocate()
-    if (n === null) throw noFreeNumber()
-    return n
+    return found(await this.tryAllocate())
   }
 
   async acquire() {
     this.#ownAndOpen()
-    const got = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
-    if (got === null) throw noFreeNumber()
-    const { numbers, token, generation } = got
-    const controller = new AbortController()
-    guardSignal(controller.signal, () => this.#check(generation))
-    generation.leases.add(controller)
-    return new RemoteLease(constructing, numbers[0], token, controller.signal, async (n) => {
-      await this.free(n)
-      generation.leases.delete(controller)
+    return this.#bounded(async () => {
+      const { status, numbers, token, generation } = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
+      if (status !== STATUS_DONE) throw noFreeNumber()
+      const controller = new AbortController()
+      guardSignal(controller.signal, () => this.#check(generation))
+      if (generation.lost) controller.abort(codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost`))
+      else generation.leases.add(controller)
+      return new RemoteLease(constructing, numbers[0], token, controller.signal, (n) =>
+        this.#bounded(async () => {
+          await this.#free([n, token], 'grant')
+          generation.leases.delete(controller)
+        }),
+      )
     })
   }
 
@@ -521,57 +595,62 @@ class RedisAllocator extends EventEmitter {
     this.#ownAndOpen()
     checkInteger('min', min, 0, this.#max - 1)
     checkInteger('max', max, min, this.#max - 1)
-    const got = await this.#grant(['range', min, max, RedisAllocator.#hint(min, max)])
-    return got === null ? null : got.numbers[0]
+    return this.#bounded(() => this.#one(['range', min, max, RedisAllocator.#hint(min, max)]))
   }
 
   async allocateInRange(min, max) {
     ownAllocator(this)
-    const n = await this.tryAllocateInRange(min, max)
-    if (n === null) throw noFreeNumber()
-    return n
+    return found(await this.tryAllocateInRange(min, max))
   }
 
   async tryAllocateBlock(count, align = 1) {
     this.#ownAndOpen()
     checkInteger('count', count, 1, Math.min(this.#max, MAX_REDIS_BATCH))
     checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
-    const got = await this.#grant(['block', count, align])
-    return got === null ? null : got.numbers[0]
+    return this.#bounded(async () => {
+      // A search Redis cut short (a fragmented bitmap) goes on where it stopped, a script each.
+      for (let from = 0; ;) {
+        const { status, numbers } = await this.#grant(['block', count, align, from])
+        if (status === STATUS_DONE) return numbers[0]
+        if (status !== STATUS_GO_ON) return null
+        from = numbers[0]
+      }
+    })
   }
 
   async allocateBlock(count, align = 1) {
     ownAllocator(this)
-    const first = await this.tryAllocateBlock(count, align)
-    if (first === null) throw noFreeNumber()
-    return first
+    return found(await this.tryAllocateBlock(count, align))
   }
 
   async freeBlock(first, count) {
     this.#ownAndOpen()
     checkInteger('first', first, 0, this.#max - 1)
     checkInteger('count', count, 1, Math.min(this.#max - first, MAX_REDIS_BATCH))
-    await this.#free(Array.from({ length: count }, (_, i) => first + i))
+    return this.#bounded(() => this.#free(Array.from({ length: count }, (_, i) => first + i)))
   }
 
   async allocateMany(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, Math.min(this.#max, MAX_REDIS_BATCH))
-    if (n === 0) return []
-    const got = await this.#grant(['many', n, RedisAllocator.#hint(0, this.#max - 1)])
-    if (got === null) throw noFreeNumber()
-    return got.numbers
+    return this.#bounded(async () => {
+      if (n === 0) return []
+      const { status, numbers } = await this.#grant(['many', n, RedisAllocator.#hint(0, this.#max - 1)])
+      if (status !== STATUS_DONE) throw noFreeNumber()
+      return numbers
+    })
   }
 
   async free(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, this.#max - 1)
-    await this.#free([n])
+    return this.#bounded(() => this.#free([n]))
   }
 
   async freeMany(numbers) {
     this.#ownAndOpen()
     if (numbers === null || typeof numbers !== 'object') throw invalidType('numbers', 'an array of numbers', numbers)
+    // Read once: an object whose length or items change between reads gets what it said first.
     const count = numbers.length
     if (typeof count !== 'number') throw invalidType('numbers', 'an array of numbers', numbers)
     checkInteger('numbers.length', count, 0, Math.min(this.#max, MAX_REDIS_BATCH))
@@ -581,12 +660,17 @@ class RedisAllocator extends EventEmitter {
       checkInteger(`numbers[${i}]`, n, 0, this.#max - 1)
       list[i] = n
     }
-    if (count > 0) await this.#free(list)
+    return this.#bounded(async () => {
+      if (count > 0) await this.#free(list)
+    })
   }
 
-  /** Frees `list`, all or none; ERR_NOT_ALLOCATED names the first this handle does not hold. */
-  async #free(list) {
-    const { reply } = await this.#owned('free', list)
+  /**
+   * Frees `list`, all or none (or, `how` 'grant', the one number of `[n, token]` under that
+   * grant only); ERR_NOT_ALLOCATED names the first this handle does not hold.
+   */
+  async #free(list, how = 'numbers') {
+    const { reply } = await this.#owned('free', how === 'grant' ? ['grant', ...list] : list)
     if (reply[0] === STATUS_NOT_HELD) {
       const n = list[reply[1] - 1]
       throw codedError(Error, 'ERR_NOT_ALLOCATED', `${n} is not held by this allocator (not allocated, held by another, or its lease was lost)`)
@@ -596,36 +680,36 @@ class RedisAllocator extends EventEmitter {
   async isAllocated(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, this.#max - 1)
-    const [, bit] = await this.#run(['bit', n])
-    return bit === 1
+    return this.#bounded(async () => (await this.#run(['bit', n]))[1] === 1)
   }
 
   async count() {
     this.#ownAndOpen()
-    const [, held] = await this.#run(['count'])
-    return Number(held)
+    return this.#bounded(async () => Number((await this.#run(['count']))[1]))
   }
 
   async holderOf(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, this.#max - 1)
-    const reply = await this.#run(['holder', n])
-    if (reply.length === 1) return null
-    const [, owner, token, info, expiresAt] = reply
-    const space = info.indexOf(' ')
-    return {
-      owner,
-      pid: Number(space < 0 ? 0 : info.slice(0, space)) || 0,
-      host: space < 0 ? '' : info.slice(space + 1),
-      expiresAt: Number(expiresAt),
-      token: Number(token),
-    }
+    return this.#bounded(async () => {
+      const reply = await this.#run(['holder', n])
+      if (reply.length === 1) return null
+      const [, owner, token, info, expiresAt] = reply
+      return { owner, ...holderInfo(info), expiresAt: Number(expiresAt), token: Number(token) }
+    })
   }
 
   async reclaim() {
     this.#ownAndOpen()
-    const [, freed] = await this.#run(['reclaim'])
-    return Number(freed)
+    return this.#bounded(async () => {
+      // A chunk of numbers per script, until no ended lease is left.
+      let freed = 0
+      for (;;) {
+        const [, n, more] = await this.#run(['reclaim'])
+        freed += Number(n)
+        if (more !== 1) return freed
+      }
+    })
   }
 
   async close(options) {
@@ -639,7 +723,7 @@ class RedisAllocator extends EventEmitter {
     const generation = this.#generation
     try {
       // Without release, the numbers stay held until the lease ends, leaseMs after its last renewal.
-      if (release && generation !== null) await this.#run(['release', generation.owner])
+      if (release && generation !== null) await this.#bounded(() => this.#releaseAll(generation.owner))
     } finally {
       this.#closed = true
       this.#connection.close()
@@ -686,7 +770,7 @@ function serverOptions(options) {
   return { connection: connectionOf(redis, timeoutMs), rest }
 }
 
-/** Runs `args` on allocator `name` once; a missing allocator is ENOENT. */
+/** Runs `args` on allocator `name` once; a missing allocator is ENOENT. The caller closes `connection`. */
 async function onAllocator(name, connection, args) {
   try {
     return await runScript(connection, keysOf(name), args)
@@ -695,8 +779,6 @@ async function onAllocator(name, connection, args) {
     const missing = codedError(Error, 'ENOENT', `no Redis allocator named ${JSON.stringify(name)}`)
     missing.cause = error
     throw missing
-  } finally {
-    connection.close()
   }
 }
 
@@ -710,15 +792,19 @@ async function inspectRedis(name, options) {
     connection.close()
     throw error
   }
-  const [, capacity, now, policy, token, inUse, cellSize, counts, list] = await onAllocator(name, connection, ['inspect', cells])
+  let reply
+  try {
+    reply = await onAllocator(name, connection, ['inspect', cells])
+  } finally {
+    connection.close()
+  }
+  const [, capacity, now, policy, token, inUse, cellSize, counts, list] = reply
   const holders = []
   for (let i = 0; i < list.length; i += 4) {
     const [owner, expiresAt, info, count] = list.slice(i, i + 4)
-    const space = info.indexOf(' ')
     holders.push({
       owner,
-      pid: Number(space < 0 ? 0 : info.slice(0, space)) || 0,
-      host: space < 0 ? '' : info.slice(space + 1),
+      ...holderInfo(info),
       expiresAt: Number(expiresAt),
       alive: Number(expiresAt) > Number(now),
       count: Number(count),
@@ -759,8 +845,16 @@ async function listRedis(options) {
 async function reclaimRedis(name, options) {
   checkName(name)
   const { connection } = serverOptions(options)
-  const [, freed] = await onAllocator(name, connection, ['reclaim'])
-  return Number(freed)
+  let freed = 0
+  try {
+    for (;;) {
+      const [, n, more] = await onAllocator(name, connection, ['reclaim'])
+      freed += Number(n)
+      if (more !== 1) return freed
+    }
+  } finally {
+    connection.close()
+  }
 }
 
 module.exports = {

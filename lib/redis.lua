@@ -10,11 +10,17 @@
 --   5 leases   sorted set: owner -> the server time (ms) at which its lease ends
 --   6 owners   hash: owner -> "pid host" (what holderOf reports)
 -- ARGV[1] is the operation; the rest are its arguments. Replies are arrays whose first item is a
--- status: 0 done, -1 no free number, -2 the owner's lease was lost, -3 not held (ARGV index).
+-- status: 0 done, -1 no free number, -2 the owner's lease was lost, -3 not held (ARGV index),
+-- -4 a block search cut short (where to go on from).
 -- A lease is over when the server's clock reaches its end; whoever runs the next allocation
 -- after that gives its numbers back (reclaim_expired), so no sweeper process is needed.
 
 local FORMAT = '1'
+-- The most numbers one call frees (releasing or reclaiming an owner) and the most steps of one
+-- block search: Redis serves nobody else while a script runs, so a script's work is bounded and
+-- the caller calls again for the rest.
+local CHUNK = 1024
+local BLOCK_STEPS = 1024
 local op = ARGV[1]
 local meta, bits, held, byowner, leases, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
@@ -23,31 +29,36 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Gives back every number `owner` holds and forgets the owner; returns how many.
-local function release_owner(owner)
+-- Gives back up to `budget` numbers `owner` holds, and forgets the owner once it holds none;
+-- returns how many it gave back and whether that was all.
+local function release_owner(owner, budget)
   local from, to = '[' .. owner .. ':', '[' .. owner .. ';'
-  local members = redis.call('ZRANGEBYLEX', byowner, from, to)
+  local members = redis.call('ZRANGEBYLEX', byowner, from, to, 'LIMIT', 0, budget)
   for _, member in ipairs(members) do
     local n = string.sub(member, #owner + 2)
     redis.call('SETBIT', bits, n, 0)
     redis.call('HDEL', held, n)
   end
-  if #members > 0 then redis.call('ZREMRANGEBYLEX', byowner, from, to) end
-  redis.call('ZREM', leases, owner)
-  redis.call('HDEL', owners, owner)
-  return #members
+  if #members > 0 then redis.call('ZREM', byowner, unpack(members)) end
+  if #members < budget then
+    redis.call('ZREM', leases, owner)
+    redis.call('HDEL', owners, owner)
+    return #members, true
+  end
+  return #members, false
 end
 
--- Releases up to `limit` owners whose lease ended at or before `now`; returns the numbers freed.
-local function reclaim_expired(now, limit)
-  local dead
-  if limit then
-    dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
-  else
-    dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+-- Gives back up to CHUNK numbers of owners whose lease ended at or before `now` (at most 64
+-- owners); returns how many.
+local function reclaim_expired(now)
+  local freed, budget = 0, CHUNK
+  for _ = 1, 64 do
+    local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1)
+    if #dead == 0 then break end
+    local n, all = release_owner(dead[1], budget)
+    freed, budget = freed + n, budget - n
+    if not all or budget == 0 then break end
   end
-  local freed = 0
-  for _, owner in ipairs(dead) do freed = freed + release_owner(owner) end
   return freed
 end
 
@@ -57,7 +68,7 @@ local function renew(owner, now, lease_ms)
   local ends = redis.call('ZSCORE', leases, owner)
   if not ends then return false end
   if tonumber(ends) <= now then
-    release_owner(owner)
+    release_owner(owner, CHUNK) -- the rest, if any, goes back through reclaim_expired
     return false
   end
   redis.call('ZADD', leases, 'GT', now + lease_ms, owner)
@@ -82,14 +93,14 @@ local function first_free(lo, hi, start)
   return nil
 end
 
--- The first run of `count` free numbers starting at a multiple of `align`; nil when none.
-local function first_block(cap, count, align)
-  local p = 0
-  while true do
+-- The first run of `count` free numbers at or after `p` starting at a multiple of `align`: the
+-- first number, or nil and where to go on from after BLOCK_STEPS steps (nil, nil when none).
+local function first_block(cap, count, align, p)
+  for _ = 1, BLOCK_STEPS do
     p = math.ceil(p / align) * align
-    if p + count > cap then return nil end
+    if p + count > cap then return nil, nil end
     local z = redis.call('BITPOS', bits, 0, p, cap - 1, 'BIT')
-    if z < 0 then return nil end
+    if z < 0 then return nil, nil end
     if z > p then
       p = z
     else
@@ -98,6 +109,7 @@ local function first_block(cap, count, align)
       p = s + 1
     end
   end
+  return nil, p
 end
 
 -- Where a single-number search starts: the policy decides.
@@ -107,8 +119,9 @@ local function start_of(policy, lo, hint)
   return hint
 end
 
--- Finds what ARGV asks for (after owner, lease_ms): a list of numbers, or nil when not free.
---   one HINT | range LO HI HINT | many N HINT | block COUNT ALIGN
+-- Finds what ARGV asks for (after owner, lease_ms): a list of numbers, or nil when not free
+-- (and, for a block search cut short, where to go on from).
+--   one HINT | range LO HI HINT | many N HINT | block COUNT ALIGN FROM
 local function find(cap, policy)
   local mode = ARGV[4]
   if mode == 'one' then
@@ -137,8 +150,8 @@ local function find(cap, policy)
     return found
   elseif mode == 'block' then
     local count, align = tonumber(ARGV[5]), tonumber(ARGV[6])
-    local first = first_block(cap, count, align)
-    if not first then return nil end
+    local first, resume = first_block(cap, count, align, tonumber(ARGV[7]))
+    if not first then return nil, resume end
     local found = {}
     for i = 1, count do found[i] = first + i - 1 end
     return found
@@ -183,7 +196,7 @@ local now = now_ms()
 
 if op == 'register' then
   -- ARGV: owner lease_ms info
-  reclaim_expired(now, 16)
+  reclaim_expired(now)
   redis.call('ZADD', leases, now + tonumber(ARGV[3]), ARGV[2])
   redis.call('HSET', owners, ARGV[2], ARGV[4])
   return { 0 }
@@ -194,14 +207,17 @@ elseif op == 'renew' then
 elseif op == 'alloc' then
   -- ARGV: owner lease_ms mode ...
   local owner = ARGV[2]
-  reclaim_expired(now, 16)
+  reclaim_expired(now)
   if not renew(owner, now, tonumber(ARGV[3])) then return { -2 } end
   local policy = redis.call('HGET', meta, 'policy')
-  local found = find(cap, policy)
+  local found, resume = find(cap, policy)
+  if found == nil and resume == nil then
+    -- Before saying "full": ended leases give their numbers back (up to CHUNK more).
+    if reclaim_expired(now) > 0 then found, resume = find(cap, policy) end
+  end
   if found == nil then
-    -- Before saying "full": every ended lease gives its numbers back.
-    if reclaim_expired(now, nil) > 0 then found = find(cap, policy) end
-    if found == nil then return { -1 } end
+    if resume then return { -4, resume } end
+    return { -1 }
   end
   if found.err then return found end
   local token = redis.call('HINCRBY', meta, 'token', 1)
@@ -216,9 +232,18 @@ elseif op == 'alloc' then
   if policy == 'cyclic' then redis.call('HSET', meta, 'cursor', (found[#found] + 1) % cap) end
   return reply
 elseif op == 'free' then
-  -- ARGV: owner lease_ms n... Frees all or none: each must be held by this owner, once.
+  -- ARGV: owner lease_ms n... or owner lease_ms 'grant' n token: frees all or none; each must be
+  -- held by this owner, once (with a token: under that very grant, so that a free repeated
+  -- after a timeout never frees the number's next grant).
   local owner = ARGV[2]
   if not renew(owner, now, tonumber(ARGV[3])) then return { -2 } end
+  if ARGV[4] == 'grant' then
+    if redis.call('HGET', held, ARGV[5]) ~= owner .. ':' .. ARGV[6] then return { -3, 1 } end
+    redis.call('SETBIT', bits, ARGV[5], 0)
+    redis.call('HDEL', held, ARGV[5])
+    redis.call('ZREM', byowner, owner .. ':' .. ARGV[5])
+    return { 0 }
+  end
   local seen = {}
   for i = 4, #ARGV do
     local grant = redis.call('HGET', held, ARGV[i])
@@ -257,10 +282,14 @@ elseif op == 'bit' then
   -- ARGV: n
   return { 0, redis.call('GETBIT', bits, ARGV[2]) }
 elseif op == 'release' then
-  -- ARGV: owner. Gives back everything the owner holds (close with release).
-  return { 0, release_owner(ARGV[2]) }
+  -- ARGV: owner. Gives back up to CHUNK numbers the owner holds (close with release, a lost
+  -- lease); the reply's third item is 1 once it holds none and is forgotten.
+  local n, all = release_owner(ARGV[2], CHUNK)
+  return { 0, n, all and 1 or 0 }
 elseif op == 'reclaim' then
-  return { 0, reclaim_expired(now, nil) }
+  -- Up to CHUNK numbers of ended leases; the third item is 1 while more ended leases remain.
+  local n = reclaim_expired(now)
+  return { 0, n, redis.call('ZCOUNT', leases, '-inf', now) > 0 and 1 or 0 }
 elseif op == 'holder' then
   -- ARGV: n. The holder of n: owner, token, "pid host", lease end; or just the status if free.
   local grant = redis.call('HGET', held, ARGV[2])

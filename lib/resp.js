@@ -11,6 +11,20 @@ const { codedError, invalidType } = require('./checks.js')
 /** A reply the server sent as an error (`-ERR ...`): the message is the server's. */
 class ReplyError extends Error {}
 
+/** `text` for an error message: quoted, cut short, and without what could be a password. */
+function shown(text) {
+  return JSON.stringify(String(text).replace(/\/\/[^/@]*@/, '//***@')).slice(0, 80)
+}
+
+/** A percent-encoded part of URL `text`, decoded; bad encoding is ERR_INVALID_URL. */
+function decoded(part, text) {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    throw codedError(TypeError, 'ERR_INVALID_URL', `bad percent-encoding in the Redis URL ${shown(text)}`)
+  }
+}
+
 /**
  * Reads `redis://[user:password@]host[:port][/db]`, `rediss://` (TLS) or
  * `unix:///path/to/socket[?db=N]` (also `redis+unix://`); throws ERR_INVALID_URL otherwise.
@@ -20,16 +34,16 @@ function parseUrl(text) {
   try {
     url = new URL(text)
   } catch {
-    throw codedError(TypeError, 'ERR_INVALID_URL', `not a Redis URL: ${JSON.stringify(text).slice(0, 80)}`)
+    throw codedError(TypeError, 'ERR_INVALID_URL', `not a Redis URL: ${shown(text)}`)
   }
-  const user = url.username ? decodeURIComponent(url.username) : null
-  const password = url.password ? decodeURIComponent(url.password) : null
+  const user = url.username ? decoded(url.username, text) : null
+  const password = url.password ? decoded(url.password, text) : null
   let db = url.searchParams.get('db')
   const where = { user, password, tls: false }
   switch (url.protocol) {
     case 'redis:':
     case 'rediss:': {
-      if (!url.hostname) throw codedError(TypeError, 'ERR_INVALID_URL', `no host in the Redis URL ${JSON.stringify(text)}`)
+      if (!url.hostname) throw codedError(TypeError, 'ERR_INVALID_URL', `no host in the Redis URL ${shown(text)}`)
       where.host = url.hostname.replace(/^\[(.*)\]$/, '$1')
       where.port = url.port ? Number(url.port) : 6379
       where.tls = url.protocol === 'rediss:'
@@ -39,11 +53,11 @@ function parseUrl(text) {
     }
     case 'unix:':
     case 'redis+unix:':
-      if (!url.pathname) throw codedError(TypeError, 'ERR_INVALID_URL', `no socket path in the Redis URL ${JSON.stringify(text)}`)
-      where.path = decodeURIComponent(url.pathname)
+      if (!url.pathname) throw codedError(TypeError, 'ERR_INVALID_URL', `no socket path in the Redis URL ${shown(text)}`)
+      where.path = decoded(url.pathname, text)
       break
     default:
-      throw codedError(TypeError, 'ERR_INVALID_URL', `a Redis URL starts with redis://, rediss:// or unix://. Received ${JSON.stringify(text).slice(0, 80)}`)
+      throw codedError(TypeError, 'ERR_INVALID_URL', `a Redis URL starts with redis://, rediss:// or unix://. Received ${shown(text)}`)
   }
   if (db !== null) {
     if (!/^\d{1,5}$/.test(db)) throw codedError(TypeError, 'ERR_INVALID_URL', `the database in a Redis URL is a number. Received ${JSON.stringify(db)}`)
@@ -62,6 +76,8 @@ function encode(args) {
 }
 
 const INCOMPLETE = Symbol('incomplete')
+/** How many timed-out commands may wait for their replies before the connection is made again. */
+const MAX_ABANDONED = 64
 
 /**
  * Parses one reply from `buffer` at `start`: [value, end] or INCOMPLETE. Bulk strings come back
@@ -108,16 +124,20 @@ function parse(buffer, start) {
 
 /**
  * One connection, opened on the first command and again after it breaks. Every command is
- * answered or fails within `timeoutMs`: a timeout or a broken connection fails every command
- * still waiting (their replies could no longer be told apart) with ERR_REDIS_TIMEOUT or
- * ERR_REDIS_UNAVAILABLE. The socket keeps the process alive only while a command waits.
+ * answered or fails within `timeoutMs`. A command that times out fails with ERR_REDIS_TIMEOUT
+ * but keeps its place in the line, so that its reply, if it comes, is dropped rather than taken
+ * for the next command's (and the connection, and the commands behind it, go on); past
+ * MAX_ABANDONED such places the connection is dropped and made again. A broken connection fails
+ * every command waiting with ERR_REDIS_UNAVAILABLE. The socket keeps the process alive only
+ * while a command waits.
  */
 class RespClient {
   #where
   #timeoutMs
   #socket = null
   #ready = null // a promise settled when the connection is usable
-  #waiting = [] // { resolve, reject, timer } in the order the commands were sent
+  #waiting = [] // { resolve, reject, timer, abandoned } in the order the commands were sent
+  #abandoned = 0 // how many of #waiting timed out
   #input = Buffer.alloc(0)
   #closed = false
 
@@ -145,7 +165,14 @@ class RespClient {
       this.#waiting.push(entry)
       this.#socket.ref()
       entry.timer = setTimeout(() => {
-        this.#fail(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${this.#timeoutMs} ms (the command may have run)`))
+        entry.abandoned = true
+        entry.reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${this.#timeoutMs} ms (the command may have run)`))
+        if (++this.#abandoned > MAX_ABANDONED) {
+          this.#fail(codedError(Error, 'ERR_REDIS_UNAVAILABLE', `Redis left ${MAX_ABANDONED} commands unanswered: the connection was made again`))
+        } else if (this.#abandoned === this.#waiting.length) {
+          // Nobody waits any more: a reply that may never come keeps no process alive.
+          this.#socket.unref()
+        }
       }, this.#timeoutMs)
       this.#socket.write(encode(args))
     }).then((reply) => {
@@ -210,10 +237,11 @@ class RespClient {
         return
       }
       clearTimeout(entry.timer)
-      entry.resolve(parsed[0])
+      if (entry.abandoned) this.#abandoned--
+      else entry.resolve(parsed[0])
     }
     this.#input = at === this.#input.length ? Buffer.alloc(0) : this.#input.subarray(at)
-    if (this.#waiting.length === 0) this.#socket?.unref()
+    if (this.#waiting.length === this.#abandoned) this.#socket?.unref()
   }
 
   /** Fails every waiting command with `error` and drops the connection (if still `socket`). */
@@ -221,6 +249,7 @@ class RespClient {
     if (socket !== this.#socket) return
     const waiting = this.#waiting
     this.#waiting = []
+    this.#abandoned = 0
     this.#socket = null
     this.#ready = null
     socket?.destroy()
