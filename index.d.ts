@@ -626,8 +626,9 @@ export interface RedisAllocatorOptions {
    * The server: a URL (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS,
    * `unix:///path/to/redis.sock[?db=N]`), for which the allocator makes a connection of its own
    * and closes it with `close()`; or the app's own client, an `ioredis` instance or a connected
-   * `node-redis` (`redis` package, v4 or later) client, which it uses and leaves open. A client
-   * for Redis Cluster works too: every key of an allocator has one hash tag.
+   * `node-redis` (`redis` package, v4 or later) client, which it uses and leaves open. Their Redis
+   * Cluster clients (`new Redis.Cluster(...)`, `createCluster(...)`) work too: every key of an
+   * allocator has one hash tag, so each allocator lives in one slot.
    */
   redis: string | RedisClientLike
   /** How many numbers the allocator hands out (`0` to `capacity - 1`), 1 to `MAX_REDIS_CAPACITY`. */
@@ -656,7 +657,8 @@ export interface RedisAllocatorOptions {
    * asynchronous replication, in which a failover can lose the last writes and hand a number out
    * twice). Waits with `WAIT` for at most `timeoutMs / 2`; fewer confirmations fail the call
    * with `ERR_REDIS_REPLICAS`, and an allocation is given back. `WAIT` narrows the window, it
-   * does not close it: Redis replication is not a consensus protocol.
+   * does not close it: Redis replication is not a consensus protocol. Needs a client of one
+   * server (`WAIT` names no key a Cluster client could route by): `ERR_INVALID_ARG_VALUE`.
    */
   replicas?: number
 }
@@ -665,6 +667,7 @@ export interface RedisAllocatorOptions {
 export type RedisClientLike =
   | { call(command: string, ...args: string[]): Promise<unknown>; status: string }
   | { sendCommand(args: string[]): Promise<unknown>; isOpen: boolean }
+  | { sendCommand(firstKey: string | undefined, isReadonly: boolean, args: string[]): Promise<unknown>; getSlotMaster(slot: number): unknown }
 
 /** The holder of a number of a `RedisAllocator`. */
 export interface RedisHolder extends Holder {
@@ -840,7 +843,10 @@ export interface RedisReport {
  */
 export declare function inspectRedis(name: string, options: RedisServerOptions & { cells?: number }): Promise<RedisReport>
 
-/** The names of the Redis allocators on the server (a `SCAN`), sorted. */
+/**
+ * The names of the Redis allocators on the server (a `SCAN`), sorted.
+ * @throws `ERR_INVALID_ARG_VALUE` for a Redis Cluster client (list each node by a URL instead).
+ */
 export declare function listRedis(options: RedisServerOptions): Promise<string[]>
 
 /**

@@ -185,4 +185,67 @@ async function slowProxy(t, server, delayMs) {
   return { url: `unix://${socketPath}` }
 }
 
-module.exports = { startRedis, slowProxy }
+/**
+ * A Redis Cluster of three masters on loopback ports, for test `t` (made with `redis-cli
+ * --cluster create`, which comes with redis-server). Resolves with the `ports`.
+ */
+async function startCluster(t) {
+  const { execFile } = require('node:child_process')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-cluster-'))
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const children = ports.map((port) => {
+    const nodeDir = path.join(dir, String(port))
+    fs.mkdirSync(nodeDir)
+    const child = spawn(
+      serverBinary(),
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--dir',
+        nodeDir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--logfile',
+        'redis.log',
+      ],
+      { stdio: 'ignore' },
+    )
+    child.on('error', () => {})
+    return child
+  })
+  t.after(async () => {
+    await Promise.all(children.map((child) => child.exitCode === null && new Promise((resolve) => child.once('exit', resolve).kill('SIGTERM'))))
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  for (const [i, port] of ports.entries()) await reachable({ port, host: '127.0.0.1' }, children[i])
+  const cli = serverBinary().replace(/(redis|valkey)-server$/, '$1-cli')
+  await new Promise((resolve, reject) =>
+    execFile(cli, ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-yes'], (error, stdout) =>
+      error ? reject(new Error(`${cli} --cluster create failed: ${error.message}\n${stdout}`)) : resolve(),
+    ),
+  )
+  // Until every node knows the whole slot map.
+  const { RespClient } = require('../lib/resp.js')
+  for (const port of ports) {
+    const client = new RespClient(`redis://127.0.0.1:${port}`, 5000)
+    try {
+      for (let i = 0; !/cluster_state:ok/.test(await client.call(['CLUSTER', 'INFO'])); i++) {
+        if (i > 400) throw new Error('the cluster did not come up within 20 s')
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    } finally {
+      client.close()
+    }
+  }
+  return { ports }
+}
+
+module.exports = { startRedis, slowProxy, startCluster }

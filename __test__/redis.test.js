@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { RedisAllocator, MAX_REDIS_CAPACITY } = require('..')
+const { RedisAllocator, MAX_REDIS_CAPACITY, listRedis } = require('..')
 const { RespClient } = require('../lib/resp.js')
 const { startRedis, slowProxy } = require('./redis-server.js')
 const { forkFixture, waitFor, kill9 } = require('./helpers.js')
@@ -420,7 +420,7 @@ test('close() aborts the signals of leases still held (nothing renews them), not
 })
 
 test('listRedis, inspectRedis, reclaimRedis and `numballoc list|inspect|reclaim --redis URL`: holders are leases, dead once ended', async (t) => {
-  const { listRedis, inspectRedis, reclaimRedis } = require('..')
+  const { inspectRedis, reclaimRedis } = require('..')
   const { execFileSync } = require('node:child_process')
   const cli = (...args) => {
     try {
@@ -681,4 +681,36 @@ test("the allocator's keys vanish under an open handle: its heartbeat says 'lost
   const error = await lost
   assert.match(error.message, /gone/)
   assert.equal(lease.signal.aborted, true)
+})
+
+test('Redis Cluster: through ioredis and node-redis cluster clients, allocators of many names (so many slots) share their numbers', async (t) => {
+  const { startCluster } = require('./redis-server.js')
+  const Redis = require('ioredis')
+  const { createCluster } = require('redis')
+  const { ports } = await startCluster(t)
+  const ioCluster = new Redis.Cluster([{ host: '127.0.0.1', port: ports[0] }])
+  t.after(() => ioCluster.disconnect())
+  const nodeCluster = createCluster({ rootNodes: [{ url: `redis://127.0.0.1:${ports[1]}` }] })
+  await nodeCluster.connect()
+  t.after(() => nodeCluster.close?.() ?? nodeCluster.disconnect())
+  const slots = new Set()
+  const opened = []
+  for (const name of ['worker-ids', 'shards', 'seats', 'a', 'b', 'c']) {
+    const first = await RedisAllocator.open(name, { redis: ioCluster, capacity: 8, policy: 'lowest' })
+    const second = await RedisAllocator.open(name, { redis: nodeCluster, capacity: 8, policy: 'lowest' })
+    opened.push(first, second)
+    const got = [await first.allocate(), await second.allocate(), ...(await first.allocateMany(3)), await second.allocateBlock(2, 2)]
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 6], name)
+    assert.equal(await second.count(), 7)
+    assert.equal((await second.holderOf(0)).pid, process.pid)
+    await assert.rejects(second.free(0), { code: 'ERR_NOT_ALLOCATED' }, "the other handle's")
+    await first.free(0)
+    assert.equal(await second.allocate(), 0)
+    slots.add(await ioCluster.cluster('KEYSLOT', `numballoc:{${name}}:meta`))
+  }
+  assert.ok(slots.size > 1)
+  await assert.rejects(RedisAllocator.open('r', { redis: ioCluster, capacity: 8, replicas: 1 }), { code: 'ERR_INVALID_ARG_VALUE' })
+  await assert.rejects(listRedis({ redis: nodeCluster }), { code: 'ERR_INVALID_ARG_VALUE' })
+  // Before the clients are closed (the test's after hooks).
+  for (const ids of opened) await ids.close({ release: true })
 })

@@ -100,13 +100,18 @@ function connectionOf(redis, timeoutMs) {
     return { call: (args) => client.call(args), close: () => client.close() }
   }
   if (redis !== null && typeof redis === 'object') {
+    // node-redis's Redis Cluster client: sendCommand(firstKey, isReadonly, args) routes by the key.
+    if (typeof redis.sendCommand === 'function' && typeof redis.getSlotMaster === 'function') {
+      const firstKey = (args) => (/^EVAL(SHA)?$/.test(args[0]) && Number(args[2]) > 0 ? String(args[3]) : undefined)
+      return { call: (args) => within(() => redis.sendCommand(firstKey(args), false, args.map(String)), timeoutMs), close() {}, cluster: true }
+    }
     // node-redis (v4 and later): sendCommand takes an array of strings.
     if (typeof redis.sendCommand === 'function' && 'isOpen' in redis) {
       return { call: (args) => within(() => redis.sendCommand(args.map(String)), timeoutMs), close() {} }
     }
-    // ioredis: call(command, ...args).
+    // ioredis, and its Cluster client (which routes a script by its first key): call(command, ...args).
     if (typeof redis.call === 'function' && typeof redis.status === 'string') {
-      return { call: ([command, ...rest]) => within(() => redis.call(command, ...rest.map(String)), timeoutMs), close() {} }
+      return { call: ([command, ...rest]) => within(() => redis.call(command, ...rest.map(String)), timeoutMs), close() {}, cluster: redis.isCluster === true }
     }
   }
   throw invalidType('options.redis', 'a redis:// URL, an ioredis client or a node-redis client', redis)
@@ -311,6 +316,14 @@ class RedisAllocator extends EventEmitter {
     checkInteger('options.timeoutMs', timeoutMs, 2, MAX_LEASE_MS)
     checkInteger('options.replicas', replicas, 0, 1000)
     const connection = connectionOf(redis, timeoutMs)
+    if (replicas > 0 && connection.cluster) {
+      // WAIT names no key: a Cluster client would send it to any node.
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_VALUE',
+        'The "options.replicas" needs a client of one server (a URL, or an ioredis or node-redis client), not a Redis Cluster client',
+      )
+    }
     const allocator = new RedisAllocator(constructing, { connection, name, max: capacity, policy, leaseMs, replicas, timeoutMs })
     try {
       // One bound for the whole open (connecting, loading the script, creating, a lease).
@@ -826,6 +839,10 @@ async function inspectRedis(name, options) {
 
 async function listRedis(options) {
   const { connection } = serverOptions(options)
+  if (connection.cluster) {
+    // SCAN names no key: a Cluster client would scan one node of many.
+    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'listRedis needs a client of one server (or a URL): with Redis Cluster, list each node')
+  }
   const names = []
   try {
     let cursor = '0'
