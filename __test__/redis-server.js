@@ -75,15 +75,17 @@ function freePort() {
 /**
  * Starts a redis-server for test `t` (or, with `t` null, for the caller to stop). `options`:
  * `appendonly` (AOF with fsync on every write), `tcp` (also listen on a loopback port),
- * `replicaOf` (another server of this file: start as its replica). Resolves with `url` (the
+ * `tls` (also listen with TLS, a certificate for localhost signed by `caFile`), `replicaOf`
+ * (another server of this file: start as its replica). Resolves with `url` (the
  * Unix socket), `tcpUrl`, `port`, `dir`, `stop()`, `kill9()` and `restart()` (same directory,
  * socket and port, so an AOF is read back).
  */
-async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null } = {}) {
+async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null, tls = false } = {}) {
   const binary = serverBinary()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-redis-'))
   const socket = path.join(dir, 'redis.sock')
   const port = tcp || replicaOf ? await freePort() : 0
+  const tlsPort = tls ? await freePort() : 0
   const args = [
     '--port',
     String(port),
@@ -109,6 +111,27 @@ async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null
     path.join(dir, 'redis.log'),
   ]
   // Without a delay before the first sync: a replica is in step in milliseconds, not seconds.
+  if (tls) {
+    // A certificate authority of the test's own, and a certificate for localhost it signed.
+    const { execFileSync } = require('node:child_process')
+    const ssl = (...more) => execFileSync('openssl', more, { cwd: dir, stdio: 'pipe' })
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=numballoc test CA')
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost')
+    fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1')
+    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext')
+    args.push(
+      '--tls-port',
+      String(tlsPort),
+      '--tls-cert-file',
+      'server.crt',
+      '--tls-key-file',
+      'server.key',
+      '--tls-ca-cert-file',
+      'ca.crt',
+      '--tls-auth-clients',
+      'no',
+    )
+  }
   if (replicaOf) args.push('--replicaof', '127.0.0.1', String(replicaOf.port), '--repl-diskless-sync-delay', '0')
   else args.push('--repl-diskless-sync-delay', '0')
   let child = null
@@ -120,6 +143,8 @@ async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null
   const server = {
     url: `unix://${socket}`,
     tcpUrl: port ? `redis://127.0.0.1:${port}` : null,
+    tlsUrl: tls ? `rediss://localhost:${tlsPort}` : null,
+    caFile: tls ? path.join(dir, 'ca.crt') : null,
     port,
     dir,
     get pid() {

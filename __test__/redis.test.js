@@ -714,3 +714,18 @@ test('Redis Cluster: through ioredis and node-redis cluster clients, allocators 
   // Before the clients are closed (the test's after hooks).
   for (const ids of opened) await ids.close({ release: true })
 })
+
+test("TLS (rediss://): works with the server's CA trusted (NODE_EXTRA_CA_CERTS), and says why it cannot connect without", async (t) => {
+  const own = await startRedis(t, { tls: true })
+  const code = `
+    const { RedisAllocator } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    RedisAllocator.open('tls', { redis: ${JSON.stringify(own.tlsUrl)}, capacity: 4, timeoutMs: 3000, policy: 'lowest' })
+      .then(async (ids) => { const n = await ids.allocate(); await ids.close({ release: true }); console.log(JSON.stringify({ n })) })
+      .catch((error) => console.log(JSON.stringify({ code: error.code, message: error.message })))`
+  const run = (env) =>
+    JSON.parse(require('node:child_process').execFileSync(process.execPath, ['-e', code], { env: { ...process.env, ...env }, encoding: 'utf8' }))
+  assert.deepEqual(run({ NODE_EXTRA_CA_CERTS: own.caFile }), { n: 0 })
+  const refused = run({ NODE_EXTRA_CA_CERTS: '' })
+  assert.equal(refused.code, 'ERR_REDIS_UNAVAILABLE')
+  assert.match(refused.message, /certificate/)
+})

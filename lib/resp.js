@@ -205,9 +205,15 @@ class RespClient {
         clearTimeout(timer)
         resolve()
       })
+      let cause = null
+      socket.once('error', (error) => (cause = error))
       socket.once('close', () => {
         clearTimeout(timer)
-        reject(codedError(Error, 'ERR_REDIS_UNAVAILABLE', `cannot reach Redis at ${where.path ?? `${where.host}:${where.port}`}`))
+        // Why, when the socket said (refused, no such file, a certificate not trusted, ...).
+        const why = cause ? `: ${cause.message}` : ''
+        const error = codedError(Error, 'ERR_REDIS_UNAVAILABLE', `cannot reach Redis at ${where.path ?? `${where.host}:${where.port}`}${why}`)
+        if (cause) error.cause = cause
+        reject(error)
       })
     })
     this.#ready = connected.then(async () => {
