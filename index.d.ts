@@ -26,7 +26,7 @@
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
  * - `ERR_LEASE_LOST`: a `RedisAllocator`'s lease ended before it was renewed (the signal's reason).
  * - `ERR_POLICY_MISMATCH`: a Redis allocator exists with another `policy`.
- * - `ERR_ALLOCATOR_GONE`: a Redis allocator's keys were deleted (or the server lost them) while open.
+ * - `ERR_ALLOCATOR_GONE`: a Redis allocator's keys were deleted or evicted (or the server lost them).
  * - `ERR_REDIS_UNAVAILABLE`: Redis cannot be reached, or the connection broke before the reply.
  * - `ERR_REDIS_TIMEOUT`: Redis did not answer within `timeoutMs` (the command may have run).
  * - `ERR_REDIS_REPLICAS`: fewer replicas than `replicas` confirmed a write in time.
@@ -624,7 +624,8 @@ export interface AsyncAllocator {
 export interface RedisAllocatorOptions {
   /**
    * The server: a URL (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS,
-   * `unix:///path/to/redis.sock[?db=N]`), for which the allocator makes a connection of its own
+   * `unix:///path/to/redis.sock[?db=N]`, with a password `unix://:password@localhost/path`),
+   * for which the allocator makes a connection of its own
    * and closes it with `close()`; or the app's own client, an `ioredis` instance or a connected
    * `node-redis` (`redis` package, v4 or later) client, which it uses and leaves open. Their Redis
    * Cluster clients (`new Redis.Cluster(...)`, `createCluster(...)`) work too: every key of an
@@ -734,8 +735,11 @@ export declare class RemoteLease implements AsyncDisposable {
 export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   private constructor()
   /**
-   * Opens the allocator `name` (1-200 characters, no braces or spaces) on the server, creating it
-   * if absent, and takes this handle's lease.
+   * Opens the allocator `name` (1-200 characters, no braces, spaces, control or format
+   * characters) on the server, creating it if absent, and takes this handle's lease. The server
+   * must keep the allocator's keys: `maxmemory-policy` `noeviction` (the default) or `volatile-*`;
+   * an evicted key makes every call fail with `ERR_ALLOCATOR_GONE` (never a number handed out
+   * twice).
    * @throws `ERR_SIZE_MISMATCH` / `ERR_POLICY_MISMATCH` if it exists with another capacity or
    *   policy; `ERR_INCOMPATIBLE_REGION` if keys of that name hold something else;
    *   `ERR_INVALID_NAME`, `ERR_INVALID_URL`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`; the
@@ -838,7 +842,7 @@ export interface RedisReport {
 
 /**
  * Reads the Redis allocator `name` without a lease or a change: what `numballoc inspect NAME
- * --redis URL` shows. `cells` (1-65536, default 64): about how many cells `cells` has.
+ * --redis URL` shows. `cells` (1-4096, default 64): about how many cells `cells` has.
  * @throws `ENOENT` if there is no allocator of that name; the Redis errors.
  */
 export declare function inspectRedis(name: string, options: RedisServerOptions & { cells?: number }): Promise<RedisReport>

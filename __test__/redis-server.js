@@ -75,12 +75,13 @@ function freePort() {
 /**
  * Starts a redis-server for test `t` (or, with `t` null, for the caller to stop). `options`:
  * `appendonly` (AOF with fsync on every write), `tcp` (also listen on a loopback port),
- * `tls` (also listen with TLS, a certificate for localhost signed by `caFile`), `replicaOf`
+ * `tls` (also listen with TLS, a certificate for localhost signed by `caFile`), `password`
+ * (clients must AUTH with it; `url` then carries it), `replicaOf`
  * (another server of this file: start as its replica). Resolves with `url` (the
  * Unix socket), `tcpUrl`, `port`, `dir`, `stop()`, `kill9()` and `restart()` (same directory,
  * socket and port, so an AOF is read back).
  */
-async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null, tls = false } = {}) {
+async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null, tls = false, password = null } = {}) {
   const binary = serverBinary()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-redis-'))
   const socket = path.join(dir, 'redis.sock')
@@ -132,6 +133,7 @@ async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null
       'no',
     )
   }
+  if (password !== null) args.push('--requirepass', password)
   if (replicaOf) args.push('--replicaof', '127.0.0.1', String(replicaOf.port), '--repl-diskless-sync-delay', '0')
   else args.push('--repl-diskless-sync-delay', '0')
   let child = null
@@ -141,8 +143,8 @@ async function startRedis(t, { appendonly = false, tcp = false, replicaOf = null
     await reachable({ path: socket }, child)
   }
   const server = {
-    url: `unix://${socket}`,
-    tcpUrl: port ? `redis://127.0.0.1:${port}` : null,
+    url: password === null ? `unix://${socket}` : `unix://:${encodeURIComponent(password)}@localhost${socket}`,
+    tcpUrl: port ? `redis://${password === null ? '' : `:${encodeURIComponent(password)}@`}127.0.0.1:${port}` : null,
     tlsUrl: tls ? `rediss://localhost:${tlsPort}` : null,
     caFile: tls ? path.join(dir, 'ca.crt') : null,
     port,

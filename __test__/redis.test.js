@@ -353,12 +353,23 @@ test('hostile input: keys that are not an allocator, keys deleted under an open 
   assert.equal(await big.tryAllocateBlock(4, 2 ** 40), null)
   assert.equal(typeof (await big.allocate()), 'number')
   await assert.rejects(RedisAllocator.open('x', { redis: server.url, capacity: MAX_REDIS_CAPACITY + 1 }), { code: 'ERR_OUT_OF_RANGE' })
-  for (const name of ['', 'a}', 'with space', 'x'.repeat(201), 'tab\t', 'a\ud800', 42]) {
+  for (const name of ['', 'a}', 'with space', 'x'.repeat(201), 'tab\t', 'a\ud800', 'zero\u200bwidth', 'rtl\u202eoverride', 42]) {
     await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 4 }), {
       code: typeof name === 'string' ? 'ERR_INVALID_NAME' : 'ERR_INVALID_ARG_TYPE',
     })
   }
-  for (const redis of ['', 'redis://', 'ftp://x', 'redis://h/notadb', 'redis://%zz@h', 'unix:///tmp/%zz.sock', {}, { call() {} }, null]) {
+  for (const redis of [
+    '',
+    'redis://',
+    'ftp://x',
+    'redis://h/notadb',
+    'redis://%zz@h',
+    'unix:///tmp/%zz.sock',
+    'unix://relative/redis.sock',
+    {},
+    { call() {} },
+    null,
+  ]) {
     await assert.rejects(RedisAllocator.open('x', { redis, capacity: 4 }), { code: /^ERR_INVALID_(URL|ARG_TYPE)$/ }, JSON.stringify(redis))
   }
   await assert.rejects(RedisAllocator.open('x', { capacity: 4 }), { code: 'ERR_INVALID_ARG_TYPE' })
@@ -728,4 +739,82 @@ test("TLS (rediss://): works with the server's CA trusted (NODE_EXTRA_CA_CERTS),
   const refused = run({ NODE_EXTRA_CA_CERTS: '' })
   assert.equal(refused.code, 'ERR_REDIS_UNAVAILABLE')
   assert.match(refused.message, /certificate/)
+})
+
+test('a key of the allocator evicted or deleted: every call fails with ERR_ALLOCATOR_GONE and the lease is lost at once, never a held number handed out again; tokens of an allocator made again start above the old ones', async (t) => {
+  const client = raw(t)
+  for (const part of ['bits', 'held', 'byowner', 'leases', 'owners', 'meta']) {
+    const name = unique(`evicted-${part}`)
+    const ids = await open(t, name, { capacity: 4, policy: 'lowest' })
+    const lease = await ids.acquire()
+    const other = await open(t, name, { capacity: 4, policy: 'lowest' })
+    await client.call(['DEL', `numballoc:{${name}}:${part}`]) // as maxmemory-policy allkeys-lru would
+    await assert.rejects(other.allocate(), { code: 'ERR_ALLOCATOR_GONE' }, part)
+    await assert.rejects(ids.allocate(), { code: 'ERR_ALLOCATOR_GONE' }, part)
+    assert.equal(lease.signal.aborted, true, part)
+    await assert.rejects(
+      RedisAllocator.open(name, { redis: server.url, capacity: 4, policy: 'lowest' }),
+      { code: part === 'meta' ? 'ERR_INCOMPATIBLE_REGION' : 'ERR_ALLOCATOR_GONE' },
+      part,
+    )
+  }
+  // Lost altogether (FLUSHALL, a restart without persistence) and made again: tokens still grow.
+  const name = unique('remade')
+  const first = await open(t, name, { capacity: 4 })
+  const before = (await first.acquire()).token
+  const keys = await client.call(['KEYS', `numballoc:{${name}}:*`])
+  await client.call(['DEL', ...keys])
+  const again = await open(t, name, { capacity: 4 })
+  assert.ok((await again.acquire()).token > before)
+})
+
+test('numbers granted to calls that had already timed out are given back, not leaked until the handle closes', async (t) => {
+  const own = await startRedis(t)
+  const ids = await RedisAllocator.open('hiccup', { redis: own.url, capacity: 8, timeoutMs: 300, leaseMs: 60_000 })
+  t.after(() => ids.close())
+  process.kill(own.pid, 'SIGSTOP')
+  let settled
+  try {
+    settled = Promise.allSettled(Array.from({ length: 8 }, () => ids.allocate()))
+    await sleep(450) // a hiccup longer than the calls wait, shorter than the connection does
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+  for (const result of await settled) assert.equal(result.reason?.code, 'ERR_REDIS_TIMEOUT')
+  let count = 8
+  for (let i = 0; count > 0 && i < 50; i++) {
+    await sleep(20)
+    count = await ids.count()
+  }
+  assert.equal(count, 0, 'the numbers granted late went back')
+})
+
+test('a server with a password: URLs carry it (TCP and unix://:pw@localhost/path), and neither the command nor an error shows it', async (t) => {
+  const own = await startRedis(t, { tcp: true, password: 'S3cret word' })
+  for (const url of [own.url, own.tcpUrl]) {
+    const ids = await RedisAllocator.open('guarded', { redis: url, capacity: 4 })
+    assert.equal(typeof (await ids.allocate()), 'number')
+    await ids.close({ release: true })
+  }
+  await assert.rejects(RedisAllocator.open('guarded', { redis: own.tcpUrl.replace('S3cret', 'Wrong'), capacity: 4 }), (error) => {
+    assert.equal(error.code, 'ERR_REDIS')
+    assert.doesNotMatch(error.message, /Wrong|S3cret/)
+    return true
+  })
+  const { execFileSync } = require('node:child_process')
+  const cli = (...args) => {
+    try {
+      return {
+        status: 0,
+        out: execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'numballoc.js'), ...args], { encoding: 'utf8', stdio: 'pipe' }),
+      }
+    } catch (error) {
+      return { status: error.status, out: error.stdout + error.stderr }
+    }
+  }
+  for (const args of [['inspect', 'guarded'], ['inspect', 'no-such'], ['list']]) {
+    const { out } = cli(...args, '--redis', own.tcpUrl)
+    assert.doesNotMatch(out, /S3cret/, args.join(' '))
+  }
+  assert.match(cli('list', '--redis', own.tcpUrl).out, /guarded/)
 })

@@ -446,12 +446,17 @@ function destroy(name, values) {
 
 // --redis URL: the same commands for the RedisAllocators on a server.
 
+/** A URL as the command shows it: without a password. */
+function redacted(url) {
+  return require('../lib/resp.js').redacted(url)
+}
+
 /** Runs a library call on Redis allocator `name`, turning its errors into one clear line. */
 async function onServer(name, values, call) {
   try {
     return await call({ redis: values.redis })
   } catch (error) {
-    if (error.code === 'ENOENT') throw new Failure(`no allocator named '${name}' on ${values.redis}`, error.code)
+    if (error.code === 'ENOENT') throw new Failure(`no allocator named '${name}' on ${redacted(values.redis)}`, error.code)
     throw new Failure(error.message, error.code)
   }
 }
@@ -480,7 +485,7 @@ async function listRedis(_name, values) {
       rows.push({ name, error: { code: error.code, message: error.message } })
     }
   }
-  if (rows.length === 0) return { json: rows, text: `no numballoc allocators on ${values.redis}\n` }
+  if (rows.length === 0) return { json: rows, text: `no numballoc allocators on ${redacted(values.redis)}\n` }
   const header = ['NAME', 'HOLDS', 'CAPACITY', 'IN USE', 'ALIVE', 'DEAD', 'HELD BY DEAD']
   const table = rows.map((r) =>
     r.error ? [r.name, `unreadable: ${r.error.message}`] : [r.name, r.kind, r.capacity, r.inUse, r.holdersAlive, r.holdersDead, r.heldByDead],
@@ -494,7 +499,7 @@ async function inspectRedis(name, values) {
   const alive = report.holders.filter((h) => h.alive).length
   const dead = report.holders.length - alive
   const lines = [
-    `allocator ${report.name} on ${values.redis}`,
+    `allocator ${report.name} on ${redacted(values.redis)}`,
     `holds     numbers 0-${report.capacity - 1}, policy ${report.policy}`,
     `in use    ${report.inUse} (${percent(report.inUse, report.capacity)})`,
     `tokens    ${report.token} handed out`,

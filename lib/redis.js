@@ -36,8 +36,11 @@ const RENEWALS_PER_LEASE = 3
  * 0.05%). A step of the server's wall clock is not covered (README, "When Redis is involved").
  */
 const DRIFT_MARGIN = 0.01
-/** A name is used inside a Redis Cluster hash tag, so it cannot hold braces. */
-const NAME_PATTERN = /^[^{}\s\p{Cc}]{1,200}$/u
+/**
+ * A name is used inside a Redis Cluster hash tag, so it cannot hold braces; nor spaces, control
+ * or format characters (zero-width, right-to-left overrides), which would print misleadingly.
+ */
+const NAME_PATTERN = /^[^{}\s\p{Cc}\p{Cf}]{1,200}$/u
 
 const constructing = Symbol('numballoc redis')
 /** The script's operations that write nothing (no replica has anything to confirm). */
@@ -79,11 +82,16 @@ function fromRedis(error) {
  * return a non-promise (a client that is not what it claims): that is the result, as if awaited.
  */
 function within(start, ms) {
+  // `call.expired` tells `start` its caller has been told of the timeout.
+  const call = { expired: false }
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`)), ms)
+    const timer = setTimeout(() => {
+      call.expired = true
+      reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`))
+    }, ms)
     // A late answer or failure of the losing side is dropped, never unhandled.
     Promise.resolve()
-      .then(start)
+      .then(() => start(call))
       .then(resolve, reject)
       .finally(() => clearTimeout(timer))
   })
@@ -94,7 +102,10 @@ function within(start, ms) {
  * `redis` is a URL (the connection is ours, and closed with the allocator), an ioredis client
  * or a node-redis client (the user's, left open).
  */
-function connectionOf(redis, timeoutMs) {
+function connectionOf(redis, callTimeoutMs) {
+  // Twice a call's bound: a call times out first, and a reply that comes after that still
+  // reaches it (so that what it granted can be given back) unless the server is stuck for long.
+  const timeoutMs = 2 * callTimeoutMs
   if (typeof redis === 'string') {
     const client = new RespClient(redis, timeoutMs)
     return { call: (args) => client.call(args), close: () => client.close() }
@@ -411,6 +422,8 @@ class RedisAllocator extends EventEmitter {
         reply = await this.#run([op, generation.owner, this.#leaseMs, ...args])
       } catch (error) {
         error.owner = generation.owner
+        // The keys are gone: so is the lease, now rather than at the next heartbeat.
+        if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
         throw error
       }
       if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
@@ -550,7 +563,7 @@ class RedisAllocator extends EventEmitter {
    * held under; status STATUS_FULL when that is not free, STATUS_GO_ON with where a block search
    * goes on from in `numbers[0]`).
    */
-  async #grant(args) {
+  async #grant(args, call) {
     let owned
     try {
       owned = await this.#owned('alloc', args)
@@ -567,18 +580,25 @@ class RedisAllocator extends EventEmitter {
     const { reply, generation } = owned
     if (reply[0] === STATUS_GO_ON) return { status: STATUS_GO_ON, numbers: [Number(reply[1])] }
     if (reply[0] !== STATUS_DONE) return { status: reply[0] }
-    return { status: STATUS_DONE, token: Number(reply[1]), numbers: reply.slice(2).map(Number), generation }
+    const [token, numbers] = [Number(reply[1]), reply.slice(2).map(Number)]
+    if (call.expired) {
+      // The caller was told ERR_REDIS_TIMEOUT: nobody will free these, so they go back now.
+      const free = numbers.length === 1 ? ['grant', numbers[0], token] : numbers
+      this.#run(['free', generation.owner, this.#leaseMs, ...free]).catch(() => {})
+      throw codedError(Error, 'ERR_REDIS_TIMEOUT', 'Redis answered after the call had timed out')
+    }
+    return { status: STATUS_DONE, token, numbers, generation }
   }
 
   /** The one number `args` ask for, or null. */
-  async #one(args) {
-    const { status, numbers } = await this.#grant(args)
+  async #one(args, call) {
+    const { status, numbers } = await this.#grant(args, call)
     return status === STATUS_DONE ? numbers[0] : null
   }
 
   async tryAllocate() {
     this.#ownAndOpen()
-    return this.#bounded(() => this.#one(['one', RedisAllocator.#hint(0, this.#max - 1)]))
+    return this.#bounded((call) => this.#one(['one', RedisAllocator.#hint(0, this.#max - 1)], call))
   }
 
   async allocate() {
@@ -588,8 +608,8 @@ class RedisAllocator extends EventEmitter {
 
   async acquire() {
     this.#ownAndOpen()
-    return this.#bounded(async () => {
-      const { status, numbers, token, generation } = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)])
+    return this.#bounded(async (call) => {
+      const { status, numbers, token, generation } = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)], call)
       if (status !== STATUS_DONE) throw noFreeNumber()
       const controller = new AbortController()
       guardSignal(controller.signal, () => this.#check(generation))
@@ -608,7 +628,7 @@ class RedisAllocator extends EventEmitter {
     this.#ownAndOpen()
     checkInteger('min', min, 0, this.#max - 1)
     checkInteger('max', max, min, this.#max - 1)
-    return this.#bounded(() => this.#one(['range', min, max, RedisAllocator.#hint(min, max)]))
+    return this.#bounded((call) => this.#one(['range', min, max, RedisAllocator.#hint(min, max)], call))
   }
 
   async allocateInRange(min, max) {
@@ -620,10 +640,10 @@ class RedisAllocator extends EventEmitter {
     this.#ownAndOpen()
     checkInteger('count', count, 1, Math.min(this.#max, MAX_REDIS_BATCH))
     checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
-    return this.#bounded(async () => {
+    return this.#bounded(async (call) => {
       // A search Redis cut short (a fragmented bitmap) goes on where it stopped, a script each.
       for (let from = 0; ;) {
-        const { status, numbers } = await this.#grant(['block', count, align, from])
+        const { status, numbers } = await this.#grant(['block', count, align, from], call)
         if (status === STATUS_DONE) return numbers[0]
         if (status !== STATUS_GO_ON) return null
         from = numbers[0]
@@ -646,9 +666,9 @@ class RedisAllocator extends EventEmitter {
   async allocateMany(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, Math.min(this.#max, MAX_REDIS_BATCH))
-    return this.#bounded(async () => {
+    return this.#bounded(async (call) => {
       if (n === 0) return []
-      const { status, numbers } = await this.#grant(['many', n, RedisAllocator.#hint(0, this.#max - 1)])
+      const { status, numbers } = await this.#grant(['many', n, RedisAllocator.#hint(0, this.#max - 1)], call)
       if (status !== STATUS_DONE) throw noFreeNumber()
       return numbers
     })
@@ -780,7 +800,8 @@ function guardSignal(signal, check) {
 function serverOptions(options) {
   const { redis, timeoutMs = DEFAULT_TIMEOUT_MS, ...rest } = checkOptions(options)
   checkInteger('options.timeoutMs', timeoutMs, 2, MAX_LEASE_MS)
-  return { connection: connectionOf(redis, timeoutMs), rest }
+  // connectionOf bounds each round trip by twice what it is given.
+  return { connection: connectionOf(redis, timeoutMs / 2), rest }
 }
 
 /** Runs `args` on allocator `name` once; a missing allocator is ENOENT. The caller closes `connection`. */
@@ -800,7 +821,8 @@ async function inspectRedis(name, options) {
   const { connection, rest } = serverOptions(options)
   const { cells = 64 } = rest
   try {
-    checkInteger('options.cells', cells, 1, 1 << 16)
+    // A BITCOUNT per cell in one script: 4,096 keep it to a few milliseconds at 2^24 numbers.
+    checkInteger('options.cells', cells, 1, 4096)
   } catch (error) {
     connection.close()
     throw error

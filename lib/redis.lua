@@ -39,7 +39,10 @@ local function release_owner(owner, budget)
     redis.call('SETBIT', bits, n, 0)
     redis.call('HDEL', held, n)
   end
-  if #members > 0 then redis.call('ZREM', byowner, unpack(members)) end
+  if #members > 0 then
+    redis.call('ZREM', byowner, unpack(members))
+    redis.call('HINCRBY', meta, 'held', -#members)
+  end
   if #members < budget then
     redis.call('ZREM', leases, owner)
     redis.call('HDEL', owners, owner)
@@ -73,6 +76,17 @@ local function renew(owner, now, lease_ms)
   end
   redis.call('ZADD', leases, 'GT', now + lease_ms, owner)
   return true
+end
+
+-- An error unless the keys agree with each other: a key evicted (maxmemory with an allkeys-*
+-- policy) or deleted behind the allocator's back would otherwise read as free numbers.
+local function intact(cap)
+  local count = tonumber(redis.call('HGET', meta, 'held') or '0')
+  if redis.call('STRLEN', bits) ~= math.ceil(cap / 8) or redis.call('HLEN', held) ~= count or redis.call('ZCARD', byowner) ~= count
+    or redis.call('ZCARD', leases) ~= redis.call('HLEN', owners) then
+    return redis.error_reply('NUMBALLOC_GONE keys of the allocator were evicted or deleted (Redis must keep them: maxmemory-policy noeviction or volatile-*)')
+  end
+  return nil
 end
 
 local function capacity()
@@ -178,13 +192,17 @@ if op == 'open' then
       return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' has format ' .. format .. '; this numballoc reads format ' .. FORMAT)
     end
     local cap, policy = redis.call('HGET', meta, 'capacity'), redis.call('HGET', meta, 'policy')
+    local damaged = intact(tonumber(cap))
+    if damaged then return damaged end
     return { 0, tonumber(cap), policy }
   end
   if redis.call('EXISTS', meta, bits, held, byowner, leases, owners) > 0 then
     return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' is missing while other keys of the allocator exist')
   end
   local cap = tonumber(ARGV[2])
-  redis.call('HSET', meta, 'format', FORMAT, 'capacity', cap, 'policy', ARGV[3], 'cursor', 0, 'token', 0)
+  -- Tokens start from the creation time (in thousandths of a ms), so that an allocator made again
+  -- after its keys were lost never hands out a token the old one did.
+  redis.call('HSET', meta, 'format', FORMAT, 'capacity', cap, 'policy', ARGV[3], 'cursor', 0, 'token', now_ms() * 1000, 'held', 0)
   -- The whole bitmap exists from the start, so BITPOS ranges never run past its end.
   redis.call('SETBIT', bits, cap - 1, 0)
   return { 0, cap, ARGV[3] }
@@ -192,6 +210,8 @@ end
 
 local cap = capacity()
 if type(cap) == 'table' then return cap end
+local damaged = intact(cap)
+if damaged then return damaged end
 local now = now_ms()
 
 if op == 'register' then
@@ -221,7 +241,9 @@ elseif op == 'alloc' then
   end
   if found.err then return found end
   local token = redis.call('HINCRBY', meta, 'token', 1)
-  local grant = owner .. ':' .. token
+  redis.call('HINCRBY', meta, 'held', #found)
+  -- '%.0f': Lua would write a token this large in exponent form.
+  local grant = owner .. ':' .. string.format('%.0f', token)
   local reply = { 0, token }
   for i, n in ipairs(found) do
     redis.call('SETBIT', bits, n, 1)
@@ -242,6 +264,7 @@ elseif op == 'free' then
     redis.call('SETBIT', bits, ARGV[5], 0)
     redis.call('HDEL', held, ARGV[5])
     redis.call('ZREM', byowner, owner .. ':' .. ARGV[5])
+    redis.call('HINCRBY', meta, 'held', -1)
     return { 0 }
   end
   local seen = {}
@@ -255,6 +278,7 @@ elseif op == 'free' then
     redis.call('HDEL', held, ARGV[i])
     redis.call('ZREM', byowner, owner .. ':' .. ARGV[i])
   end
+  redis.call('HINCRBY', meta, 'held', -(#ARGV - 3))
   return { 0 }
 elseif op == 'inspect' then
   -- ARGV: cells. A read-only picture: capacity, server time, policy, last token, numbers held, cell size,

@@ -11,9 +11,14 @@ const { codedError, invalidType } = require('./checks.js')
 /** A reply the server sent as an error (`-ERR ...`): the message is the server's. */
 class ReplyError extends Error {}
 
-/** `text` for an error message: quoted, cut short, and without what could be a password. */
+/** URL `text` without what could be a password (its user info). */
+function redacted(text) {
+  return String(text).replace(/\/\/[^/@]*@/, '//***@')
+}
+
+/** `text` for an error message: quoted, cut short, and redacted. */
 function shown(text) {
-  return JSON.stringify(String(text).replace(/\/\/[^/@]*@/, '//***@')).slice(0, 80)
+  return JSON.stringify(redacted(text)).slice(0, 80)
 }
 
 /** A percent-encoded part of URL `text`, decoded; bad encoding is ERR_INVALID_URL. */
@@ -54,6 +59,10 @@ function parseUrl(text) {
     case 'unix:':
     case 'redis+unix:':
       if (!url.pathname) throw codedError(TypeError, 'ERR_INVALID_URL', `no socket path in the Redis URL ${shown(text)}`)
+      // unix://relative/sock would read as the host "relative" and the path /sock.
+      if (url.hostname !== '' && url.hostname !== 'localhost') {
+        throw codedError(TypeError, 'ERR_INVALID_URL', `a unix:// URL names an absolute path (unix:///path/to/redis.sock). Received ${shown(text)}`)
+      }
       where.path = decoded(url.pathname, text)
       break
     default:
@@ -272,4 +281,4 @@ class RespClient {
   }
 }
 
-module.exports = { RespClient, ReplyError, parseUrl }
+module.exports = { RespClient, ReplyError, parseUrl, redacted }
