@@ -1,3 +1,5 @@
+/// <reference lib="esnext.disposable" />
+
 /**
  * numballoc: unique numbers (ports, worker IDs, slots) across every process on a machine, from
  * a lock-free allocator in a named shared-memory region: a bitmap (`ConcurrentBitmap`) or a

@@ -200,9 +200,12 @@ if op == 'open' then
     return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' is missing while other keys of the allocator exist')
   end
   local cap = tonumber(ARGV[2])
-  -- Tokens start from the creation time (in thousandths of a ms), so that an allocator made again
-  -- after its keys were lost never hands out a token the old one did.
-  redis.call('HSET', meta, 'format', FORMAT, 'capacity', cap, 'policy', ARGV[3], 'cursor', 0, 'token', now_ms() * 1000, 'held', 0)
+  -- Tokens start from the creation time in microseconds, so that an allocator made again after
+  -- its keys were lost never hands out a token the old one did: each grant took the old one more
+  -- than a microsecond of the server's time.
+  local t = redis.call('TIME')
+  local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('HSET', meta, 'format', FORMAT, 'capacity', cap, 'policy', ARGV[3], 'cursor', 0, 'token', string.format('%.0f', start), 'held', 0)
   -- The whole bitmap exists from the start, so BITPOS ranges never run past its end.
   redis.call('SETBIT', bits, cap - 1, 0)
   return { 0, cap, ARGV[3] }
