@@ -31,6 +31,18 @@ async function open(t, name, options = {}) {
   return ids
 }
 
+/**
+ * The app's own ioredis client on the file's server, as RedisAllocator sees it, with every reply
+ * passed through `reply(value, args)` first (which may hold it back, or stall): a slow network
+ * or a busy event loop, on demand.
+ */
+function ioredisThrough(t, reply) {
+  const Redis = require('ioredis')
+  const real = new Redis({ path: path.join(server.dir, 'redis.sock') })
+  t.after(() => real.disconnect())
+  return { status: 'ready', call: (command, ...args) => real.call(command, ...args).then((value) => reply(value, args)) }
+}
+
 /** A raw connection to `where` for what the tests do behind the allocator's back. */
 function raw(t, url = server.url) {
   const client = new RespClient(url, 5000)
@@ -516,21 +528,13 @@ test('after a lease the server ended, the new lease has its own deadline: cut of
 })
 
 test('a release retried after it timed out never frees the number granted next (grants are freed by their token)', async (t) => {
-  // The app's ioredis client, with the reply to one free held back past the timeout: the free
-  // runs, its answer comes too late.
-  const Redis = require('ioredis')
-  const real = new Redis({ path: path.join(server.dir, 'redis.sock') })
-  t.after(() => real.disconnect())
+  // The reply to one free held back past the timeout: the free runs, its answer comes too late.
   let holdBack = false
-  const client = {
-    status: 'ready',
-    call(command, ...args) {
-      const reply = real.call(command, ...args)
-      if (!(holdBack && args.includes('free'))) return reply
-      holdBack = false
-      return reply.then((value) => sleep(500).then(() => value))
-    },
-  }
+  const client = ioredisThrough(t, (value, args) => {
+    if (!(holdBack && args.includes('free'))) return value
+    holdBack = false
+    return sleep(500).then(() => value)
+  })
   const ids = await RedisAllocator.open(unique('retried'), { redis: client, capacity: 1, timeoutMs: 300 })
   t.after(() => ids.close())
   const first = await ids.acquire()
@@ -562,24 +566,17 @@ test('a Redis stopped past a timeout: the calls that timed out fail, and the cal
 })
 
 test('a reply handled after the lease ended is not used: the number is taken again under a new lease', async (t) => {
-  // The app's ioredis client, which hands over one allocation reply only after the event loop
-  // was stuck for longer than the lease (a long synchronous task, a GC pause).
-  const Redis = require('ioredis')
-  const real = new Redis({ path: path.join(server.dir, 'redis.sock') })
-  t.after(() => real.disconnect())
+  // One allocation reply handed over only after the event loop was stuck for longer than the
+  // lease (a long synchronous task, a GC pause).
   let stall = false
-  const client = {
-    status: 'ready',
-    call: (command, ...args) =>
-      real.call(command, ...args).then((value) => {
-        if (stall && args.includes('alloc')) {
-          stall = false
-          const until = Date.now() + 400
-          while (Date.now() < until);
-        }
-        return value
-      }),
-  }
+  const client = ioredisThrough(t, (value, args) => {
+    if (stall && args.includes('alloc')) {
+      stall = false
+      const until = Date.now() + 400
+      while (Date.now() < until);
+    }
+    return value
+  })
   const ids = await RedisAllocator.open(unique('late'), { redis: client, capacity: 4, leaseMs: 300, policy: 'lowest' })
   t.after(() => ids.close())
   const owner = (await ids.holderOf(await ids.allocate())).owner
@@ -604,17 +601,8 @@ test('every call answers or fails within timeoutMs, whatever it chains (connect,
 })
 
 test('an acquire() answered after close() rejects with ERR_REGION_CLOSED: no lease whose signal could never abort', async (t) => {
-  // The app's ioredis client, its allocation replies 200 ms late: close() comes in between.
-  const Redis = require('ioredis')
-  const real = new Redis({ path: path.join(server.dir, 'redis.sock') })
-  t.after(() => real.disconnect())
-  const client = {
-    status: 'ready',
-    call: (command, ...args) => {
-      const reply = real.call(command, ...args)
-      return args.includes('alloc') ? reply.then((value) => sleep(200).then(() => value)) : reply
-    },
-  }
+  // Allocation replies 200 ms late: close() comes in between.
+  const client = ioredisThrough(t, (value, args) => (args.includes('alloc') ? sleep(200).then(() => value) : value))
   const ids = await RedisAllocator.open(unique('closing'), { redis: client, capacity: 4 })
   const pending = ids.acquire()
   await sleep(50) // sent, not answered
