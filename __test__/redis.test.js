@@ -43,6 +43,13 @@ function ioredisThrough(t, reply) {
   return { status: 'ready', call: (command, ...args) => real.call(command, ...args).then((value) => reply(value, args)) }
 }
 
+/** Runs the `numballoc` command: its exit status, stdout and stderr. */
+function cli(...args) {
+  const { spawnSync } = require('node:child_process')
+  const result = spawnSync(process.execPath, [path.join(__dirname, '..', 'bin', 'numballoc.js'), ...args], { encoding: 'utf8' })
+  return { status: result.status, out: result.stdout, err: result.stderr }
+}
+
 /** A raw connection to `where` for what the tests do behind the allocator's back. */
 function raw(t, url = server.url) {
   const client = new RespClient(url, 5000)
@@ -444,17 +451,6 @@ test('close() aborts the signals of leases still held (nothing renews them), not
 
 test('listRedis, inspectRedis, reclaimRedis and `numballoc list|inspect|reclaim --redis URL`: holders are leases, dead once ended', async (t) => {
   const { inspectRedis, reclaimRedis } = require('..')
-  const { execFileSync } = require('node:child_process')
-  const cli = (...args) => {
-    try {
-      return {
-        status: 0,
-        out: execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'numballoc.js'), ...args], { encoding: 'utf8', stdio: 'pipe' }),
-      }
-    } catch (error) {
-      return { status: error.status, out: error.stdout, err: error.stderr }
-    }
-  }
   const name = unique('inspected')
   const ids = await open(t, name, { capacity: 100, policy: 'lowest' })
   await ids.allocateMany(30)
@@ -789,20 +785,9 @@ test('a server with a password: URLs carry it (TCP and unix://:pw@localhost/path
     assert.doesNotMatch(error.message, /Wrong|S3cret/)
     return true
   })
-  const { execFileSync } = require('node:child_process')
-  const cli = (...args) => {
-    try {
-      return {
-        status: 0,
-        out: execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'numballoc.js'), ...args], { encoding: 'utf8', stdio: 'pipe' }),
-      }
-    } catch (error) {
-      return { status: error.status, out: error.stdout + error.stderr }
-    }
-  }
   for (const args of [['inspect', 'guarded'], ['inspect', 'no-such'], ['list']]) {
-    const { out } = cli(...args, '--redis', own.tcpUrl)
-    assert.doesNotMatch(out, /S3cret/, args.join(' '))
+    const { out, err } = cli(...args, '--redis', own.tcpUrl)
+    assert.doesNotMatch(out + err, /S3cret/, args.join(' '))
   }
   assert.match(cli('list', '--redis', own.tcpUrl).out, /guarded/)
 })
