@@ -121,7 +121,6 @@ async function perNumberPeers() {
   return rows
 }
 
-/** Combined allocate+free throughput of 1 and 2 processes, and of 1 and 2 worker threads, churning on one region, by policy. */
 /**
  * ConcurrentQueue's pair against ConcurrentBitmap's, each the first allocator of a fresh process
  * (V8 compiles a pair's call for the one native function it has seen; a second allocator in the
@@ -146,7 +145,8 @@ async function queueVsBitmap() {
   ]
 }
 
-async function scaling() {
+/** Combined allocate+free throughput of 1 and 2 processes, and of 1 and 2 worker threads, churning on one region, by policy. */
+async function scaling(policies = ['any', 'lowest', 'cyclic', 'queue']) {
   const { Worker } = require('node:worker_threads')
   const ms = quick ? 300 : 1000
   const start = (kind, args) => {
@@ -165,7 +165,7 @@ async function scaling() {
     return pairs.reduce((a, b) => a + b, 0) / (ms / 1000)
   }
   const rows = []
-  for (const policy of ['any', 'lowest', 'cyclic', 'queue']) {
+  for (const policy of policies) {
     for (const kind of ['process', 'thread']) {
       const region = name(`churn-${policy}-${kind}`)
       const one = []
@@ -285,6 +285,11 @@ async function main() {
     return destroyShared(process.env.NUMBALLOC_PORT_POOL)
   }
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
+  if (process.argv.includes('--only-queue')) {
+    // npm run bench -- --only-queue: ConcurrentQueue against the bitmap, and 1 vs 2 of it.
+    print('The queue against the bitmap: a JS pair, each in a fresh process (ratio to the bitmap)', await queueVsBitmap())
+    return scaling(['any', 'queue'])
+  }
   print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
   print('The queue against the bitmap: a JS pair, each in a fresh process (ratio to the bitmap)', await queueVsBitmap())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
