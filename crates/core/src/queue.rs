@@ -35,10 +35,25 @@
 //! look at one state spares the slow (live) dequeuer by skipping numbers their slot still shows,
 //! while the look at every state takes them too (it then hands out the oldest).
 //!
+//! # Saying "full" in constant time
+//! Every ticket is settled once: by a claim of the number it carried (from its slot, or from
+//! the state by a scan), or by turning out to carry nothing (its free lost the state to another
+//! free; its number was re-ticketed or taken meanwhile). A `settled` counter counts claims and
+//! tickets for nothing, each *after* it happened, so `settled - tail`, with `settled` read
+//! first, is never more than the numbers held: every number is queued under a ticket or held, a
+//! ticket counted as settled was taken before, and a free takes its ticket *before* it moves the
+//! state from held. A difference equal to the capacity therefore means every number was held
+//! when the tail was read, and an allocate that finds the queue empty returns `None` at once;
+//! anything less sends it to the pass over the states. Only the claim's increment is new work on
+//! the usual path (a free's ticket is the tail's fetch-and-add it takes anyway). A participant
+//! that stops between a step and its count (a killed claimer; a free killed after its ticket)
+//! leaves the difference short for good, which costs that pass, never a number.
+//!
 //! # Promises
 //! - No number goes to two holders: only the compare-and-swap on its state hands it out.
-//! - `allocate` returns `None` only after a pass over every state word saw each one `HELD`: every
-//!   number was held at some moment of the call.
+//! - `allocate` returns `None` only when the settled tickets said every number was held, or
+//!   after a pass over every state word saw each one `HELD`: either way every number was held at
+//!   some moment of the call.
 //! - Order: if `free(a)` returned before `free(b)` was called, and both are still queued, `a`
 //!   is handed out before `b`, unless `a` was stranded: an allocate that took `a`'s position at
 //!   the head and has not claimed it yet holds `a` back until it resumes (then it gets `a`) or
@@ -71,6 +86,11 @@
 //!   smaller than the truth, which only makes a writer refuse more (an overrun it fears, an
 //!   ancient position it misses for a while): never a write over a waiting number.
 //! - The per-handle scan cursor is `Relaxed`: it only spreads the scans.
+//! - `settled` is incremented with `Release` and read with `Acquire`, before the tail: a reader
+//!   that sees a claim counted then sees the ticket of every free the claim acquired its number
+//!   from (taken before that free's release of the state), so the difference never counts a
+//!   number as held that its last free put back. The loom model
+//!   `queue_settled_tickets_never_hide_a_number_free_for_the_whole_call` checks each stop.
 
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU64, Ordering};
@@ -129,6 +149,9 @@ pub struct QueueParts<'a> {
     pub head: &'a AtomicU64,
     /// Tickets handed to enqueuers so far, less the capacity.
     pub tail: &'a AtomicU64,
+    /// Claims and tickets that carried nothing, each counted after it happened (see "Saying
+    /// full in constant time" above).
+    pub settled: &'a AtomicU64,
     /// One state word per number.
     pub states: &'a [AtomicU64],
     /// The ring: [`Queue::ring_len`] slots.
@@ -207,11 +230,27 @@ impl<'a> Queue<'a> {
         ((word >> 32) as u32, entry)
     }
 
-    /// Moves `n` from exactly `state` to held by `me`: whether this call did.
+    /// Moves `n` from exactly `state` to held by `me`: whether this call did. Settled after.
     fn claim(&self, n: u64, state: u64, me: u32) -> bool {
-        self.parts.states[n as usize]
+        let claimed = self.parts.states[n as usize]
             .compare_exchange(state, HELD | me as u64, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        if claimed {
+            self.settle();
+        }
+        claimed
+    }
+
+    /// Counts a claim, or a ticket that carried nothing, after it happened.
+    fn settle(&self) {
+        self.parts.settled.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether the settled tickets say every number is held: then every one was when the tail
+    /// was read. Wrapping: stopped participants can leave `settled` behind the tail for good.
+    fn counted_full(&self) -> bool {
+        let settled = self.parts.settled.load(Ordering::Acquire);
+        settled.wrapping_sub(self.parts.tail.load(Ordering::Acquire)) == self.capacity
     }
 
     /// The number at the head of the queue (see "Promises" above), now held by `me`; None if
@@ -235,6 +274,9 @@ impl<'a> Queue<'a> {
         loop {
             let head = self.parts.head.load(Ordering::Acquire);
             if head >= self.tail() || misses > self.mask {
+                if self.counted_full() {
+                    return None;
+                }
                 match self.take_oldest(me, misses > self.mask) {
                     Oldest::Took(n) => return Some(n),
                     Oldest::InRing => continue,
@@ -386,7 +428,7 @@ impl<'a> Queue<'a> {
     }
 
     /// The first steps of queuing `n`: a ticket, then the state `QUEUED(ticket)` if the state is
-    /// still `held`. A ticket taken for nothing is a position dequeuers pass.
+    /// still `held`. A ticket taken for nothing is settled, and a position dequeuers pass.
     fn enter(&self, n: u64, held: u64) -> Option<u64> {
         let ticket = self.take_ticket();
         match self.parts.states[n as usize].compare_exchange(
@@ -397,6 +439,7 @@ impl<'a> Queue<'a> {
         ) {
             Ok(_) => Some(ticket),
             Err(_) => {
+                self.settle();
                 // A ticket for nothing: marked passed now, so its dequeuer need not wait on it.
                 self.put(ticket, PASSED);
                 None
@@ -437,9 +480,12 @@ impl<'a> Queue<'a> {
                 )
                 .is_err()
             {
-                self.put(next, PASSED); // taken meanwhile (a scan): a ticket for nothing
+                // Taken meanwhile (a scan, whose claim settled `ticket`): a ticket for nothing.
+                self.settle();
+                self.put(next, PASSED);
                 return;
             }
+            self.settle(); // `ticket` carries nothing now
             ticket = next;
         }
     }
@@ -722,6 +768,69 @@ mod tests {
         // Four threads holding at most 32 of 64 numbers: every allocation succeeded.
         assert_eq!(taken.load(Ordering::Relaxed), 4 * 20_000 * 8);
         memory.assert_all_come_back(&(0..64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn settled_tickets_count_the_held_numbers_after_churn_and_say_full_only_when_full() {
+        let memory = Memory::new(16);
+        // Settled tickets less the tail: the numbers held, when nobody is mid-call.
+        let counted = || {
+            let settled = memory.settled.load(Ordering::Relaxed);
+            settled.wrapping_sub(memory.tail.load(Ordering::Relaxed))
+        };
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for me in 1..=4u32 {
+                let (memory, failed) = (&memory, &failed);
+                scope.spawn(move || {
+                    let queue = memory.queue();
+                    for _ in 0..5_000 {
+                        let held: Vec<u64> = (0..8)
+                            .filter_map(|_| queue.allocate(me, &memory.scan))
+                            .collect();
+                        failed.fetch_add(8 - held.len(), Ordering::Relaxed);
+                        for n in held {
+                            queue.free(n).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        assert!(
+            failed.load(Ordering::Relaxed) > 0,
+            "32 wanted of 16: some failed"
+        );
+        assert_eq!(counted(), 0, "nobody holds any");
+        let queue = memory.queue();
+        let all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).collect();
+        assert_eq!(all.len(), 16);
+        assert_eq!(counted(), 16);
+        queue.free(all[3]).unwrap();
+        assert_eq!(queue.allocate(9, &memory.scan), Some(all[3]));
+        // A claimer that stopped before counting leaves the count short: "full" is then found
+        // by the pass over the states, and a number freed is still found.
+        memory.settled.fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(queue.allocate(9, &memory.scan), None);
+        queue.free(all[5]).unwrap();
+        assert_eq!(queue.allocate(9, &memory.scan), Some(all[5]));
+        assert_eq!(counted(), 15);
+        memory.settled.fetch_add(1, Ordering::Relaxed); // the stopped claimer's one, back
+                                                        // Two threads free every number at once: each is freed once, and the frees that lose
+                                                        // the race (some after taking a ticket, which then carries nothing) count nothing.
+        let freed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for &n in &all {
+                        if memory.queue().free(n).is_ok() {
+                            freed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(freed.load(Ordering::Relaxed), 16);
+        assert_eq!(counted(), 0);
     }
 
     #[test]

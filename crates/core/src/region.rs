@@ -344,13 +344,15 @@ impl Mapping {
         let Layout::Queue(s) = self.layout else {
             panic!("a {} region has no queue", self.header.kind.name());
         };
-        // SAFETY: the control section is two cache lines, each starting with a 64-bit counter;
-        // the states and the ring are sections of 64-bit words.
+        // SAFETY: the control section is two cache lines, each starting with a 64-bit counter
+        // (the head's line has the settled count next); the states and the ring are sections of
+        // 64-bit words.
         unsafe {
             let control: &[AtomicU64] = self.section(s.control);
             crate::queue::Queue::new(crate::queue::QueueParts {
                 head: &control[0],
                 tail: &control[8],
+                settled: &control[1],
                 states: self.section(s.states),
                 ring: self.section(s.ring),
             })

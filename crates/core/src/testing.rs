@@ -63,6 +63,7 @@ impl Memory {
 pub struct QueueMemory {
     pub head: AtomicU64,
     pub tail: AtomicU64,
+    pub settled: AtomicU64,
     pub states: Vec<AtomicU64>,
     pub ring: Vec<AtomicU64>,
     /// A scan cursor (per handle in a region), shared here by every caller.
@@ -75,6 +76,7 @@ impl QueueMemory {
         QueueMemory {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
             states: zeroed(capacity),
             ring: zeroed(Queue::ring_len(capacity as u64)),
             scan: AtomicU64::new(0),
@@ -90,6 +92,7 @@ impl QueueMemory {
         Queue::new(QueueParts {
             head: &self.head,
             tail: &self.tail,
+            settled: &self.settled,
             states: &self.states,
             ring: &self.ring,
         })

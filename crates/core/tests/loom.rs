@@ -606,3 +606,80 @@ fn queue_a_sweep_racing_a_free_queues_the_number_once() {
         memory.assert_all_come_back(&[0, 1]);
     });
 }
+
+/// What a second participant does with number 1 while number 0, freed before the call and
+/// stranded (its dequeuer stopped after taking its position, so the queue looks empty), stays
+/// free: it frees 1 and takes a number back; it stops forever after a free's first step (its
+/// ticket taken, 1 still held); or it takes 1 and stops before counting the claim.
+#[derive(Clone, Copy, Debug)]
+enum One {
+    FreesAndRetakes,
+    StopsAfterItsTicket,
+    StopsBeforeCounting,
+}
+
+/// Settled tickets less the tail let an allocate on an empty-looking queue say "full" without
+/// reading the states: it must never do so while a number stays free for the whole call, and
+/// the difference must never end above the number of held states.
+#[test]
+fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
+    for one in [
+        One::FreesAndRetakes,
+        One::StopsAfterItsTicket,
+        One::StopsBeforeCounting,
+    ] {
+        model(move || {
+            let memory = Arc::new(QueueMemory::new(2));
+            assert_eq!(memory.allocate(ME), Some(0));
+            assert_eq!(memory.allocate(ME), Some(1));
+            memory.queue().free(0).unwrap();
+            if let One::StopsBeforeCounting = one {
+                memory.queue().free(1).unwrap();
+            }
+            // The stopped dequeuer: it took 0's position and never claims it.
+            memory.head.fetch_add(1, Ordering::AcqRel);
+            let other = {
+                let memory = memory.clone();
+                thread::spawn(move || match one {
+                    One::FreesAndRetakes => {
+                        memory.queue().free(1).unwrap();
+                        memory.allocate(THIRD)
+                    }
+                    One::StopsAfterItsTicket => {
+                        memory.tail.fetch_add(1, Ordering::AcqRel);
+                        None
+                    }
+                    One::StopsBeforeCounting => {
+                        // Its position, then its claim of 1, the count never raised.
+                        memory.head.fetch_add(1, Ordering::AcqRel);
+                        let state = memory.states[1].load(Ordering::Acquire);
+                        let held = 1 << 63 | THIRD as u64;
+                        let took = state >> 63 == 0
+                            && memory.states[1]
+                                .compare_exchange(state, held, Ordering::AcqRel, Ordering::Relaxed)
+                                .is_ok();
+                        took.then_some(1)
+                    }
+                })
+            };
+            let got = memory.allocate(ME);
+            let other = other.join().unwrap();
+            // Only the other participant can take 0 from under this call.
+            assert!(
+                got.is_some() || other == Some(0),
+                "{one:?}: 0 stayed free, yet got {got:?} (other {other:?})"
+            );
+            let held = memory.queue().held();
+            let settled = memory.settled.load(Ordering::Relaxed);
+            let count = settled.wrapping_sub(memory.tail.load(Ordering::Relaxed));
+            match one {
+                One::FreesAndRetakes => assert_eq!(count, held, "the count is exact"),
+                // A stopped step leaves it short (maybe wrapped below zero), never over.
+                _ => assert!(
+                    count <= held || count > u64::MAX / 2,
+                    "{one:?}: count {count}, held {held}"
+                ),
+            }
+        });
+    }
+}
