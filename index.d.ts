@@ -809,10 +809,26 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   close(options?: CloseOptions): Promise<void>
   /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */
   [Symbol.asyncDispose](): Promise<void>
-  on(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
-  once(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
-  off(event: 'lost', listener: (error: Error & { code: 'ERR_LEASE_LOST' }) => void): this
+  // An EventEmitter (node:events) whose one event is 'lost'; typed here without @types/node.
+  on(event: 'lost', listener: LostListener): this
+  once(event: 'lost', listener: LostListener): this
+  off(event: 'lost', listener: LostListener): this
+  addListener(event: 'lost', listener: LostListener): this
+  prependListener(event: 'lost', listener: LostListener): this
+  prependOnceListener(event: 'lost', listener: LostListener): this
+  removeListener(event: 'lost', listener: LostListener): this
+  removeAllListeners(event?: 'lost'): this
+  listeners(event: 'lost'): LostListener[]
+  rawListeners(event: 'lost'): LostListener[]
+  listenerCount(event: 'lost', listener?: LostListener): number
+  eventNames(): Array<string | symbol>
+  setMaxListeners(n: number): this
+  getMaxListeners(): number
+  emit(event: 'lost', error: Error & { code: 'ERR_LEASE_LOST' }): boolean
 }
+
+/** Listens for `'lost'` on a `RedisAllocator`: the error says which lease ended and why. */
+export type LostListener = (error: Error & { code: 'ERR_LEASE_LOST' }) => void
 
 /** Where the functions that read or repair a Redis allocator without opening it go. */
 export interface RedisServerOptions {

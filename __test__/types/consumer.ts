@@ -24,6 +24,7 @@ import {
   portNumbers,
   AsyncAllocator,
   RedisAllocator,
+  LostListener,
   RemoteLease,
   RedisHolder,
   MAX_REDIS_CAPACITY,
@@ -141,6 +142,12 @@ async function remote(): Promise<number> {
   await withNumber(ids, async () => {})
   await withNumber(ConcurrentBitmap.open('typed-local', { capacity: 8 }), async () => {})
   ids.on('lost', (error) => console.log(error.code))
+  // The rest of EventEmitter's methods, as node:events has them.
+  const onLost: LostListener = (error) => console.log(error.message)
+  const listeners: number = ids.addListener('lost', onLost).prependListener('lost', onLost).listenerCount('lost')
+  ids.removeListener('lost', onLost).removeAllListeners('lost').removeAllListeners().setMaxListeners(listeners + 20)
+  const names: Array<string | symbol> = ids.eventNames()
+  console.log(names, ids.getMaxListeners(), ids.listeners('lost').length)
   await using lease = await ids.acquire()
   const token: number = lease.token
   const aborted: boolean = lease.signal.aborted

@@ -64,6 +64,7 @@ RedisAllocator.open('r', { redis: 'redis://x', capacity: 8 }).then((ids) => {
   const n: number = ids.allocate() // rejected
   ids.max = 3 // rejected
   const tokenText: string = ids.acquire().then((lease) => lease.token) // rejected
+  ids.removeAllListeners('gone') // rejected
   void n
   void tokenText
 })
