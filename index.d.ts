@@ -804,7 +804,9 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   /**
    * Stops renewing this handle's lease and closes the connection if it made it (a client passed
    * in stays open). Its numbers stay held until the lease ends, unless `release: true` gives them
-   * back now. Its leases' signals abort. Idempotent.
+   * back now. Its leases' signals abort. Calls still in flight fail with `ERR_REGION_CLOSED`
+   * (what they were granted goes with the rest), and no `'lost'` is emitted. Idempotent: a
+   * second call returns the first one's promise.
    */
   close(options?: CloseOptions): Promise<void>
   /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */

@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { RedisAllocator, MAX_REDIS_CAPACITY, listRedis } = require('..')
+const { RedisAllocator, MAX_REDIS_CAPACITY, listRedis, inspectRedis } = require('..')
 const { RespClient } = require('../lib/resp.js')
 const { startRedis, slowProxy } = require('./redis-server.js')
 const { forkFixture, waitFor, kill9 } = require('./helpers.js')
@@ -604,6 +604,35 @@ test('an acquire() answered after close() rejects with ERR_REGION_CLOSED: no lea
   await sleep(50) // sent, not answered
   await ids.close()
   await assert.rejects(pending, { code: 'ERR_REGION_CLOSED' })
+})
+
+test("close() racing calls in flight: they fail with ERR_REGION_CLOSED, no 'lost', no lease taken after it; with release nothing is left held", async () => {
+  for (let round = 0; round < 6; round++) {
+    const release = round % 2 === 0
+    const name = unique('close-race')
+    const ids = await RedisAllocator.open(name, { redis: server.url, capacity: 64, leaseMs: 60000 })
+    const lost = []
+    ids.on('lost', (error) => lost.push(error))
+    await ids.allocate() // the lease is taken: the calls below go straight out
+    const calls = Array.from({ length: 16 }, (_, i) => (i % 2 ? ids.allocate() : ids.acquire()))
+    const settled = Promise.allSettled(calls) // handled at once: rejections are expected
+    await ids.close({ release })
+    for (const result of await settled) {
+      if (result.status === 'rejected') assert.equal(result.reason.code, 'ERR_REGION_CLOSED', result.reason.message)
+    }
+    assert.deepEqual(lost, [], `round ${round}: close said 'lost' (${lost.map((e) => e.message)})`)
+    const report = await inspectRedis(name, { redis: server.url })
+    assert.ok(report.holders.length <= 1, `round ${round}: a lease taken after close`)
+    if (release) {
+      assert.equal(report.inUse, 0, `round ${round}: numbers still held after close({ release: true })`)
+      assert.deepEqual(report.holders, [], `round ${round}: the lease outlived close({ release: true })`)
+    } else {
+      assert.ok(report.inUse >= 1, 'without release, the numbers stay held until the lease ends')
+      const raw = new RespClient(server.url, 5000)
+      await raw.call(['DEL', ...['meta', 'bits', 'held', 'byowner', 'leases', 'owners'].map((key) => `numballoc:{${name}}:${key}`)])
+      raw.close()
+    }
+  }
 })
 
 test('a client that is not what it claims: coded errors, no crash, no unhandled rejection', async (t) => {

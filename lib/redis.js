@@ -293,7 +293,10 @@ class RedisAllocator extends EventEmitter {
   #registering = null // the promise of a registration under way
   #heartbeat = null
   #deadline = null
-  #closed = false
+  // The promise of close() once it has begun: from then on no call starts, no lease is taken,
+  // and no 'lost' is said (close ends the lease itself).
+  #closing = null
+  #closed = false // the connection is closed
 
   constructor(token, parts) {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use RedisAllocator.open(name, options) to open a RedisAllocator')
@@ -393,6 +396,7 @@ class RedisAllocator extends EventEmitter {
 
   /** The current lease, registering a new one if there is none (at first, or after a loss). */
   async #owner() {
+    if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
     if (this.#generation !== null) return this.#generation
     if (this.#registering === null) {
       const generation = new Generation(crypto.randomBytes(12).toString('hex'))
@@ -421,12 +425,15 @@ class RedisAllocator extends EventEmitter {
       try {
         reply = await this.#run([op, generation.owner, this.#leaseMs, ...args])
       } catch (error) {
+        // Cut off by close() (its connection closed, or its release answered first).
+        if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
         error.owner = generation.owner
         // The keys are gone: so is the lease, now rather than at the next heartbeat.
         if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
         throw error
       }
-      if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      // What it granted, close() gives back (with release) or leaves to the lease.
+      if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
       if (reply[0] !== STATUS_LOST) {
         this.#renewed(generation, sentAt)
         // The reply may be handled long after it came (a busy event loop): by then the lease
@@ -464,7 +471,7 @@ class RedisAllocator extends EventEmitter {
    */
   #armDeadline() {
     const generation = this.#generation
-    if (generation === null || this.#closed) return
+    if (generation === null || this.#closing) return
     const wait = Math.max(0, Math.ceil(generation.until - performance.now()))
     this.#deadline = setTimeout(() => {
       this.#deadline = null
@@ -482,8 +489,8 @@ class RedisAllocator extends EventEmitter {
 
   /** Declares `generation` lost: its signal aborts, 'lost' is emitted, its numbers are let go. */
   #lose(generation, reason) {
-    // A closed handle's leases were ended by close().
-    if (generation.lost || this.#closed) return
+    // A closing handle's leases are ended by close().
+    if (generation.lost || this.#closing) return
     generation.lost = true
     if (this.#generation === generation) this.#generation = null
     // The timer set for this lease would fire late for the next one: set it for that one.
@@ -530,7 +537,7 @@ class RedisAllocator extends EventEmitter {
 
   #ownAndOpen() {
     ownAllocator(this)
-    if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
+    if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
   }
 
   get name() {
@@ -749,13 +756,20 @@ class RedisAllocator extends EventEmitter {
     ownAllocator(this)
     const { release = false } = checkOptions(options)
     checkBoolean('options.release', release)
-    if (this.#closed) return
+    this.#closing ??= this.#close(release)
+    return this.#closing
+  }
+
+  async #close(release) {
     clearInterval(this.#heartbeat)
     clearTimeout(this.#deadline)
     this.#deadline = null
-    const generation = this.#generation
+    // With release, a lease being registered right now is given back too.
+    const generation = this.#generation ?? (release ? await this.#registering?.catch(() => null) : null) ?? null
     try {
-      // Without release, the numbers stay held until the lease ends, leaseMs after its last renewal.
+      // Without release, the numbers stay held until the lease ends, leaseMs after its last
+      // renewal. Calls in flight were sent before the release on the same connection, so it
+      // gives back what they were granted too.
       if (release && generation !== null) await this.#bounded(() => this.#releaseAll(generation.owner))
     } finally {
       this.#closed = true
