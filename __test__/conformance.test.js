@@ -130,8 +130,10 @@ for (const kind of KINDS) {
     for (const child of children) child.send('go')
     const results = await Promise.all(reports)
     for (const { overlaps } of results) assert.deepEqual(overlaps, [])
+    // Each took part. Not a share of the numbers: 12 numbers for four holders of up to 4 each,
+    // and a process the machine runs less (a loaded CI) gets far fewer (609 of 20,000 seen).
     assert.ok(
-      results.every(({ taken }) => taken > 1000),
+      results.every(({ taken }) => taken > 100),
       `every process got numbers: ${results.map((r) => r.taken)}`,
     )
     assert.deepEqual(fs.readdirSync(witnessDir), [])
