@@ -669,9 +669,7 @@ fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
                 got.is_some() || other == Some(0),
                 "{one:?}: 0 stayed free, yet got {got:?} (other {other:?})"
             );
-            let held = memory.queue().held();
-            let settled = memory.settled.load(Ordering::Relaxed);
-            let count = settled.wrapping_sub(memory.tail.load(Ordering::Relaxed));
+            let (count, held) = settled_and_held(&memory);
             match one {
                 One::FreesAndRetakes => assert_eq!(count, held, "the count is exact"),
                 // A stopped step leaves it short (maybe wrapped below zero), never over.
@@ -682,4 +680,86 @@ fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
             }
         });
     }
+}
+
+/// Settled tickets less the tail, and the held states: equal when nobody is mid-call.
+fn settled_and_held(memory: &QueueMemory) -> (u64, u64) {
+    let settled = memory.settled.load(Ordering::Relaxed);
+    (
+        settled.wrapping_sub(memory.tail.load(Ordering::Relaxed)),
+        memory.queue().held(),
+    )
+}
+
+/// Two frees of 1 race (one of them may take a ticket that then carries nothing) while an
+/// allocate runs with 0 stranded and free for its whole call: the allocate gets a number, and
+/// the settled count ends exact.
+#[test]
+fn queue_racing_double_frees_leave_the_settled_count_exact() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(2));
+        assert_eq!(memory.allocate(ME), Some(0));
+        assert_eq!(memory.allocate(ME), Some(1));
+        memory.queue().free(0).unwrap();
+        memory.head.fetch_add(1, Ordering::AcqRel); // a dequeuer stopped over 0
+        let frees: Vec<_> = (0..2)
+            .map(|_| {
+                let memory = memory.clone();
+                thread::spawn(move || memory.queue().free(1).is_ok())
+            })
+            .collect();
+        let got = memory.allocate(THIRD);
+        let freed: usize = frees.into_iter().map(|t| t.join().unwrap() as usize).sum();
+        // Twice only if the allocate took 1 between the two frees.
+        assert!(
+            freed == 1 || (freed == 2 && got == Some(1)),
+            "{freed} {got:?}"
+        );
+        assert!(got.is_some(), "0 was free for the whole call");
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!(count, held, "exact");
+    });
+}
+
+/// A free races an allocate of its only number (the dequeuer may pass the position first and
+/// the free re-ticket): the count is exact afterwards, and exactly one of two allocates gets it.
+#[test]
+fn queue_a_free_racing_an_allocate_leaves_the_settled_count_exact() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(1));
+        assert_eq!(memory.allocate(ME), Some(0));
+        let freer = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().free(0).unwrap())
+        };
+        let got = memory.allocate(THIRD);
+        freer.join().unwrap();
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!(count, held, "exact (got {got:?})");
+        let again = memory.allocate(THIRD);
+        assert!(got.is_some() ^ again.is_some());
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!(count, held, "exact after");
+    });
+}
+
+/// A sweep of a dead holder's number races a free of it and an allocate: one of the two queues
+/// it, and the count ends exact.
+#[test]
+fn queue_a_sweep_racing_a_free_and_an_allocate_leaves_the_settled_count_exact() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(2));
+        assert_eq!(memory.allocate(7), Some(0));
+        assert_eq!(memory.allocate(ME), Some(1));
+        let sweeper = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().sweep(|holder| holder == 7))
+        };
+        let freed = memory.queue().free(0).is_ok();
+        memory.allocate(THIRD);
+        let swept = sweeper.join().unwrap();
+        assert_eq!(u64::from(freed) + swept, 1);
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!(count, held, "exact");
+    });
 }
