@@ -414,7 +414,9 @@ declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
    * `/proc` say; one whose state cannot be told counts as alive. Never frees a live holder's
    * number. Several processes may reclaim at once: each number is freed once. Costs a system
    * call per holder slot in use, and one pass over the holder records only when a holder is
-   * gone. Returns 0 for regions without holders.
+   * gone. Returns 0 for regions without holders. On a `ConcurrentQueue` it then reads every
+   * state once to put right a count of held numbers that says more than they do (a region
+   * damaged or copied while in use would otherwise say "none free" while numbers wait).
    * @throws `ERR_REGION_CLOSED`.
    */
   reclaim(): number

@@ -76,9 +76,11 @@ impl ConcurrentQueue {
 
     #[cold]
     fn after_reclaim(&self, me: u32) -> Option<u64> {
+        // The holders only: a recount (in `reclaim`) would read every state, which "full" does
+        // not need.
         let freed = self.reclaim_when_full
             && self.region.tracks_holders()
-            && self.reclaim().unwrap_or(0) > 0;
+            && self.region.reclaim().unwrap_or(0) > 0;
         if freed {
             self.queue().allocate(me, &self.scan)
         } else {
@@ -114,9 +116,14 @@ impl ConcurrentQueue {
         me != 0 && matches!(self.queue().holder_of(n), Ok(Some(record)) if record == me)
     }
 
-    /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`].
+    /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`]. Then
+    /// puts right a count of held numbers that says more than the states (a region damaged or
+    /// copied while in use), which would make calls say "full" while numbers wait: a pass over
+    /// every state.
     pub fn reclaim(&self) -> Result<u64> {
-        self.region.reclaim()
+        let freed = self.region.reclaim()?;
+        self.queue().recount();
+        Ok(freed)
     }
 
     /// The first `limit` numbers waiting, in the order they would be handed out (stranded ones

@@ -274,7 +274,8 @@ impl<'a> Queue<'a> {
         loop {
             let head = self.parts.head.load(Ordering::Acquire);
             if head >= self.tail() || misses > self.mask {
-                if self.counted_full() {
+                // Not when the words disagree: a damaged or copied region's count proves nothing.
+                if misses <= self.mask && self.counted_full() {
                     return None;
                 }
                 match self.take_oldest(me, misses > self.mask) {
@@ -551,6 +552,26 @@ impl<'a> Queue<'a> {
             }
         }
         freed
+    }
+
+    /// Lowers the settled count to what a pass over the states finds held, if it says more (a
+    /// damaged region, or one copied while in use, whose count would otherwise say "full" while
+    /// numbers wait); returns by how much. Lowering is always safe: a count short of the truth
+    /// only sends calls to the pass. Concurrent calls can make the pass see fewer held numbers
+    /// than there were when the count was read, which lowers it further, never raises it.
+    pub fn recount(&self) -> u64 {
+        let settled = self.parts.settled.load(Ordering::Acquire);
+        let counted = settled.wrapping_sub(self.parts.tail.load(Ordering::Acquire));
+        let held = self.held();
+        // A count that wrapped below zero (stopped participants) is short already.
+        if counted > held && counted <= self.capacity {
+            self.parts
+                .settled
+                .fetch_sub(counted - held, Ordering::Relaxed);
+            counted - held
+        } else {
+            0
+        }
     }
 
     /// Whether `n` is held, and the holder's record.
@@ -831,6 +852,24 @@ mod tests {
         });
         assert_eq!(freed.load(Ordering::Relaxed), 16);
         assert_eq!(counted(), 0);
+    }
+
+    #[test]
+    fn a_settled_count_above_the_states_is_lowered_by_a_recount() {
+        // Four dequeuers stopped after their positions, and a settled word that says all four
+        // numbers are held (a region copied mid-use copies it before the tail and the states).
+        let memory = Memory::new(4);
+        memory.head.store(4, Ordering::Relaxed);
+        memory.settled.store(4, Ordering::Relaxed);
+        let queue = memory.queue();
+        assert_eq!(queue.snapshot(0).waiting, 4);
+        // The count says "full"; a recount (reclaim() does one) finds them.
+        assert_eq!(queue.allocate(9, &memory.scan), None);
+        assert_eq!(queue.recount(), 4);
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3], "every waiting number comes out");
+        assert_eq!(queue.recount(), 0, "and the count is right again");
     }
 
     #[test]
