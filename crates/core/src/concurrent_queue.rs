@@ -76,11 +76,11 @@ impl ConcurrentQueue {
 
     #[cold]
     fn after_reclaim(&self, me: u32) -> Option<u64> {
-        // The holders only: a recount (in `reclaim`) would read every state, which "full" does
-        // not need.
+        // The holders only: a recount (in `reclaim`) reads every state, which "full" does not
+        // need.
         let freed = self.reclaim_when_full
             && self.region.tracks_holders()
-            && self.region.reclaim().unwrap_or(0) > 0;
+            && self.region.reclaim_holders().unwrap_or(0) > 0;
         if freed {
             self.queue().allocate(me, &self.scan)
         } else {
@@ -116,14 +116,10 @@ impl ConcurrentQueue {
         me != 0 && matches!(self.queue().holder_of(n), Ok(Some(record)) if record == me)
     }
 
-    /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`]. Then
-    /// puts right a count of held numbers that says more than the states (a region damaged or
-    /// copied while in use), which would make calls say "full" while numbers wait: a pass over
-    /// every state.
+    /// Frees every number whose holder is gone; returns how many. See [`Region::reclaim`] (which
+    /// also puts right a count of held numbers above the states).
     pub fn reclaim(&self) -> Result<u64> {
-        let freed = self.region.reclaim()?;
-        self.queue().recount();
-        Ok(freed)
+        self.region.reclaim()
     }
 
     /// The first `limit` numbers waiting, in the order they would be handed out (stranded ones

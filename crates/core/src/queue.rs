@@ -556,21 +556,31 @@ impl<'a> Queue<'a> {
 
     /// Lowers the settled count to what a pass over the states finds held, if it says more (a
     /// damaged region, or one copied while in use, whose count would otherwise say "full" while
-    /// numbers wait); returns by how much. Lowering is always safe: a count short of the truth
-    /// only sends calls to the pass. Concurrent calls can make the pass see fewer held numbers
-    /// than there were when the count was read, which lowers it further, never raises it.
+    /// numbers wait); returns by how much. Only when nothing was settled and no ticket taken
+    /// during the pass (then no claim or free moved between the count and the states, and the
+    /// difference is damage), and by a compare-and-swap from the settled value read first, so a
+    /// recount never leaves a sound count short; with calls under way it changes nothing.
     pub fn recount(&self) -> u64 {
         let settled = self.parts.settled.load(Ordering::Acquire);
-        let counted = settled.wrapping_sub(self.parts.tail.load(Ordering::Acquire));
+        let tail = self.parts.tail.load(Ordering::Acquire);
         let held = self.held();
+        if self.parts.tail.load(Ordering::Acquire) != tail {
+            return 0;
+        }
+        let counted = settled.wrapping_sub(tail);
         // A count that wrapped below zero (stopped participants) is short already.
-        if counted > held && counted <= self.capacity {
-            self.parts
-                .settled
-                .fetch_sub(counted - held, Ordering::Relaxed);
-            counted - held
-        } else {
-            0
+        if counted <= held || counted > self.capacity {
+            return 0;
+        }
+        let excess = counted - held;
+        match self.parts.settled.compare_exchange(
+            settled,
+            settled - excess,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => excess,
+            Err(_) => 0,
         }
     }
 
@@ -870,6 +880,30 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3], "every waiting number comes out");
         assert_eq!(queue.recount(), 0, "and the count is right again");
+    }
+
+    #[test]
+    fn recounts_while_threads_churn_never_leave_a_sound_count_short() {
+        let memory = Memory::new(64);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let lowered = std::thread::scope(|scope| {
+            for me in 1..=2u32 {
+                let (memory, stop) = (&memory, &stop);
+                scope.spawn(move || {
+                    let queue = memory.queue();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = queue.allocate(me, &memory.scan).unwrap();
+                        queue.free(n).unwrap();
+                    }
+                });
+            }
+            let lowered: u64 = (0..2_000).map(|_| memory.queue().recount()).sum();
+            stop.store(true, Ordering::Relaxed);
+            lowered
+        });
+        assert_eq!(lowered, 0, "a sound count is never lowered");
+        let settled = memory.settled.load(Ordering::Relaxed);
+        assert_eq!(settled.wrapping_sub(memory.tail.load(Ordering::Relaxed)), 0);
     }
 
     #[test]

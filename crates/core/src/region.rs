@@ -857,7 +857,22 @@ impl Region {
     ///
     /// `IncompatibleRegion` if another program cut the file short since it was opened (the
     /// records cannot be read without crashing the process).
+    ///
+    /// In a queue region it then puts right a count of held numbers that says more than the
+    /// states (a region damaged or copied while in use, which would say "full" while numbers
+    /// wait): a pass over every state, only when nothing moves during it
+    /// ([`crate::queue::Queue::recount`]).
     pub fn reclaim(&self) -> Result<u64> {
+        let freed = self.reclaim_holders()?;
+        if self.kind() == Kind::Queue {
+            self.queue().recount();
+        }
+        Ok(freed)
+    }
+
+    /// [`Region::reclaim`] without a queue's recount: what an allocator that found no free
+    /// number does, in time that does not grow with the capacity.
+    pub fn reclaim_holders(&self) -> Result<u64> {
         self.registration.as_ref().map_or(Ok(0), |r| r.reclaim())
     }
 

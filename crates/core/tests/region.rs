@@ -448,3 +448,39 @@ fn a_scope_dropped_while_its_regions_are_open_keeps_their_slots_until_they_close
     let check = ConcurrentBitmap::new(other, 0);
     assert_eq!(check.count(), 0);
 }
+
+/// A queue region whose settled count says more than its states (written here at its offset, as
+/// a copy taken mid-use or a stray write could leave it) says "none free" while numbers wait;
+/// `Region::reclaim` (what `reclaimShared` and `numballoc reclaim` run) puts it right.
+#[test]
+fn reclaim_puts_right_a_queue_count_above_its_states() {
+    use numballoc_core::ConcurrentQueue;
+    use std::os::unix::fs::FileExt;
+    let name = Scratch::new("recount");
+    let queue = ConcurrentQueue::open(&name.0, 4, &OpenOptions::default()).unwrap();
+    let all: Vec<u64> = (0..4).map(|_| queue.allocate().unwrap()).collect();
+    queue.free(all[1]).unwrap();
+    queue.free(all[3]).unwrap();
+    // Two dequeuers stopped after taking their positions (head at the tail): the two freed
+    // numbers are stranded; and the settled count says all four are held.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(&name.0))
+        .unwrap();
+    let word = |offset: u64| {
+        let mut bytes = [0; 8];
+        file.read_exact_at(&mut bytes, offset).unwrap();
+        u64::from_le_bytes(bytes)
+    };
+    let (head, settled, tail) = (word(192), word(200), word(256));
+    file.write_all_at(&(head + 2).to_le_bytes(), 192).unwrap();
+    assert_eq!(tail + 4, head + 2, "the head is at the tail");
+    file.write_all_at(&(settled + 2).to_le_bytes(), 200)
+        .unwrap();
+    assert_eq!(queue.try_allocate(), None, "the count hides them");
+    queue.region().reclaim().unwrap();
+    let mut back: Vec<u64> = std::iter::from_fn(|| queue.try_allocate()).collect();
+    back.sort_unstable();
+    assert_eq!(back, [all[1], all[3]]);
+}
