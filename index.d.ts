@@ -414,9 +414,11 @@ declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
    * `/proc` say; one whose state cannot be told counts as alive. Never frees a live holder's
    * number. Several processes may reclaim at once: each number is freed once. Costs a system
    * call per holder slot in use, and one pass over the holder records only when a holder is
-   * gone. Returns 0 for regions without holders. On a `ConcurrentQueue` it then reads every
-   * state once to put right a count of held numbers that says more than they do (a region
-   * damaged or copied while in use would otherwise say "none free" while numbers wait).
+   * gone. Returns 0 for regions without holders. On a `ConcurrentQueue` (and through
+   * `reclaimShared` or `numballoc reclaim` on a queue region) it then reads every state once to
+   * put right a count of held numbers that says more than they do (a region damaged or copied
+   * while in use would otherwise say "none free" while numbers wait); only if nothing moved
+   * meanwhile, so it never lowers a sound count. Reclaiming when full does not do this.
    * @throws `ERR_REGION_CLOSED`.
    */
   reclaim(): number
@@ -808,7 +810,7 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
    * in stays open). Its numbers stay held until the lease ends, unless `release: true` gives them
    * back now. Its leases' signals abort. Calls still in flight fail with `ERR_REGION_CLOSED`
    * (what they were granted goes with the rest), and no `'lost'` is emitted. Idempotent: a
-   * second call returns the first one's promise.
+   * second call resolves when the first does, and its options change nothing.
    */
   close(options?: CloseOptions): Promise<void>
   /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */

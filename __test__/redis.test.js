@@ -635,6 +635,26 @@ test("close() racing calls in flight: they fail with ERR_REGION_CLOSED, no 'lost
   }
 })
 
+test('close() called again from an abort listener of its own leases, and close() while a call waits for a new lease: no crash, ERR_REGION_CLOSED', async () => {
+  const ids = await RedisAllocator.open(unique('close-nested'), { redis: server.url, capacity: 8 })
+  const lease = await ids.acquire()
+  let nested = null
+  lease.signal.addEventListener('abort', () => {
+    nested = ids.close({ release: true })
+  })
+  await ids.close()
+  assert.ok(nested, 'the abort listener ran')
+  await nested // resolves: no second close racing the first over a closed connection
+
+  // The lease is lost (a stalled event loop); close() begins while the next call registers anew.
+  const other = await RedisAllocator.open(unique('close-registering'), { redis: server.url, capacity: 8, leaseMs: 100 })
+  await other.allocate()
+  other.once('lost', () => queueMicrotask(() => other.close()))
+  const end = Date.now() + 150
+  while (Date.now() < end);
+  await assert.rejects(other.allocate(), { code: 'ERR_REGION_CLOSED' })
+})
+
 test('a client that is not what it claims: coded errors, no crash, no unhandled rejection', async (t) => {
   const unhandled = []
   const onUnhandled = (error) => unhandled.push(error)

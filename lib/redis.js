@@ -414,8 +414,21 @@ class RedisAllocator extends EventEmitter {
     return this.#registering
   }
 
-  /** Runs `op` as this handle's owner; once more under a new lease if the server ended the old one. */
+  /**
+   * Runs `op` as this handle's owner; once more under a new lease if the server ended the old
+   * one. Whatever cuts it off once close() has begun (a registration, a command, the closed
+   * connection) is ERR_REGION_CLOSED.
+   */
   async #owned(op, args) {
+    try {
+      return await this.#ownedOnce(op, args)
+    } catch (error) {
+      if (this.#closing && error.code !== 'ERR_REGION_CLOSED') throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      throw error
+    }
+  }
+
+  async #ownedOnce(op, args) {
     for (let attempt = 0; ; attempt++) {
       let generation = await this.#owner()
       // Past its time here (a stalled event loop): lost, whatever the server still says.
@@ -425,8 +438,6 @@ class RedisAllocator extends EventEmitter {
       try {
         reply = await this.#run([op, generation.owner, this.#leaseMs, ...args])
       } catch (error) {
-        // Cut off by close() (its connection closed, or its release answered first).
-        if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
         error.owner = generation.owner
         // The keys are gone: so is the lease, now rather than at the next heartbeat.
         if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
@@ -501,7 +512,8 @@ class RedisAllocator extends EventEmitter {
     // Gone for good: give back what it held now rather than at the server's end of the lease
     // (nothing if the server released it already). A failure leaves that to the lease.
     this.#releaseAll(generation.owner).catch(() => {})
-    this.emit('lost', error)
+    // Not if a listener of the signals just closed the handle.
+    if (!this.#closing) this.emit('lost', error)
   }
 
   /** Gives back every number `owner` holds, a chunk per round trip; resolves with how many. */
@@ -761,6 +773,9 @@ class RedisAllocator extends EventEmitter {
   }
 
   async #close(release) {
+    // Yields first: by the time anything below runs (the signals' abort listeners among it),
+    // close() has stored this promise, and a close() called from them returns it.
+    await null
     clearInterval(this.#heartbeat)
     clearTimeout(this.#deadline)
     this.#deadline = null
