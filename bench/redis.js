@@ -1,8 +1,8 @@
 'use strict'
 // RedisAllocator against what people write today on the same server (bench/redis-worker.js),
 // and against the shared-memory allocator, so users see what leaving the machine costs. Every
-// figure is a median of interleaved rounds on one redis-server this file starts (Unix socket);
-// ratios are to a baseline measured in the same run.
+// figure is a median of interleaved rounds on one redis-server this file starts (a Unix socket,
+// and TCP on 127.0.0.1 for the loopback rows); ratios are to a baseline measured in the same run.
 const { fork } = require('node:child_process')
 const path = require('node:path')
 const { ConcurrentBitmap, destroyShared } = require('..')
@@ -41,12 +41,15 @@ function sharedMemoryPair(count) {
 }
 
 async function redisBench({ quick, rounds, print }) {
-  const server = await startRedis(null)
+  const server = await startRedis(null, { tcp: true })
   try {
     const ms = quick ? 300 : 1500
     const one = { ping: [], 'ping-own': [], numballoc: [], 'numballoc-ioredis': [], many: [], watch: [], setnx: [] }
     const four = { numballoc: [], 'numballoc-ioredis': [], watch: [], setnx: [] }
     const busy = { numballoc: [], 'numballoc-ioredis': [], watch: [], setnx: [] }
+    // The same over TCP loopback: one client, and four.
+    const tcpOne = { ping: [], numballoc: [], watch: [] }
+    const tcpFour = { numballoc: [], watch: [] }
     const shm = []
     for (let r = 0; r < rounds; r++) {
       for (const approach of Object.keys(one)) {
@@ -60,6 +63,14 @@ async function redisBench({ quick, rounds, print }) {
       for (const approach of Object.keys(busy)) {
         const reports = await run(server.url, approach, `busy-${approach}-${r}`, 4, ms, 2, 8)
         busy[approach].push(reports.reduce((sum, report) => sum + report.numbers / report.seconds, 0))
+      }
+      for (const approach of Object.keys(tcpOne)) {
+        const [report] = await run(server.tcpUrl, approach, `tcp-one-${approach}-${r}`, 1, ms, 8)
+        tcpOne[approach].push(report.ns)
+      }
+      for (const approach of Object.keys(tcpFour)) {
+        const reports = await run(server.tcpUrl, approach, `tcp-four-${approach}-${r}`, 4, ms, 8)
+        tcpFour[approach].push(reports.reduce((sum, report) => sum + report.numbers / report.seconds, 0))
       }
       shm.push(sharedMemoryPair(quick ? 1e5 : 1e6))
     }
@@ -83,6 +94,21 @@ async function redisBench({ quick, rounds, print }) {
         ['SET NX per number from a random point, over ioredis', median(four.setnx), median(four.setnx) / watch],
         ['numballoc RedisAllocator over ioredis', median(four['numballoc-ioredis']), median(four['numballoc-ioredis']) / watch],
         ['numballoc RedisAllocator, its own connections (URL)', median(four.numballoc), median(four.numballoc) / watch],
+      ],
+      'per second',
+    )
+    const tcpFloor = median(tcpOne.ping)
+    print('RedisAllocator over TCP loopback (127.0.0.1), one client: allocate + free (ratio to two PINGs over ioredis)', [
+      ['two PINGs over ioredis (the floor)', tcpFloor, 1],
+      ['numballoc RedisAllocator, its own connection (URL)', median(tcpOne.numballoc), median(tcpOne.numballoc) / tcpFloor],
+      ['WATCH/MULTI over the whole bitmap, over ioredis', median(tcpOne.watch), median(tcpOne.watch) / tcpFloor],
+    ])
+    const tcpWatch = median(tcpFour.watch)
+    print(
+      'RedisAllocator over TCP loopback, 4 client processes at once, each holding up to 8: numbers per second (ratio to WATCH/MULTI)',
+      [
+        ['WATCH/MULTI over the whole bitmap, over ioredis', tcpWatch, 1],
+        ['numballoc RedisAllocator, its own connections (URL)', median(tcpFour.numballoc), median(tcpFour.numballoc) / tcpWatch],
       ],
       'per second',
     )
