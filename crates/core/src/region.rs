@@ -865,6 +865,9 @@ impl Region {
     pub fn reclaim(&self) -> Result<u64> {
         let freed = self.reclaim_holders()?;
         if self.kind() == Kind::Queue {
+            // Every state is read: not in a file cut short under us (a region without holders
+            // has not been checked above).
+            self.mapping.check_intact(&self.name)?;
             self.queue().recount();
         }
         Ok(freed)

@@ -484,3 +484,25 @@ fn reclaim_puts_right_a_queue_count_above_its_states() {
     back.sort_unstable();
     assert_eq!(back, [all[1], all[3]]);
 }
+
+/// A queue region without holder records, cut short under an open handle: `reclaim` (which
+/// reads every state to check the queue's count) refuses it instead of touching the pages cut
+/// off (a `SIGBUS` would kill the test process).
+#[test]
+fn reclaim_of_a_queue_region_without_holders_cut_short_is_refused_not_a_crash() {
+    use numballoc_core::ConcurrentQueue;
+    let name = Scratch::new("cutqueue");
+    let options = OpenOptions {
+        holders: false,
+        ..OpenOptions::default()
+    };
+    let queue = ConcurrentQueue::open(&name.0, 1 << 16, &options).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name.0))
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let err = queue.region().reclaim().unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
+}
