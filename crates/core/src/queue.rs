@@ -559,11 +559,16 @@ impl<'a> Queue<'a> {
     /// numbers wait); returns by how much. Only when nothing was settled and no ticket taken
     /// during the pass (then no claim or free moved between the count and the states, and the
     /// difference is damage), and by a compare-and-swap from the settled value read first, so a
-    /// recount never leaves a sound count short; with calls under way it changes nothing.
+    /// recount never leaves a sound count short; with calls under way it changes nothing. (Two
+    /// recounts of a damaged count at once, with claims between them, can lower it below the
+    /// truth: short, which costs the pass, never a number.)
     pub fn recount(&self) -> u64 {
         let settled = self.parts.settled.load(Ordering::Acquire);
         let tail = self.parts.tail.load(Ordering::Acquire);
         let held = self.held();
+        // The pass's loads are Relaxed: a state seen queued by a free must bring that free's
+        // ticket (taken before it released the state) into the tail read below.
+        crate::sync::fence(Ordering::Acquire);
         if self.parts.tail.load(Ordering::Acquire) != tail {
             return 0;
         }
@@ -575,7 +580,7 @@ impl<'a> Queue<'a> {
         let excess = counted - held;
         match self.parts.settled.compare_exchange(
             settled,
-            settled - excess,
+            settled.wrapping_sub(excess),
             Ordering::AcqRel,
             Ordering::Relaxed,
         ) {

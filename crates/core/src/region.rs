@@ -796,7 +796,8 @@ impl Region {
         self.me = registration.record();
         self.registration = Some(registration);
         if options.reclaim {
-            self.reclaim()?;
+            // The holders only: opening must not read every state of a queue.
+            self.reclaim_holders()?;
         }
         Ok(self)
     }

@@ -763,3 +763,22 @@ fn queue_a_sweep_racing_a_free_and_an_allocate_leaves_the_settled_count_exact() 
         assert_eq!(count, held, "exact");
     });
 }
+
+/// A recount racing a free of the only number: it may see the state queued, and must then see
+/// the free's ticket too (or lower nothing); a sound count is never lowered.
+#[test]
+fn queue_a_recount_racing_a_free_never_lowers_a_sound_count() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(1));
+        assert_eq!(memory.allocate(ME), Some(0));
+        let freer = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().free(0).unwrap())
+        };
+        let lowered = memory.queue().recount();
+        freer.join().unwrap();
+        assert_eq!(lowered, 0);
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!(count, held, "exact");
+    });
+}
