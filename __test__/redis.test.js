@@ -615,6 +615,7 @@ test("close() racing calls in flight: they fail with ERR_REGION_CLOSED, no 'lost
     ids.on('lost', (error) => lost.push(error))
     await ids.allocate() // the lease is taken: the calls below go straight out
     const calls = Array.from({ length: 16 }, (_, i) => (i % 2 ? ids.allocate() : ids.acquire()))
+    calls.push(ids.count(), ids.isAllocated(0), ids.holderOf(0), ids.reclaim())
     const settled = Promise.allSettled(calls) // handled at once: rejections are expected
     await ids.close({ release })
     for (const result of await settled) {
@@ -653,6 +654,20 @@ test('close() called again from an abort listener of its own leases, and close()
   const end = Date.now() + 150
   while (Date.now() < end);
   await assert.rejects(other.allocate(), { code: 'ERR_REGION_CLOSED' })
+})
+
+test('close() again from an abort listener when the first close({ release: true }) fails (Redis gone): no unhandled rejection', async (t) => {
+  const own = await startRedis(t)
+  const ids = await RedisAllocator.open(unique('close-failing'), { redis: own.url, capacity: 8, timeoutMs: 500 })
+  const lease = await ids.acquire()
+  let nested = null
+  lease.signal.addEventListener('abort', () => {
+    nested = ids.close() // its promise ignored, as a listener would
+  })
+  await own.kill9()
+  await assert.rejects(ids.close({ release: true }), (error) => ['ERR_REDIS_UNAVAILABLE', 'ERR_REDIS_TIMEOUT'].includes(error.code))
+  assert.ok(nested, 'the abort listener ran')
+  assert.equal(await nested, undefined, 'a second close() resolves once the first is done')
 })
 
 test('a client that is not what it claims: coded errors, no crash, no unhandled rejection', async (t) => {

@@ -528,7 +528,11 @@ class RedisAllocator extends EventEmitter {
 
   /** `call()` within this handle's timeout: every public call answers or fails by then. */
   #bounded(call) {
-    return within(call, this.#timeoutMs)
+    return within(call, this.#timeoutMs).catch((error) => {
+      // Cut off by close() (its connection closed under it): the handle's error, not the link's.
+      if (this.#closing && error.code !== 'ERR_REGION_CLOSED') throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      throw error
+    })
   }
 
   /** The heartbeat: extends the lease; a failure is left to the deadline. */
@@ -630,6 +634,9 @@ class RedisAllocator extends EventEmitter {
     return this.#bounded(async (call) => {
       const { status, numbers, token, generation } = await this.#grant(['one', RedisAllocator.#hint(0, this.#max - 1)], call)
       if (status !== STATUS_DONE) throw noFreeNumber()
+      // close() began after the grant came: its lease is ended (or released) by close(), and
+      // a signal made now would never abort.
+      if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
       const controller = new AbortController()
       guardSignal(controller.signal, () => this.#check(generation))
       if (generation.lost) controller.abort(codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost`))
@@ -768,7 +775,15 @@ class RedisAllocator extends EventEmitter {
     ownAllocator(this)
     const { release = false } = checkOptions(options)
     checkBoolean('options.release', release)
-    this.#closing ??= this.#close(release)
+    if (this.#closing) {
+      // Again (from a lease's abort listener, say): done when the first is, whatever its outcome,
+      // which the first call reports.
+      return this.#closing.then(
+        () => {},
+        () => {},
+      )
+    }
+    this.#closing = this.#close(release)
     return this.#closing
   }
 
@@ -785,7 +800,7 @@ class RedisAllocator extends EventEmitter {
       // Without release, the numbers stay held until the lease ends, leaseMs after its last
       // renewal. Calls in flight were sent before the release on the same connection, so it
       // gives back what they were granted too.
-      if (release && generation !== null) await this.#bounded(() => this.#releaseAll(generation.owner))
+      if (release && generation !== null) await within(() => this.#releaseAll(generation.owner), this.#timeoutMs)
     } finally {
       this.#closed = true
       this.#connection.close()
