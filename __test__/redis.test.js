@@ -670,6 +670,35 @@ test('close() again from an abort listener when the first close({ release: true 
   assert.equal(await nested, undefined, 'a second close() resolves once the first is done')
 })
 
+test('close() at any point while an acquire() is answered: once close() resolves, no lease of the handle has a signal that never aborts', async (t) => {
+  const hop = (depth) => (depth === 0 ? Promise.resolve() : Promise.resolve().then(() => hop(depth - 1)))
+  for (let depth = 0; depth < 16; depth++) {
+    const connection = raw(t)
+    let onGrant = null
+    // The app's client: when the allocation's answer arrives, close() follows `depth` microtasks later.
+    const client = {
+      status: 'ready',
+      call: (command, ...args) =>
+        connection.call([command, ...args]).then((reply) => {
+          if (onGrant && args.includes('alloc')) onGrant()
+          return reply
+        }),
+    }
+    const ids = await RedisAllocator.open(unique('acquire-close'), { redis: client, capacity: 1 })
+    let closed = null
+    onGrant = () => {
+      onGrant = null
+      closed = hop(depth).then(() => ids.close())
+    }
+    const lease = await ids.acquire().catch((error) => {
+      assert.equal(error.code, 'ERR_REGION_CLOSED', `depth ${depth}: ${error.message}`)
+      return null
+    })
+    await closed
+    if (lease) assert.equal(lease.signal.aborted, true, `depth ${depth}: a lease outlived close() with a live signal`)
+  }
+})
+
 test('a client that is not what it claims: coded errors, no crash, no unhandled rejection', async (t) => {
   const unhandled = []
   const onUnhandled = (error) => unhandled.push(error)
