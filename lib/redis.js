@@ -77,6 +77,11 @@ function fromRedis(error) {
   return coded('ERR_REDIS', `Redis refused: ${message}`)
 }
 
+/** What a call cut off by close() fails with, whatever cut it off (a command, the connection). */
+function closedDuringCall() {
+  return codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+}
+
 /**
  * Resolves as `start()` does, or rejects with ERR_REDIS_TIMEOUT after `ms`. `start` may throw or
  * return a non-promise (a client that is not what it claims): that is the result, as if awaited.
@@ -396,7 +401,7 @@ class RedisAllocator extends EventEmitter {
 
   /** The current lease, registering a new one if there is none (at first, or after a loss). */
   async #owner() {
-    if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+    if (this.#closing) throw closedDuringCall()
     if (this.#generation !== null) return this.#generation
     if (this.#registering === null) {
       const generation = new Generation(crypto.randomBytes(12).toString('hex'))
@@ -414,21 +419,8 @@ class RedisAllocator extends EventEmitter {
     return this.#registering
   }
 
-  /**
-   * Runs `op` as this handle's owner; once more under a new lease if the server ended the old
-   * one. Whatever cuts it off once close() has begun (a registration, a command, the closed
-   * connection) is ERR_REGION_CLOSED.
-   */
+  /** Runs `op` as this handle's owner; once more under a new lease if the server ended the old one. */
   async #owned(op, args) {
-    try {
-      return await this.#ownedOnce(op, args)
-    } catch (error) {
-      if (this.#closing && error.code !== 'ERR_REGION_CLOSED') throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
-      throw error
-    }
-  }
-
-  async #ownedOnce(op, args) {
     for (let attempt = 0; ; attempt++) {
       let generation = await this.#owner()
       // Past its time here (a stalled event loop): lost, whatever the server still says.
@@ -444,7 +436,7 @@ class RedisAllocator extends EventEmitter {
         throw error
       }
       // What it granted, close() gives back (with release) or leaves to the lease.
-      if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      if (this.#closing) throw closedDuringCall()
       if (reply[0] !== STATUS_LOST) {
         this.#renewed(generation, sentAt)
         // The reply may be handled long after it came (a busy event loop): by then the lease
@@ -530,7 +522,7 @@ class RedisAllocator extends EventEmitter {
   #bounded(call) {
     return within(call, this.#timeoutMs).catch((error) => {
       // Cut off by close() (its connection closed under it): the handle's error, not the link's.
-      if (this.#closing && error.code !== 'ERR_REGION_CLOSED') throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      if (this.#closing && error.code !== 'ERR_REGION_CLOSED') throw closedDuringCall()
       throw error
     })
   }
@@ -636,7 +628,7 @@ class RedisAllocator extends EventEmitter {
       if (status !== STATUS_DONE) throw noFreeNumber()
       // close() began after the grant came: its lease is ended (or released) by close(), and
       // a signal made now would never abort.
-      if (this.#closing) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator was closed during the call')
+      if (this.#closing) throw closedDuringCall()
       const controller = new AbortController()
       guardSignal(controller.signal, () => this.#check(generation))
       if (generation.lost) controller.abort(codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost`))
@@ -789,7 +781,7 @@ class RedisAllocator extends EventEmitter {
 
   async #close(release) {
     // Yields first: by the time anything below runs (the signals' abort listeners among it),
-    // close() has stored this promise, and a close() called from them returns it.
+    // close() has stored this promise, and a close() called from them waits for it.
     await null
     clearInterval(this.#heartbeat)
     clearTimeout(this.#deadline)
