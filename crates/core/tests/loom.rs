@@ -431,6 +431,18 @@ fn two_askers(memory: &Arc<QueueMemory>, give_back: bool) -> Vec<Option<u64>> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// A queue of one number, 0, held by `holder`, and a thread that frees it: for the models of
+/// what races that free.
+fn one_number_being_freed(holder: u32) -> (Arc<QueueMemory>, thread::JoinHandle<()>) {
+    let memory = Arc::new(QueueMemory::new(1));
+    assert_eq!(memory.allocate(holder), Some(0));
+    let freer = {
+        let memory = memory.clone();
+        thread::spawn(move || memory.queue().free(0).unwrap())
+    };
+    (memory, freer)
+}
+
 /// Two threads each take a number and give it back: never the same number at once, none lost.
 #[test]
 fn queue_two_threads_never_hold_the_same_number() {
@@ -465,12 +477,7 @@ fn queue_two_threads_never_hold_the_same_number() {
 #[test]
 fn queue_a_free_racing_an_allocate_on_an_empty_queue() {
     model(|| {
-        let memory = Arc::new(QueueMemory::new(1));
-        assert_eq!(memory.allocate(1), Some(0));
-        let freer = {
-            let memory = memory.clone();
-            thread::spawn(move || memory.queue().free(0).unwrap())
-        };
+        let (memory, freer) = one_number_being_freed(1);
         let got = memory.allocate(2);
         freer.join().unwrap();
         match got {
@@ -726,12 +733,7 @@ fn queue_racing_double_frees_leave_the_settled_count_exact() {
 #[test]
 fn queue_a_free_racing_an_allocate_leaves_the_settled_count_exact() {
     model(|| {
-        let memory = Arc::new(QueueMemory::new(1));
-        assert_eq!(memory.allocate(ME), Some(0));
-        let freer = {
-            let memory = memory.clone();
-            thread::spawn(move || memory.queue().free(0).unwrap())
-        };
+        let (memory, freer) = one_number_being_freed(ME);
         let got = memory.allocate(THIRD);
         freer.join().unwrap();
         let (count, held) = settled_and_held(&memory);
@@ -769,12 +771,7 @@ fn queue_a_sweep_racing_a_free_and_an_allocate_leaves_the_settled_count_exact() 
 #[test]
 fn queue_a_recount_racing_a_free_never_lowers_a_sound_count() {
     model(|| {
-        let memory = Arc::new(QueueMemory::new(1));
-        assert_eq!(memory.allocate(ME), Some(0));
-        let freer = {
-            let memory = memory.clone();
-            thread::spawn(move || memory.queue().free(0).unwrap())
-        };
+        let (memory, freer) = one_number_being_freed(ME);
         let lowered = memory.queue().recount();
         freer.join().unwrap();
         assert_eq!(lowered, 0);

@@ -14,6 +14,16 @@ fn shm_path(name: &str) -> PathBuf {
     PathBuf::from("/dev/shm").join(name)
 }
 
+/// What another program may do to a region in use: cut its file to `len` bytes.
+fn cut_short(name: &str, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 #[test]
 fn creates_opens_and_shares_numbers() {
     let name = Scratch::new("share");
@@ -389,12 +399,7 @@ fn a_region_cut_short_while_in_use_is_refused_where_it_can_be_seen_not_a_crash()
     let n = bitmap.allocate().unwrap();
     common::plant_dead_holder(&region, 4002, &[100, 101], true);
     // Another program cuts the file to its header.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(&name.0))
-        .unwrap()
-        .set_len(200)
-        .unwrap();
+    cut_short(&name.0, 200);
     let err = bitmap.reclaim().unwrap_err();
     assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION");
     assert!(err.to_string().contains("cut to 200 bytes"), "{err}");
@@ -497,12 +502,7 @@ fn reclaim_of_a_queue_region_without_holders_cut_short_is_refused_not_a_crash() 
         ..OpenOptions::default()
     };
     let queue = ConcurrentQueue::open(&name.0, 1 << 16, &options).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(&name.0))
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
+    cut_short(&name.0, 4096);
     let err = queue.region().reclaim().unwrap_err();
     assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
 }
