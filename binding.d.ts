@@ -4,6 +4,9 @@
 /** A native handle: an id into the per-thread handle table (src/handles.rs). */
 export type HandleId = number
 
+/** `allocate()` as a napi-rs function: the number, or -1 when every number is in use. */
+export declare function allocatorAllocate(allocatorId: HandleId): number
+
 /**
  * Closes an allocator handle; idempotent. With `release`, first frees every number this handle
  * still holds (that nobody took from it: with holders, those whose record still names this
@@ -13,6 +16,9 @@ export declare function allocatorClose(allocatorId: HandleId, closeRegion: boole
 
 /** How many numbers are in use. */
 export declare function allocatorCount(allocatorId: HandleId): number
+
+/** `free(n)` as a napi-rs function. */
+export declare function allocatorFree(allocatorId: HandleId, n: number): void
 
 /**
  * The descriptor whose open file description holds this allocator's holder lock, or -1 in a
@@ -26,9 +32,6 @@ export declare function allocatorHolderFd(allocatorId: HandleId): number
  * record holders).
  */
 export declare function allocatorHolderOf(allocatorId: HandleId, n: number): number
-
-/** The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`). */
-export declare function allocatorHotPath(allocatorId: HandleId): [allocate: () => number, free: (n: number) => void]
 
 /** Whether a number is allocated. */
 export declare function allocatorIsAllocated(allocatorId: HandleId, n: number): boolean
@@ -73,6 +76,13 @@ export interface HolderReport {
   alive: boolean
   count: number
 }
+
+/**
+ * `[allocate, free, io]`: this thread's hot path for every allocator (see `src/hot.rs`), or
+ * null where the runtime allows no external ArrayBuffer (then `allocatorAllocate` and
+ * `allocatorFree` do the same).
+ */
+export declare function hotPath(): [allocate: () => void, free: () => void, io: Float64Array] | null
 
 export declare function limits(): Limits
 

@@ -55,6 +55,17 @@ function pairVsAtomics() {
   const generated = measure(count, (k) => {
     for (let i = 0; i < k; i++) bitmap.isAllocated(5)
   })
+  // A second allocator used in turn with the first: every allocator of a thread shares one hot
+  // path (src/hot.rs), so this should cost what one does.
+  const second = ConcurrentBitmap.open(name('pair-second'), { capacity })
+  const inTurn = measure(count, (k) => {
+    for (let i = 0; i < k; i += 2) {
+      bitmap.free(bitmap.allocate())
+      second.free(second.allocate())
+    }
+  })
+  second.close()
+  destroyShared(name('pair-second'))
   const batch = 64
   const many =
     measure(count / batch, (k) => {
@@ -66,6 +77,7 @@ function pairVsAtomics() {
     ['pure-JS Atomics bitmap on a SharedArrayBuffer (in-process floor)', floor, 1],
     ['numballoc allocate() + free()', ours, ours / floor],
     ['numballoc tryAllocate() + free()', tryOurs, tryOurs / floor],
+    ['numballoc allocate() + free(), two allocators in turn', inTurn, inTurn / floor],
     [`numballoc allocateMany(${batch}) + freeMany(), per number`, many, many / floor],
     ['numballoc isAllocated(n): one call of a napi-rs generated function', generated, generated / floor],
   ]
@@ -285,6 +297,10 @@ async function main() {
     return destroyShared(process.env.NUMBALLOC_PORT_POOL)
   }
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
+  if (process.argv.includes('--only-pair')) {
+    // npm run bench -- --only-pair: the JS pair against the pure-JS floor alone.
+    return print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
+  }
   if (process.argv.includes('--only-queue')) {
     // npm run bench -- --only-queue: ConcurrentQueue against the bitmap, and 1 vs 2 of it.
     print('The queue against the bitmap: a JS pair, each in a fresh process (ratio to the bitmap)', await queueVsBitmap())

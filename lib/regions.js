@@ -18,6 +18,7 @@ const {
   noFreeNumber,
 } = require('./checks.js')
 const { createLease } = require('./lease.js')
+const { hotPath } = require('./hot.js')
 
 // Native handles are ids into a per-thread table; an id is released once the object holding it
 // is garbage-collected, so it can never be reused while some object could still pass it.
@@ -222,15 +223,15 @@ function openOver(mem, make, own) {
 }
 
 let ownAllocator // (self) => throws ERR_INVALID_THIS unless self is an allocator
+// allocate() and free(n) of every allocator of this thread (lib/hot.js).
+const [hotAllocate, hotFree, hotIo] = hotPath(native)
+
 /**
- * What every allocator kind shares: its native handle, the hot `allocate`/`free` pair bound to
- * it, leases, release on exit and close. Not exported: ConcurrentBitmap and ConcurrentQueue
- * build on it.
+ * What every allocator kind shares: its native handle, the hot `allocate`/`free` path, leases,
+ * release on exit and close. Not exported: ConcurrentBitmap and ConcurrentQueue build on it.
  */
 class AllocatorBase {
   #handle
-  #allocate // () => number: the claimed number, or -1 when none is free
-  #free // (n) => void
   #max
   #ownsMemory = false
 
@@ -238,7 +239,6 @@ class AllocatorBase {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'Illegal constructor')
     this.#handle = handle
     handles.register(this, handle)
-    ;[this.#allocate, this.#free] = native.allocatorHotPath(handle)
     this.#max = native.allocatorMax(handle)
     if (releaseOnExit) releaseAtExit(this)
   }
@@ -254,6 +254,13 @@ class AllocatorBase {
   get max() {
     ownAllocator(this)
     return this.#max
+  }
+
+  /** The number allocated, or -1 when every number is in use. */
+  #allocate() {
+    hotIo[1] = this.#handle
+    hotAllocate()
+    return hotIo[0]
   }
 
   allocate() {
@@ -277,7 +284,9 @@ class AllocatorBase {
   free(n) {
     ownAllocator(this)
     checkInteger('n', n, 0, this.#max - 1)
-    this.#free(n)
+    hotIo[0] = n
+    hotIo[1] = this.#handle
+    hotFree()
   }
 
   reclaim() {

@@ -7,7 +7,7 @@
 //! an error, never undefined behaviour.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use numballoc_core::{ConcurrentBitmap, ConcurrentQueue};
 
@@ -25,25 +25,46 @@ pub enum Handle {
     Queue(Rc<Slot<ConcurrentQueue>>),
 }
 
-struct Table {
+struct Entries {
     slots: Vec<Option<Handle>>,
     free: Vec<HandleId>,
 }
 
+/// A JS thread's table: the thread-local owns it, and so drops every handle when the thread ends.
+struct Table(Rc<RefCell<Entries>>);
+
 thread_local! {
-    // `const`: no lazy-initialisation check on every access from the hot path.
-    static TABLE: RefCell<Table> = const {
-        RefCell::new(Table {
-            slots: Vec::new(),
-            free: Vec::new(),
-        })
-    };
+    static TABLE: Table = Table(Rc::new(RefCell::new(Entries {
+        slots: Vec::new(),
+        free: Vec::new(),
+    })));
+}
+
+/// This thread's table as the hot path keeps it (`src/hot.rs`): an addon reaches a thread-local
+/// through a function call on every access, which the hot path would pay twice a pair. Weak, so
+/// that the handles still go when the thread ends.
+pub struct TableRef(Weak<RefCell<Entries>>);
+
+impl TableRef {
+    pub fn current() -> TableRef {
+        TABLE.with(|table| TableRef(Rc::downgrade(&table.0)))
+    }
+
+    /// The handle `id` refers to, if any (none once the thread's table is gone). A copy, not a
+    /// borrow: what the caller does with it (an error it makes can run a setter of the user's)
+    /// may change the table.
+    #[inline]
+    pub fn get(&self, id: HandleId) -> Option<Handle> {
+        let table = self.0.upgrade()?;
+        let entries = table.try_borrow().ok()?;
+        entries.slots.get(id as usize)?.clone()
+    }
 }
 
 /// Stores a handle and returns its new id.
 pub fn insert(handle: Handle) -> HandleId {
     TABLE.with(|table| {
-        let mut table = table.borrow_mut();
+        let mut table = table.0.borrow_mut();
         match table.free.pop() {
             Some(id) => {
                 table.slots[id as usize] = Some(handle);
@@ -59,13 +80,13 @@ pub fn insert(handle: Handle) -> HandleId {
 
 /// The handle an id refers to, if any.
 pub fn get(id: HandleId) -> Option<Handle> {
-    TABLE.with(|table| table.borrow().slots.get(id as usize)?.clone())
+    TABLE.with(|table| table.0.borrow().slots.get(id as usize)?.clone())
 }
 
 /// Frees an id. Dropping the handle may unmap its region, if nothing else holds it.
 pub fn remove(id: HandleId) {
     let removed = TABLE.with(|table| {
-        let mut table = table.borrow_mut();
+        let mut table = table.0.borrow_mut();
         let removed = table.slots.get_mut(id as usize).and_then(Option::take);
         if removed.is_some() {
             table.free.push(id);

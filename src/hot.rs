@@ -1,36 +1,111 @@
-//! The hot path: each allocator's `allocate()` and `free(n)` as raw N-API functions of its own.
+//! The hot path: `allocate()` and `free(n)` of every allocator of a JS thread, as two raw N-API
+//! functions and a buffer of two numbers that they share with JavaScript.
 //!
-//! A napi-rs `#[napi]` function costs several times what a raw callback does, most of whose
-//! cost is Node-API's own entry and exit (BENCHMARKS.md). So `allocatorHotPath(id)`
-//! creates, for one allocator, two raw functions whose N-API `data` pointer is that allocator:
-//! a call finds it in the `napi_get_cb_info` it makes anyway, with no id to read, no table to
-//! search and no type check to pay, and no foreign pointer can ever reach it. Each function holds
-//! a reference to the allocator, dropped by a finalizer when the function is garbage-collected.
+//! - Raw functions: a napi-rs `#[napi]` function costs several times a raw callback, most of it
+//!   Node-API's own entry and exit (BENCHMARKS.md).
+//! - Two functions for every allocator, not two per allocator: V8 makes a call site fast when it
+//!   always reaches the same native function. With a pair per allocator, a program with two
+//!   allocators made the call sites in lib/regions.js reach several, and every pair of every
+//!   allocator slower (BENCHMARKS.md).
+//! - A buffer, not arguments and a return value: reading an argument and creating a value each
+//!   cost a Node-API call, more than JavaScript writing and reading a typed array. lib/regions.js
+//!   writes the allocator's handle id to `io[1]` (and for `free` the number to `io[0]`), calls, and
+//!   reads `allocate`'s number, or -1 when every number is in use, from `io[0]`.
+//!
+//! The buffer is memory of ours, behind a reference count that the two functions and the
+//! ArrayBuffer over it each hold until their finalizers run: whatever JavaScript does with the
+//! ArrayBuffer (detach it, transfer it to another thread), the functions never touch freed
+//! memory, and they access it atomically. The handle id finds its allocator in this thread's
+//! table: a stale or made-up id finds nothing (an error) or another handle of this thread.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::slot::{Engine, Slot};
-use crate::{to_js, to_u64};
+use crate::handles::{Handle, TableRef};
+use crate::not_an_allocator;
+use crate::slot::AnySlot;
 use napi::bindgen_prelude::*;
 use napi::sys;
 
 type RawCallback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-/// Creates `[allocate, free]` for one allocator: see the module documentation.
-/// Each kind gets its own pair of callbacks (monomorphised), so a call pays no dispatch.
-pub fn functions<A: Engine>(env: &Env, slot: &Rc<Slot<A>>) -> Result<Array<'static>> {
+/// What the two functions and the ArrayBuffer share.
+struct Shared {
+    /// `[number, handle id]` as the bits of two doubles (a `Float64Array` in JavaScript).
+    io: [AtomicU64; 2],
+    table: TableRef,
+}
+
+impl Shared {
+    fn number(&self) -> f64 {
+        // Relaxed: only this thread's JavaScript writes it, before the call that reads it.
+        f64::from_bits(self.io[0].load(Ordering::Relaxed))
+    }
+
+    fn set_number(&self, n: f64) {
+        self.io[0].store(n.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Calls `f` with the allocator whose handle id JavaScript wrote, or throws.
+    #[inline]
+    fn with_allocator<R>(&self, env: &Env, f: impl FnOnce(&dyn AnySlot) -> Result<R>) -> Result<R> {
+        // A double that is not a u32 becomes one (saturating, NaN 0): at worst another handle.
+        let id = f64::from_bits(self.io[1].load(Ordering::Relaxed)) as u32;
+        match self.table.get(id) {
+            Some(Handle::Bitmap(slot)) => f(&*slot),
+            Some(Handle::Queue(slot)) => f(&*slot),
+            _ => Err(not_an_allocator(env)),
+        }
+    }
+}
+
+/// `[allocate, free, io]` for the calling JS thread (see the module documentation), or `None`
+/// where the runtime allows no ArrayBuffer over memory of ours (Electron's V8 memory cage).
+pub fn functions(env: &Env) -> Result<Option<Array<'static>>> {
     let raw_env = env.raw();
-    let mut pair = env.create_array(2)?;
-    let functions: [(&CStr, RawCallback); 2] = [(c"allocate", allocate::<A>), (c"free", free::<A>)];
-    for (index, (name, callback)) in functions.into_iter().enumerate() {
-        let data = Rc::into_raw(Rc::clone(slot)) as *mut c_void;
-        let mut function = null_mut();
-        // SAFETY: a live env; a NUL-terminated name (NAPI_AUTO_LENGTH = -1); a callback with the
-        // N-API signature. `data` is a strong reference that the finalizer gives back exactly once,
-        // when the function is collected; until then every call may borrow it.
-        unsafe {
+    let shared = Rc::new(Shared {
+        io: [AtomicU64::new(0), AtomicU64::new(0)],
+        table: TableRef::current(),
+    });
+    let mut out = env.create_array(3)?;
+    // SAFETY: a live env. Each raw reference handed to N-API (`Rc::into_raw`) is given back
+    // exactly once, by the finalizer of what holds it, or here if creating that failed; until
+    // then the memory it points to stays.
+    unsafe {
+        let hint = Rc::into_raw(Rc::clone(&shared)) as *mut c_void;
+        let mut buffer = null_mut();
+        let created = sys::napi_create_external_arraybuffer(
+            raw_env,
+            shared.io.as_ptr() as *mut c_void,
+            std::mem::size_of_val(&shared.io),
+            Some(release_buffer),
+            hint,
+            &mut buffer,
+        );
+        if created != sys::Status::napi_ok {
+            drop(Rc::from_raw(hint as *const Shared));
+            if created == sys::Status::napi_no_external_buffers_allowed {
+                return Ok(None);
+            }
+            return Err(Error::from_status(Status::GenericFailure));
+        }
+        let mut io = null_mut();
+        check(sys::napi_create_typedarray(
+            raw_env,
+            sys::TypedarrayType::float64_array,
+            2,
+            buffer,
+            0,
+            &mut io,
+        ))?;
+        out.set(2, Unknown::from_raw_unchecked(raw_env, io))?;
+        let functions: [(&CStr, RawCallback); 2] = [(c"allocate", allocate), (c"free", free)];
+        for (index, (name, callback)) in functions.into_iter().enumerate() {
+            let data = Rc::into_raw(Rc::clone(&shared)) as *mut c_void;
+            let mut function = null_mut();
+            // NAPI_AUTO_LENGTH (-1): the name is NUL-terminated.
             let created = sys::napi_create_function(
                 raw_env,
                 name.as_ptr(),
@@ -40,31 +115,34 @@ pub fn functions<A: Engine>(env: &Env, slot: &Rc<Slot<A>>) -> Result<Array<'stat
                 &mut function,
             );
             if created != sys::Status::napi_ok {
-                drop(Rc::from_raw(data as *const Slot<A>));
+                drop(Rc::from_raw(data as *const Shared));
                 return Err(Error::from_status(Status::GenericFailure));
             }
+            // Without its finalizer the function keeps its reference for good: a leak, not a
+            // dangling pointer.
             check(sys::napi_add_finalizer(
                 raw_env,
                 function,
                 data,
-                Some(release_slot::<A>),
+                Some(release_function),
                 null_mut(),
                 null_mut(),
             ))?;
-            pair.set(index as u32, Unknown::from_raw_unchecked(raw_env, function))?;
+            out.set(index as u32, Unknown::from_raw_unchecked(raw_env, function))?;
         }
+        // The array lives in the caller's handle scope, which napi-rs returns it from.
+        Ok(Some(std::mem::transmute::<Array<'_>, Array<'static>>(out)))
     }
-    // SAFETY: the array lives in the caller's handle scope, which napi-rs returns it from.
-    Ok(unsafe { std::mem::transmute::<Array<'_>, Array<'static>>(pair) })
 }
 
-/// Gives back the reference a hot function held.
-unsafe extern "C" fn release_slot<A: Engine>(
-    _env: sys::napi_env,
-    data: *mut c_void,
-    _hint: *mut c_void,
-) {
-    drop(Rc::from_raw(data as *const Slot<A>));
+/// Gives back the reference the ArrayBuffer held (its hint; its data is the buffer).
+unsafe extern "C" fn release_buffer(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    drop(Rc::from_raw(hint as *const Shared));
+}
+
+/// Gives back the reference a function held (its data).
+unsafe extern "C" fn release_function(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    drop(Rc::from_raw(data as *const Shared));
 }
 
 fn check(status: sys::napi_status) -> Result<()> {
@@ -75,75 +153,37 @@ fn check(status: sys::napi_status) -> Result<()> {
     }
 }
 
-/// The allocator a hot function belongs to, and up to `N` arguments (missing ones `undefined`).
+/// What a function made by [`functions`] shares.
 ///
 /// # Safety
 /// `env` and `info` must be the ones N-API passed to a function made by [`functions`], which is
-/// alive (it is running), so its `data` reference to the allocator is too.
-unsafe fn call_info<'a, A: Engine, const N: usize>(
+/// alive (it is running), so its reference to the shared state is too.
+unsafe fn shared<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> &'a Shared {
+    let mut data = null_mut();
+    sys::napi_get_cb_info(env, info, null_mut(), null_mut(), null_mut(), &mut data);
+    &*(data as *const Shared)
+}
+
+/// `allocate()`: claims a number for the allocator of `io[1]` and leaves it in `io[0]`, or -1
+/// when every number is in use.
+unsafe extern "C" fn allocate(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> (&'a Slot<A>, [sys::napi_value; N]) {
-    let mut args = [null_mut(); N];
-    let mut count = N;
-    let mut data = null_mut();
-    sys::napi_get_cb_info(
-        env,
-        info,
-        &mut count,
-        args.as_mut_ptr(),
-        null_mut(),
-        &mut data,
-    );
-    (&*(data as *const Slot<A>), args)
+) -> sys::napi_value {
+    let shared = shared(env, info);
+    let env = Env::from_raw(env);
+    if let Ok(n) = shared.with_allocator(&env, |slot| slot.allocate(&env)) {
+        // Through i64, one instruction on x86-64 (u64 takes several): a number is below 2^53.
+        shared.set_number(n.map_or(-1.0, |n| n as i64 as f64));
+    } // else the JS exception is pending
+    null_mut()
 }
 
-/// `allocate()`: claims a number and returns it, or -1 when every number is in use.
-unsafe extern "C" fn allocate<A: Engine>(
-    raw_env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    let (slot, []) = call_info::<A, 0>(raw_env, info);
-    let env = Env::from_raw(raw_env);
-    let mut value = null_mut();
-    match slot.live(&env).map(A::try_allocate) {
-        Ok(Some(n)) => {
-            slot.held.insert(n);
-            // Numbers below 2^31 become V8 small integers, which cost no heap allocation.
-            match i32::try_from(n) {
-                Ok(small) => sys::napi_create_int32(raw_env, small, &mut value),
-                Err(_) => sys::napi_create_double(raw_env, n as f64, &mut value),
-            }
-        }
-        Ok(None) => sys::napi_create_int32(raw_env, -1, &mut value),
-        Err(_) => return null_mut(), // the JS exception is pending
-    };
-    value
-}
-
-/// `free(n)`: frees a number; throws `ERR_NOT_ALLOCATED` on a double free. lib/regions.js has
-/// checked that `n` is an integer in `[0, max)`; anything else is still refused here, never
-/// misused.
-unsafe extern "C" fn free<A: Engine>(
-    raw_env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    let (slot, [n_value]) = call_info::<A, 1>(raw_env, info);
-    let env = Env::from_raw(raw_env);
-    let mut n = f64::NAN;
-    sys::napi_get_value_double(raw_env, n_value, &mut n);
-    let _: Result<()> = slot.live(&env).and_then(|allocator| {
-        // Not `fract()`, which is a libm call here: a whole number below 2^64 survives the
-        // round trip through u64 (NaN and negatives fail the first test).
-        if !((0.0..18_446_744_073_709_551_616.0).contains(&n) && n as u64 as f64 == n) {
-            return Err(to_js(
-                &env,
-                numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
-            ));
-        }
-        allocator.free(to_u64(n)).map_err(|e| to_js(&env, e))?;
-        slot.held.remove(to_u64(n));
-        Ok(())
-    });
+/// `free()`: frees `io[0]` through the allocator of `io[1]`; throws `ERR_NOT_ALLOCATED` on a
+/// double free.
+unsafe extern "C" fn free(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let shared = shared(env, info);
+    let env = Env::from_raw(env);
+    let _ = shared.with_allocator(&env, |slot| slot.free(&env, shared.number()));
     null_mut()
 }

@@ -163,8 +163,12 @@ fn allocator(env: &Env, id: HandleId) -> Result<Rc<dyn AnySlot>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
         Some(Handle::Queue(slot)) => Ok(slot),
-        _ => Err(not_a_handle(env, "ConcurrentBitmap or ConcurrentQueue")),
+        _ => Err(not_an_allocator(env)),
     }
+}
+
+fn not_an_allocator(env: &Env) -> Error {
+    not_a_handle(env, "ConcurrentBitmap or ConcurrentQueue")
 }
 
 /// Numbers cross the boundary as doubles: every number below 2^53 is exact, and the largest
@@ -732,10 +736,25 @@ pub fn release_handle(id: HandleId) {
     release_unused_slots();
 }
 
-/// The allocator's `[allocate, free]` as raw functions bound to it (see `src/hot.rs`).
-#[napi(ts_return_type = "[allocate: () => number, free: (n: number) => void]")]
-pub fn allocator_hot_path(env: Env, allocator_id: HandleId) -> Result<Array<'static>> {
-    allocator(&env, allocator_id)?.hot_path(&env)
+/// `[allocate, free, io]`: this thread's hot path for every allocator (see `src/hot.rs`), or
+/// null where the runtime allows no external ArrayBuffer (then `allocatorAllocate` and
+/// `allocatorFree` do the same).
+#[napi(ts_return_type = "[allocate: () => void, free: () => void, io: Float64Array] | null")]
+pub fn hot_path(env: Env) -> Result<Option<Array<'static>>> {
+    hot::functions(&env)
+}
+
+/// `allocate()` as a napi-rs function: the number, or -1 when every number is in use.
+#[napi]
+pub fn allocator_allocate(env: Env, allocator_id: HandleId) -> Result<f64> {
+    let n = allocator(&env, allocator_id)?.allocate(&env)?;
+    Ok(n.map_or(-1.0, |n| n as f64))
+}
+
+/// `free(n)` as a napi-rs function.
+#[napi]
+pub fn allocator_free(env: Env, allocator_id: HandleId, n: f64) -> Result<()> {
+    allocator(&env, allocator_id)?.free(&env, n)
 }
 
 /// Whether `port` can be listened on right now, found by binding a TCP listener for a moment, as

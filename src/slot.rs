@@ -7,7 +7,7 @@ use std::rc::Rc;
 use napi::bindgen_prelude::*;
 use numballoc_core::{Allocator, ConcurrentBitmap, ConcurrentQueue, Result as CoreResult};
 
-use crate::{region_closed, RegionSlot};
+use crate::{region_closed, to_js, RegionSlot};
 
 /// What the binding needs of an allocator kind beyond [`Allocator`].
 pub trait Engine: Allocator + 'static {
@@ -64,6 +64,35 @@ impl<A: Engine> Slot<A> {
         }
         Ok(&self.allocator)
     }
+
+    /// `allocate()`: a number, now held by this handle, or `None` when every number is in use.
+    #[inline]
+    pub fn allocate(&self, env: &Env) -> Result<Option<u64>> {
+        let n = self.live(env)?.try_allocate();
+        if let Some(n) = n {
+            self.held.insert(n);
+        }
+        Ok(n)
+    }
+
+    /// `free(n)`: `ERR_NOT_ALLOCATED` on a double free. lib/regions.js has checked that `n` is
+    /// an integer in `[0, max)`; anything else is still refused here, never misused.
+    #[inline]
+    pub fn free(&self, env: &Env, n: f64) -> Result<()> {
+        let allocator = self.live(env)?;
+        // Not `fract()`, which is a libm call here: a whole number below 2^64 survives the
+        // round trip through u64 (NaN and negatives fail the first test).
+        if !((0.0..18_446_744_073_709_551_616.0).contains(&n) && n as u64 as f64 == n) {
+            return Err(to_js(
+                env,
+                numballoc_core::Error::OutOfRange(format!("{n} is not a non-negative integer")),
+            ));
+        }
+        let n = n as u64;
+        allocator.free(n).map_err(|e| to_js(env, e))?;
+        self.held.remove(n);
+        Ok(())
+    }
 }
 
 /// Any slot, for the calls every kind shares (`max`, `count`, `reclaim`, `close`, ...).
@@ -79,8 +108,10 @@ pub trait AnySlot {
     fn free_all(&self, numbers: &[u64]) -> CoreResult<()>;
     /// The allocator even when closed: for `close()`, which gives back what it held.
     fn allocator(&self) -> &dyn Allocator;
-    /// The raw `[allocate, free]` pair bound to this slot (see `hot.rs`).
-    fn hot_path(self: Rc<Self>, env: &Env) -> Result<Array<'static>>;
+    /// [`Slot::allocate`].
+    fn allocate(&self, env: &Env) -> Result<Option<u64>>;
+    /// [`Slot::free`].
+    fn free(&self, env: &Env, n: f64) -> Result<()>;
 }
 
 impl<A: Engine> AnySlot for Slot<A> {
@@ -116,7 +147,13 @@ impl<A: Engine> AnySlot for Slot<A> {
         &self.allocator
     }
 
-    fn hot_path(self: Rc<Self>, env: &Env) -> Result<Array<'static>> {
-        crate::hot::functions(env, &self)
+    #[inline]
+    fn allocate(&self, env: &Env) -> Result<Option<u64>> {
+        Slot::allocate(self, env)
+    }
+
+    #[inline]
+    fn free(&self, env: &Env, n: f64) -> Result<()> {
+        Slot::free(self, env, n)
     }
 }
