@@ -78,11 +78,11 @@ export interface HolderReport {
 }
 
 /**
- * `[allocate, free, io]`: this thread's hot path for every allocator (see `src/hot.rs`), or
- * null where the runtime allows no external ArrayBuffer (then `allocatorAllocate` and
- * `allocatorFree` do the same).
+ * `[allocate, free, io]`: a hot path (see `src/hot.rs`) for every allocator of this thread,
+ * or bound to one; null where the runtime allows no external ArrayBuffer (then
+ * `allocatorAllocate` and `allocatorFree` do the same).
  */
-export declare function hotPath(): [allocate: () => void, free: () => void, io: Float64Array] | null
+export declare function hotPath(boundTo?: HandleId | undefined | null): [allocate: () => void, free: () => void, io: Float64Array] | null
 
 export declare function limits(): Limits
 

@@ -42,6 +42,16 @@ test('allocators of both kinds and on several regions, used in turn on one threa
   assert.throws(() => first.free(n), { code: 'ERR_NOT_ALLOCATED' })
   assert.equal(other.count(), 2, 'the other region is untouched')
 
+  // Each call names its own allocator, whichever was called last.
+  const k = first.allocate()
+  assert.equal(other.tryAllocate(), null)
+  first.free(k)
+  assert.equal(first.isAllocated(k), false)
+  assert.equal(other.count(), 2)
+  assert.equal(queue.tryAllocate(), null)
+  second.free([...shared][1])
+  assert.equal(first.count(), 6)
+
   other.close()
   assert.throws(() => other.allocate(), { code: 'ERR_REGION_CLOSED' })
   assert.throws(() => other.free(0), { code: 'ERR_REGION_CLOSED' })
@@ -136,6 +146,40 @@ for (const [label, make] of [
     assert.deepEqual([take(queue)], [-1], 'the queue is still open, and full')
   })
 }
+
+for (const [label, make] of [
+  ['a native hot path bound to one allocator', (id) => native.hotPath(id)],
+  ['its fallback', (id) => slowHotPath(native, id)],
+]) {
+  test(`${label}: works on that allocator whatever io[1] says`, (t) => {
+    const { bitmap, queue } = nativeAllocators(t)
+    const [allocate, free, io] = make(bitmap)
+    io[1] = queue
+    const taken = [0, 1, 2, 3].map(() => {
+      allocate()
+      return io[0]
+    })
+    assert.deepEqual(taken.sort(), [-1, 0, 1, 2])
+    assert.equal(native.allocatorCount(bitmap), 3)
+    assert.equal(native.allocatorCount(queue), 0)
+    io[0] = 1
+    free()
+    assert.equal(native.allocatorIsAllocated(bitmap, 1), false)
+    assert.throws(() => free(), { code: 'ERR_NOT_ALLOCATED' })
+    io[0] = 2.5
+    assert.throws(() => free(), { code: 'ERR_OUT_OF_RANGE' })
+    native.allocatorClose(bitmap, false, false)
+    assert.throws(() => allocate(), { code: 'ERR_REGION_CLOSED' })
+    assert.throws(() => free(), { code: 'ERR_REGION_CLOSED' })
+  })
+}
+
+test('a hot path is bound to an allocator only', (t) => {
+  const { memory } = nativeAllocators(t)
+  for (const id of [memory, 2 ** 31]) {
+    assert.throws(() => native.hotPath(id), { code: 'ERR_INVALID_ARG_TYPE' }, `handle ${id}`)
+  }
+})
 
 test('the hot path survives a transfer of its buffer, and hot paths made and dropped are collected', () => {
   const script = `

@@ -223,8 +223,11 @@ function openOver(mem, make, own) {
 }
 
 let ownAllocator // (self) => throws ERR_INVALID_THIS unless self is an allocator
-// allocate() and free(n) of every allocator of this thread (lib/hot.js).
+// allocate() and free(n) of every allocator of this thread (lib/hot.js), but the first: that one
+// gets a hot path bound to it, which skips the lookup of its handle id. Its call sites below
+// still reach one native function each, as V8 needs to make them fast (src/hot.rs).
 const [hotAllocate, hotFree, hotIo] = hotPath(native)
+let boundGiven = false
 
 /**
  * What every allocator kind shares: its native handle, the hot `allocate`/`free` path, leases,
@@ -232,6 +235,9 @@ const [hotAllocate, hotFree, hotIo] = hotPath(native)
  */
 class AllocatorBase {
   #handle
+  #boundAllocate = null // the first allocator's own hot path, if this is it
+  #boundFree
+  #boundIo
   #max
   #ownsMemory = false
 
@@ -239,6 +245,10 @@ class AllocatorBase {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'Illegal constructor')
     this.#handle = handle
     handles.register(this, handle)
+    if (!boundGiven) {
+      boundGiven = true
+      ;[this.#boundAllocate, this.#boundFree, this.#boundIo] = hotPath(native, handle)
+    }
     this.#max = native.allocatorMax(handle)
     if (releaseOnExit) releaseAtExit(this)
   }
@@ -258,6 +268,10 @@ class AllocatorBase {
 
   /** The number allocated, or -1 when every number is in use. */
   #allocate() {
+    if (this.#boundAllocate !== null) {
+      this.#boundAllocate()
+      return this.#boundIo[0]
+    }
     hotIo[1] = this.#handle
     hotAllocate()
     return hotIo[0]
@@ -284,6 +298,11 @@ class AllocatorBase {
   free(n) {
     ownAllocator(this)
     checkInteger('n', n, 0, this.#max - 1)
+    if (this.#boundAllocate !== null) {
+      this.#boundIo[0] = n
+      this.#boundFree()
+      return
+    }
     hotIo[0] = n
     hotIo[1] = this.#handle
     hotFree()

@@ -6,17 +6,21 @@
 //! - Two functions for every allocator, not two per allocator: V8 makes a call site fast when it
 //!   always reaches the same native function. With a pair per allocator, a program with two
 //!   allocators made the call sites in lib/regions.js reach several, and every pair of every
-//!   allocator slower (BENCHMARKS.md).
+//!   allocator slower (BENCHMARKS.md). The first allocator of a thread gets a pair of its own
+//!   besides, bound to it, which skips the lookup of the handle id: lib/regions.js calls it from
+//!   call sites of its own, which it alone reaches.
 //! - A buffer, not arguments and a return value: reading an argument and creating a value each
 //!   cost a Node-API call, more than JavaScript writing and reading a typed array. lib/regions.js
-//!   writes the allocator's handle id to `io[1]` (and for `free` the number to `io[0]`), calls, and
-//!   reads `allocate`'s number, or -1 when every number is in use, from `io[0]`.
+//!   writes the allocator's handle id to `io[1]` (unless the pair is bound) and for `free` the
+//!   number to `io[0]`, calls, and reads `allocate`'s number, or -1 when every number is in use,
+//!   from `io[0]`.
 //!
 //! The buffer is memory of ours, behind a reference count that the two functions and the
 //! ArrayBuffer over it each hold until their finalizers run: whatever JavaScript does with the
 //! ArrayBuffer (detach it, transfer it to another thread), the functions never touch freed
 //! memory, and they access it atomically. The handle id finds its allocator in this thread's
-//! table: a stale or made-up id finds nothing (an error) or another handle of this thread.
+//! table: a stale or made-up id finds nothing (an error) or another handle of this thread. A bound
+//! pair holds its allocator (as its JS object does) until both functions are collected.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
@@ -35,7 +39,13 @@ type RawCallback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) 
 struct Shared {
     /// `[number, handle id]` as the bits of two doubles (a `Float64Array` in JavaScript).
     io: [AtomicU64; 2],
-    table: TableRef,
+    /// Where the handle id is looked up, or the one allocator these functions are bound to.
+    target: Target,
+}
+
+enum Target {
+    Table(TableRef),
+    Bound(Handle),
 }
 
 impl Shared {
@@ -48,26 +58,40 @@ impl Shared {
         self.io[0].store(n.to_bits(), Ordering::Relaxed);
     }
 
-    /// Calls `f` with the allocator whose handle id JavaScript wrote, or throws.
+    /// Calls `f` with the allocator these functions are bound to, or the one whose handle id
+    /// JavaScript wrote, or throws.
     #[inline]
     fn with_allocator<R>(&self, env: &Env, f: impl FnOnce(&dyn AnySlot) -> Result<R>) -> Result<R> {
-        // A double that is not a u32 becomes one (saturating, NaN 0): at worst another handle.
-        let id = f64::from_bits(self.io[1].load(Ordering::Relaxed)) as u32;
-        match self.table.get(id) {
-            Some(Handle::Bitmap(slot)) => f(&*slot),
-            Some(Handle::Queue(slot)) => f(&*slot),
-            _ => Err(not_an_allocator(env)),
+        let found;
+        let handle = match &self.target {
+            Target::Bound(handle) => handle,
+            Target::Table(table) => {
+                // A double that is not a u32 becomes one (saturating, NaN 0): at worst another
+                // handle.
+                let id = f64::from_bits(self.io[1].load(Ordering::Relaxed)) as u32;
+                found = table.get(id);
+                match &found {
+                    Some(handle) => handle,
+                    None => return Err(not_an_allocator(env)),
+                }
+            }
+        };
+        match handle {
+            Handle::Bitmap(slot) => f(&**slot),
+            Handle::Queue(slot) => f(&**slot),
+            Handle::Memory(_) => Err(not_an_allocator(env)),
         }
     }
 }
 
-/// `[allocate, free, io]` for the calling JS thread (see the module documentation), or `None`
-/// where the runtime allows no ArrayBuffer over memory of ours (Electron's V8 memory cage).
-pub fn functions(env: &Env) -> Result<Option<Array<'static>>> {
+/// `[allocate, free, io]` for the calling JS thread (see the module documentation), bound to
+/// `bound` if given (then `io[1]` is not read), or `None` where the runtime allows no ArrayBuffer
+/// over memory of ours (Electron's V8 memory cage).
+pub fn functions(env: &Env, bound: Option<Handle>) -> Result<Option<Array<'static>>> {
     let raw_env = env.raw();
     let shared = Rc::new(Shared {
         io: [AtomicU64::new(0), AtomicU64::new(0)],
-        table: TableRef::current(),
+        target: bound.map_or_else(|| Target::Table(TableRef::current()), Target::Bound),
     });
     let mut out = env.create_array(3)?;
     // SAFETY: a live env. Each raw reference handed to N-API (`Rc::into_raw`) is given back

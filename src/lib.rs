@@ -736,12 +736,19 @@ pub fn release_handle(id: HandleId) {
     release_unused_slots();
 }
 
-/// `[allocate, free, io]`: this thread's hot path for every allocator (see `src/hot.rs`), or
-/// null where the runtime allows no external ArrayBuffer (then `allocatorAllocate` and
-/// `allocatorFree` do the same).
+/// `[allocate, free, io]`: a hot path (see `src/hot.rs`) for every allocator of this thread,
+/// or bound to one; null where the runtime allows no external ArrayBuffer (then
+/// `allocatorAllocate` and `allocatorFree` do the same).
 #[napi(ts_return_type = "[allocate: () => void, free: () => void, io: Float64Array] | null")]
-pub fn hot_path(env: Env) -> Result<Option<Array<'static>>> {
-    hot::functions(&env)
+pub fn hot_path(env: Env, bound_to: Option<HandleId>) -> Result<Option<Array<'static>>> {
+    let bound = match bound_to {
+        Some(id) => Some(match handles::get(id) {
+            Some(handle @ (Handle::Bitmap(_) | Handle::Queue(_))) => handle,
+            _ => return Err(not_an_allocator(&env)),
+        }),
+        None => None,
+    };
+    hot::functions(&env, bound)
 }
 
 /// `allocate()` as a napi-rs function: the number, or -1 when every number is in use.
