@@ -181,12 +181,12 @@ test('a hot path is bound to an allocator only', (t) => {
   }
 })
 
-test('the hot path survives a transfer of its buffer, and hot paths made and dropped are collected', () => {
+test('the hot path survives a transfer of its buffer, and hot paths made and dropped are collected', (t) => {
   const script = `
     const assert = require('node:assert/strict')
     const native = require(${JSON.stringify(require.resolve('../lib/native.js'))})
     const { defaultMode } = native.limits()
-    const name = 'numballoc-test-hot-gc-' + process.pid
+    const name = process.argv[1]
     const memory = native.regionOpen(name, 'bitmap', 8, null, true, defaultMode, null, true, null, false)
     const bitmap = native.bitmapNew(memory, 0, 'any', true)
     let [allocate, free, io] = native.hotPath()
@@ -214,18 +214,18 @@ test('the hot path survives a transfer of its buffer, and hot paths made and dro
     native.regionDestroy(name, null)
     console.log('ok')
   `
-  const result = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 60000 })
+  const result = spawnSync(process.execPath, ['--expose-gc', '-e', script, scratchName(t, 'hot-gc')], { encoding: 'utf8', timeout: 60000 })
   assert.equal(result.stderr, '')
   assert.equal(result.stdout, 'ok\n')
   assert.equal(result.status, 0)
 })
 
-test('user code run while an error is made (a setter of Object.prototype) may use other allocators: no crash, nothing mixed up', () => {
+test('user code run while an error is made (a setter of Object.prototype) may use other allocators: no crash, nothing mixed up', (t) => {
   const script = `
     const assert = require('node:assert/strict')
     const { ConcurrentBitmap, ConcurrentQueue, destroyShared } = require(${JSON.stringify(require.resolve('..'))})
     const native = require(${JSON.stringify(require.resolve('../lib/native.js'))})
-    const names = ['a', 'b', 'c'].map((tag) => 'numballoc-test-hot-setter-' + tag + process.pid)
+    const names = process.argv.slice(1)
     const a = ConcurrentBitmap.open(names[0], { capacity: 8 })
     const b = ConcurrentQueue.open(names[1], { capacity: 8 })
     const taken = []
@@ -253,7 +253,8 @@ test('user code run while an error is made (a setter of Object.prototype) may us
     names.forEach((name) => destroyShared(name))
     console.log('ok')
   `
-  const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60000 })
+  const names = ['a', 'b', 'c'].map((tag) => scratchName(t, `hot-setter-${tag}`))
+  const result = spawnSync(process.execPath, ['-e', script, ...names], { encoding: 'utf8', timeout: 60000 })
   assert.equal(result.stderr, '')
   assert.equal(result.stdout, 'ok\n')
   assert.equal(result.status, 0)

@@ -252,7 +252,7 @@ fn a_free_racing_a_search_leaves_no_wrong_level_2_mark() {
         for n in 0..memory.capacity as usize {
             memory.records()[n].store(ME, Ordering::Relaxed);
         }
-        memory.l1[0].store(u64::MAX & !1, Ordering::Relaxed); // every word but 0 marked full
+        memory.l1[0].store(!1u64, Ordering::Relaxed); // every word but 0 marked full
         let got = free_5_racing_a_search(&memory);
         let five_free = memory.words[0].load(Ordering::Relaxed) & (1 << 5) == 0;
         let l1_full = memory.l1[0].load(Ordering::Relaxed) == u64::MAX;
