@@ -11,7 +11,12 @@
  */
 function slowHotPath(native, boundTo) {
   const io = new Float64Array(2)
-  const id = () => boundTo ?? io[1]
+  // Only a whole number in u32's range is an id (the binding would wrap -1 to 2^32 - 1, which no
+  // handle has, but 2^32 + k to k).
+  const id = () => {
+    const id = boundTo ?? io[1]
+    return id >>> 0 === id ? id : 2 ** 32 - 1
+  }
   const allocate = () => {
     io[0] = native.allocatorAllocate(id())
   }

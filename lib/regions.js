@@ -223,10 +223,12 @@ function openOver(mem, make, own) {
 }
 
 let ownAllocator // (self) => throws ERR_INVALID_THIS unless self is an allocator
-// allocate() and free(n) of every allocator of this thread (lib/hot.js), but the first: that one
-// gets a hot path bound to it, which skips the lookup of its handle id. Its call sites below
-// still reach one native function each, as V8 needs to make them fast (src/hot.rs).
+// allocate() and free(n) of every allocator of this thread (lib/hot.js), but one: the first to
+// make BIND_AFTER such calls gets a hot path bound to it, which skips the lookup of its handle id.
+// Not simply the first allocator: that may be a short-lived one (a probe, getPort()'s pool). Each
+// call site below still reaches one native function, as V8 needs to make it fast (src/hot.rs).
 const [hotAllocate, hotFree, hotIo] = hotPath(native)
+const BIND_AFTER = 64
 let boundGiven = false
 
 /**
@@ -235,9 +237,10 @@ let boundGiven = false
  */
 class AllocatorBase {
   #handle
-  #boundAllocate = null // the first allocator's own hot path, if this is it
+  #boundAllocate = null // the hot path bound to this allocator, if it is the one
   #boundFree
   #boundIo
+  #hotCalls = 0 // until an allocator of the thread has its bound hot path
   #max
   #ownsMemory = false
 
@@ -245,10 +248,6 @@ class AllocatorBase {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'Illegal constructor')
     this.#handle = handle
     handles.register(this, handle)
-    if (!boundGiven) {
-      boundGiven = true
-      ;[this.#boundAllocate, this.#boundFree, this.#boundIo] = hotPath(native, handle)
-    }
     this.#max = native.allocatorMax(handle)
     if (releaseOnExit) releaseAtExit(this)
   }
@@ -274,7 +273,16 @@ class AllocatorBase {
     }
     hotIo[1] = this.#handle
     hotAllocate()
-    return hotIo[0]
+    const n = hotIo[0]
+    if (!boundGiven) this.#countHotCall()
+    return n
+  }
+
+  #countHotCall() {
+    if (++this.#hotCalls === BIND_AFTER) {
+      boundGiven = true
+      ;[this.#boundAllocate, this.#boundFree, this.#boundIo] = hotPath(native, this.#handle)
+    }
   }
 
   allocate() {
@@ -306,6 +314,7 @@ class AllocatorBase {
     hotIo[0] = n
     hotIo[1] = this.#handle
     hotFree()
+    if (!boundGiven) this.#countHotCall()
   }
 
   reclaim() {

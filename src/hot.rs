@@ -6,9 +6,9 @@
 //! - Two functions for every allocator, not two per allocator: V8 makes a call site fast when it
 //!   always reaches the same native function. With a pair per allocator, a program with two
 //!   allocators made the call sites in lib/regions.js reach several, and every pair of every
-//!   allocator slower (BENCHMARKS.md). The first allocator of a thread gets a pair of its own
-//!   besides, bound to it, which skips the lookup of the handle id: lib/regions.js calls it from
-//!   call sites of its own, which it alone reaches.
+//!   allocator slower (BENCHMARKS.md). One allocator of a thread (lib/regions.js picks the first
+//!   to make 64 calls) gets a pair of its own besides, bound to it, which skips the lookup of the
+//!   handle id: lib/regions.js calls it from call sites of its own, which it alone reaches.
 //! - A buffer, not arguments and a return value: reading an argument and creating a value each
 //!   cost a Node-API call, more than JavaScript writing and reading a typed array. lib/regions.js
 //!   writes the allocator's handle id to `io[1]` (unless the pair is bound) and for `free` the
@@ -66,9 +66,12 @@ impl Shared {
         let handle = match &self.target {
             Target::Bound(handle) => handle,
             Target::Table(table) => {
-                // A double that is not a u32 becomes one (saturating, NaN 0): at worst another
-                // handle.
-                let id = f64::from_bits(self.io[1].load(Ordering::Relaxed)) as u32;
+                let raw = f64::from_bits(self.io[1].load(Ordering::Relaxed));
+                let id = raw as u32;
+                // Only a whole number in u32's range is an id (`as` saturates: -1 would be 0).
+                if id as f64 != raw {
+                    return Err(not_an_allocator(env));
+                }
                 found = table.get(id);
                 match &found {
                     Some(handle) => handle,
@@ -95,8 +98,8 @@ pub fn functions(env: &Env, bound: Option<Handle>) -> Result<Option<Array<'stati
     });
     let mut out = env.create_array(3)?;
     // SAFETY: a live env. Each raw reference handed to N-API (`Rc::into_raw`) is given back
-    // exactly once, by the finalizer of what holds it, or here if creating that failed; until
-    // then the memory it points to stays.
+    // at most once: by the finalizer of what holds it, or here where creating that failed before
+    // N-API took the reference; until then the memory it points to stays.
     unsafe {
         let hint = Rc::into_raw(Rc::clone(&shared)) as *mut c_void;
         let mut buffer = null_mut();
@@ -108,11 +111,14 @@ pub fn functions(env: &Env, bound: Option<Handle>) -> Result<Option<Array<'stati
             hint,
             &mut buffer,
         );
-        if created != sys::Status::napi_ok {
+        if created == sys::Status::napi_no_external_buffers_allowed {
+            // Refused before the buffer was made: the reference is still ours.
             drop(Rc::from_raw(hint as *const Shared));
-            if created == sys::Status::napi_no_external_buffers_allowed {
-                return Ok(None);
-            }
+            return Ok(None);
+        }
+        if created != sys::Status::napi_ok {
+            // Node may have run the finalizer already (it does on some failures): leaking the
+            // reference is safe, giving it back a second time is not.
             return Err(Error::from_status(Status::GenericFailure));
         }
         let mut io = null_mut();
