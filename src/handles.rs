@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 
 use numballoc_core::{ConcurrentBitmap, ConcurrentQueue};
 
-use crate::slot::Slot;
+use crate::slot::{AnySlot, Slot};
 use crate::RegionSlot;
 
 /// The id of a handle, as JavaScript holds it.
@@ -23,6 +23,17 @@ pub enum Handle {
     Memory(Rc<RegionSlot>),
     Bitmap(Rc<Slot<ConcurrentBitmap>>),
     Queue(Rc<Slot<ConcurrentQueue>>),
+}
+
+impl Handle {
+    /// The allocator this handle is, if it is one.
+    pub fn allocator(&self) -> Option<&dyn AnySlot> {
+        match self {
+            Handle::Bitmap(slot) => Some(&**slot),
+            Handle::Queue(slot) => Some(&**slot),
+            Handle::Memory(_) => None,
+        }
+    }
 }
 
 struct Entries {

@@ -79,6 +79,9 @@ impl Shared {
                 }
             }
         };
+        // A match per kind, not `Handle::allocator`: each arm then calls its kind's methods
+        // directly, where one `&dyn` made them virtual calls (measurably slower: the session notes of
+        // #10 have the figures).
         match handle {
             Handle::Bitmap(slot) => f(&**slot),
             Handle::Queue(slot) => f(&**slot),

@@ -743,7 +743,7 @@ pub fn release_handle(id: HandleId) {
 pub fn hot_path(env: Env, bound_to: Option<HandleId>) -> Result<Option<Array<'static>>> {
     let bound = match bound_to {
         Some(id) => Some(match handles::get(id) {
-            Some(handle @ (Handle::Bitmap(_) | Handle::Queue(_))) => handle,
+            Some(handle) if handle.allocator().is_some() => handle,
             _ => return Err(not_an_allocator(&env)),
         }),
         None => None,
