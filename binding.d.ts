@@ -42,6 +42,13 @@ export declare function allocatorMax(allocatorId: HandleId): number
 /** Frees every number whose holder is dead; returns how many. */
 export declare function allocatorReclaim(allocatorId: HandleId): number
 
+/**
+ * Gives back a number a `Lease` of this handle holds: `ERR_NOT_ALLOCATED` if the handle no
+ * longer holds it (freed through another handle, and perhaps handed to someone else since),
+ * so that a lease never frees a number that is not its own.
+ */
+export declare function allocatorRelease(allocatorId: HandleId, n: number): void
+
 /** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */
 export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, align: number): number
 

@@ -117,6 +117,39 @@ test('close: idempotent; any later use is ERR_REGION_CLOSED', (t) => {
   assert.equal(other.count(), 1)
 })
 
+test('close() gives back the region descriptor and mapping at once, not when the garbage collector runs', async (t) => {
+  const { PortPool } = require('..')
+  const name = scratchName(t, 'fdleak')
+  const descriptors = () => fs.readdirSync('/proc/self/fd').length
+  const mappings = () =>
+    fs
+      .readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .filter((line) => line.endsWith(`/${name}`)).length
+  const before = descriptors()
+  // More rounds than descriptors left over would show: each leaked round kept one of each.
+  for (let round = 0; round < 300; round++) {
+    const bitmap = ConcurrentBitmap.open(name, { capacity: 64 })
+    bitmap.free(bitmap.allocate())
+    bitmap.close()
+    assert.throws(() => bitmap.allocate(), { code: 'ERR_REGION_CLOSED' })
+    const mem = loadShared(name)
+    new ConcurrentBitmap(mem).close()
+    mem.close()
+  }
+  destroyShared(name)
+  for (let round = 0; round < 100; round++) {
+    const queue = ConcurrentQueue.open(name, { capacity: 8 })
+    queue.free(queue.allocate())
+    queue.close()
+    assert.throws(() => queue.free(0), { code: 'ERR_REGION_CLOSED' })
+  }
+  destroyShared(name)
+  for (let round = 0; round < 100; round++) (await PortPool.open(name, { from: 40000, to: 40007 })).close()
+  assert.ok(descriptors() - before < 5, `descriptors: ${before} before, ${descriptors()} after 600 opens and closes`)
+  assert.equal(mappings(), 0)
+})
+
 test('closing an allocator does not close a SharedMemory it did not open', (t) => {
   const mem = loadShared(scratchName(t, 'notowned'), 8)
   t.after(() => mem.close())

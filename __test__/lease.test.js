@@ -33,6 +33,44 @@ test('a lease releases once; releasing twice is ERR_LEASE_RELEASED, not a double
   assert.throws(() => pool.acquire(), { code: 'ERR_NO_FREE_NUMBER' })
 })
 
+test('a lease whose number was freed another way never frees it for its next holder', async (t) => {
+  const { PortPool } = require('..')
+  const name = scratchName(t, 'lease-taken')
+  const a = ConcurrentBitmap.open(name, { capacity: 1 })
+  const b = ConcurrentBitmap.open(name, { capacity: 1 })
+  t.after(() => (a.close(), b.close()))
+  const lease = a.acquire()
+  b.free(lease.value) // anyone may free any number
+  assert.equal(b.allocate(), lease.value)
+  assert.throws(() => lease.release(), { code: 'ERR_NOT_ALLOCATED' })
+  assert.equal(lease.released, false)
+  assert.equal(b.isAllocated(lease.value), true, "b's number was not freed")
+  b.free(lease.value)
+
+  const pool = await PortPool.open(scratchName(t, 'lease-taken-ports'), { from: 41000, to: 41000 })
+  const other = await PortPool.open(pool.name, { from: 41000, to: 41000 })
+  t.after(() => (pool.close(), other.close()))
+  const port = await pool.acquire()
+  other.release(port.value)
+  assert.equal(other.getPortSync(), port.value)
+  assert.throws(() => port.release(), { code: 'ERR_NOT_ALLOCATED', message: /port 41000/ })
+  assert.equal(other.holderOf(port.value)?.pid, process.pid)
+  assert.equal(other.count(), 1)
+})
+
+test('a release that fails leaves the lease unreleased, to be tried again', (t) => {
+  const name = scratchName(t, 'lease-closed')
+  const bitmap = ConcurrentBitmap.open(name, { capacity: 4 })
+  const lease = bitmap.acquire()
+  bitmap.close()
+  assert.throws(() => lease.release(), { code: 'ERR_REGION_CLOSED' })
+  assert.equal(lease.released, false)
+  assert.throws(() => lease.release(), { code: 'ERR_REGION_CLOSED' }, 'not ERR_LEASE_RELEASED: nothing was given back')
+  const look = ConcurrentBitmap.open(name, { capacity: 4 })
+  t.after(() => look.close())
+  assert.equal(look.isAllocated(lease.value), true)
+})
+
 test('`using port = pool.acquire()` (TypeScript 5.2+) releases at scope exit', (t) => {
   const name = scratchName(t, 'using')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-using-'))

@@ -38,8 +38,15 @@ class Lease {
     if (this.#released) {
       throw codedError(Error, 'ERR_LEASE_RELEASED', `the lease of ${this.#value} was already released`)
     }
+    // Marked first, so that a release reached again from inside this one is refused; unmarked
+    // if the number did not go back, so that the caller can try again.
     this.#released = true
-    this.#free(this.#value)
+    try {
+      this.#free(this.#value)
+    } catch (error) {
+      this.#released = false
+      throw error
+    }
   }
 
   [Symbol.dispose]() {

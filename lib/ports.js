@@ -4,7 +4,7 @@
 
 const net = require('node:net')
 const native = require('./native.js')
-const { ConcurrentBitmap, inspectShared } = require('./regions.js')
+const { ConcurrentBitmap, inspectShared, releaseLeased } = require('./regions.js')
 const { createLease } = require('./lease.js')
 const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, brandCheck, constructOnly } = require('./checks.js')
 
@@ -249,7 +249,7 @@ class PortPool {
   async acquire(options) {
     ownPool(this)
     const port = await this.getPort(options)
-    return createLease(port, (p) => this.release(p))
+    return createLease(port, (p) => this.#release(p, releaseLeased))
   }
 
   async getPort(options) {
@@ -356,8 +356,13 @@ class PortPool {
   release(port) {
     ownPool(this)
     checkPort('port', port, this.#from, this.#to)
+    this.#release(port, (bitmap, n) => bitmap.free(n))
+  }
+
+  /** Gives `port` back with `free(bitmap, n)`, naming the port in ERR_NOT_ALLOCATED. */
+  #release(port, free) {
     try {
-      this.#bitmap.free(port - this.#from)
+      free(this.#bitmap, port - this.#from)
     } catch (cause) {
       if (cause.code !== 'ERR_NOT_ALLOCATED') throw cause
       // Name the port, not the pool's internal number for it.

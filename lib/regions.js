@@ -205,6 +205,14 @@ function holderFd(allocator) {
 }
 
 /**
+ * Frees `n` for a lease of `allocator`: ERR_NOT_ALLOCATED unless the allocator still holds it,
+ * so that a lease whose number was freed another way never frees it again for its next holder.
+ */
+function releaseLeased(allocator, n) {
+  native.allocatorRelease(allocatorHandle(allocator), n)
+}
+
+/**
  * Opens an allocator over a region `openRegion` just opened for it: `make()` builds it (`new
  * this(...)` in a static `open`, so a subclass gets an instance of itself), `own` checks it is
  * of the class asked for (open.call(SomethingElse) is a coded error); on any error the region
@@ -294,7 +302,7 @@ class AllocatorBase {
 
   acquire() {
     ownAllocator(this)
-    return createLease(this.allocate(), (n) => this.free(n))
+    return createLease(this.allocate(), (n) => releaseLeased(this, n))
   }
 
   tryAllocate() {
@@ -567,5 +575,6 @@ module.exports = {
   MAX_SIZE,
   MAX_QUEUE_CAPACITY,
   holderFd,
+  releaseLeased,
   checkPolicy,
 }

@@ -23,6 +23,11 @@ pub enum Handle {
     Memory(Rc<RegionSlot>),
     Bitmap(Rc<Slot<ConcurrentBitmap>>),
     Queue(Rc<Slot<ConcurrentQueue>>),
+    /// An allocator that JavaScript closed. Its id stays taken while the JS object lives, but
+    /// the allocator is gone, and with it (once no call in progress holds it) its reference to
+    /// the region: a program that opens and closes allocators in a loop does not keep a
+    /// mapping and a descriptor for each until the garbage collector runs.
+    Closed,
 }
 
 impl Handle {
@@ -31,7 +36,7 @@ impl Handle {
         match self {
             Handle::Bitmap(slot) => Some(&**slot),
             Handle::Queue(slot) => Some(&**slot),
-            Handle::Memory(_) => None,
+            Handle::Memory(_) | Handle::Closed => None,
         }
     }
 }
@@ -92,6 +97,18 @@ pub fn insert(handle: Handle) -> HandleId {
 /// The handle an id refers to, if any.
 pub fn get(id: HandleId) -> Option<Handle> {
     TABLE.with(|table| table.0.borrow().slots.get(id as usize)?.clone())
+}
+
+/// Marks a closed allocator's id [`Handle::Closed`], dropping this table's reference to it.
+pub fn close(id: HandleId) {
+    let closed = TABLE.with(|table| {
+        let mut table = table.0.borrow_mut();
+        let entry = table.slots.get_mut(id as usize)?;
+        entry.as_ref()?.allocator()?;
+        entry.replace(Handle::Closed)
+    });
+    // Dropped outside the borrow, as in `remove`.
+    drop(closed);
 }
 
 /// Frees an id. Dropping the handle may unmap its region, if nothing else holds it.

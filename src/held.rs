@@ -4,6 +4,7 @@
 //! only this handle (on this JS thread) writes it, so no atomics; keeping it costs a load and a
 //! store per allocate or free.
 
+use std::alloc::Layout;
 use std::cell::Cell;
 
 use numballoc_core::ones;
@@ -13,10 +14,30 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn new(max: u64) -> Held {
-        Held {
-            words: (0..max.div_ceil(64)).map(|_| Cell::new(0)).collect(),
+    /// Bookkeeping for numbers `0..max`, or `ENOMEM` if the process cannot have it: a region's
+    /// header may claim up to `MAX_SIZE` bytes, far more than the memory of most machines, and
+    /// a failed allocation must be an error, not an abort of the process.
+    pub fn new(max: u64) -> std::io::Result<Held> {
+        let no_memory = || std::io::Error::from_raw_os_error(libc::ENOMEM);
+        let len = usize::try_from(max.div_ceil(64)).map_err(|_| no_memory())?;
+        if len == 0 {
+            return Ok(Held {
+                words: Box::new([]),
+            });
         }
+        let layout = Layout::array::<Cell<u64>>(len).map_err(|_| no_memory())?;
+        // Zeroed by the allocator: large arrays come as untouched pages, so a handle on a big
+        // region costs memory only where its numbers lie.
+        // SAFETY: `layout` has a non-zero size.
+        let words = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Cell<u64>;
+        if words.is_null() {
+            return Err(no_memory());
+        }
+        // SAFETY: `len` zeroed (so initialised) `Cell<u64>`s, allocated by the global allocator
+        // with the layout a `Box<[Cell<u64>]>` of that length frees with.
+        Ok(Held {
+            words: unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(words, len)) },
+        })
     }
 
     #[inline]
@@ -63,5 +84,24 @@ impl Held {
             numbers.extend(ones(word.replace(0)).map(|bit| w as u64 * 64 + bit as u64));
         }
         numbers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Held;
+
+    #[test]
+    fn bookkeeping_the_process_cannot_have_is_an_error_not_an_abort() {
+        // More than any address space: the allocation fails whatever the overcommit policy.
+        let error = Held::new(u64::MAX)
+            .err()
+            .expect("no memory for 2^64 numbers");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOMEM));
+        let held = Held::new(1000).unwrap();
+        held.insert(999);
+        assert!(held.contains(999) && !held.contains(998));
+        assert_eq!(held.take_all(), vec![999]);
+        assert!(Held::new(0).unwrap().take_all().is_empty());
     }
 }

@@ -154,6 +154,7 @@ fn memory(env: &Env, id: HandleId) -> Result<Rc<RegionSlot>> {
 fn bitmap(env: &Env, id: HandleId) -> Result<Rc<Slot<ConcurrentBitmap>>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
+        Some(Handle::Closed) => Err(region_closed(env)),
         _ => Err(not_a_handle(env, "ConcurrentBitmap")),
     }
 }
@@ -163,6 +164,7 @@ fn allocator(env: &Env, id: HandleId) -> Result<Rc<dyn AnySlot>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
         Some(Handle::Queue(slot)) => Ok(slot),
+        Some(Handle::Closed) => Err(region_closed(env)),
         _ => Err(not_an_allocator(env)),
     }
 }
@@ -484,7 +486,7 @@ pub fn bitmap_new(
         .map_err(|e| to_js(&env, e))?;
     let mut bitmap = ConcurrentBitmap::with_policy(region, to_u64(max), policy);
     bitmap.set_reclaim_when_full(reclaim_when_full);
-    let slot = Rc::new(Slot::new(bitmap, memory));
+    let slot = Rc::new(Slot::new(bitmap, memory).map_err(|e| to_js(&env, e))?);
     register(slot.clone());
     Ok(handles::insert(Handle::Bitmap(slot)))
 }
@@ -497,7 +499,7 @@ pub fn queue_new(env: Env, memory_id: HandleId, reclaim_when_full: bool) -> Resu
     let region = memory.region(&env)?;
     let mut queue = ConcurrentQueue::new(region).map_err(|e| to_js(&env, e))?;
     queue.set_reclaim_when_full(reclaim_when_full);
-    let slot = Rc::new(Slot::new(queue, memory));
+    let slot = Rc::new(Slot::new(queue, memory).map_err(|e| to_js(&env, e))?);
     register(slot.clone());
     Ok(handles::insert(Handle::Queue(slot)))
 }
@@ -505,8 +507,10 @@ pub fn queue_new(env: Env, memory_id: HandleId, reclaim_when_full: bool) -> Resu
 /// The numbers waiting in a queue, the next to be handed out first (at most `limit`).
 #[napi]
 pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64>> {
-    let Some(Handle::Queue(slot)) = handles::get(queue_id) else {
-        return Err(not_a_handle(&env, "ConcurrentQueue"));
+    let slot = match handles::get(queue_id) {
+        Some(Handle::Queue(slot)) => slot,
+        Some(Handle::Closed) => return Err(region_closed(&env)),
+        _ => return Err(not_a_handle(&env, "ConcurrentQueue")),
     };
     let limit = usize::try_from(to_u64(limit)).unwrap_or(usize::MAX);
     let waiting = slot.live(&env)?.waiting(limit);
@@ -680,6 +684,59 @@ pub fn allocator_holder_of(env: Env, allocator_id: HandleId, n: f64) -> Result<f
     Ok(holder.map_or(-1.0, |h| h.pid as f64))
 }
 
+/// Which of the numbers an allocator handle took it still holds.
+struct Mine<'a> {
+    slot: &'a Rc<dyn AnySlot>,
+    /// Other handles of its region on this thread: a number one of them took since is theirs,
+    /// though it was this handle's once and bears the same holder record.
+    others: Vec<Rc<dyn AnySlot>>,
+}
+
+impl<'a> Mine<'a> {
+    fn of(slot: &'a Rc<dyn AnySlot>) -> Mine<'a> {
+        let identity = slot.allocator().region().identity();
+        let others = SIBLINGS.with(|siblings| {
+            let siblings = siblings.borrow();
+            siblings
+                .get(&identity)
+                .into_iter()
+                .flatten()
+                .filter_map(std::rc::Weak::upgrade)
+                .filter(|other| !std::ptr::addr_eq(Rc::as_ptr(other), Rc::as_ptr(slot)))
+                .collect()
+        });
+        Mine { slot, others }
+    }
+
+    /// Whether the handle still holds `n`, which its own bookkeeping says it took: with holder
+    /// records, the record still names this thread's holder; without, `n` is still allocated
+    /// (a number another process freed and took again since cannot be told apart there).
+    fn still_holds(&self, n: u64) -> bool {
+        let engine = self.slot.allocator();
+        let ours = if engine.region().tracks_holders() {
+            self.slot.holds(n)
+        } else {
+            engine.is_allocated(n).unwrap_or(false)
+        };
+        ours && !self.others.iter().any(|other| other.held().contains(n))
+    }
+}
+
+/// Gives back a number a `Lease` of this handle holds: `ERR_NOT_ALLOCATED` if the handle no
+/// longer holds it (freed through another handle, and perhaps handed to someone else since),
+/// so that a lease never frees a number that is not its own.
+#[napi]
+pub fn allocator_release(env: Env, allocator_id: HandleId, n: f64) -> Result<()> {
+    let slot = allocator(&env, allocator_id)?;
+    slot.live_allocator(&env)?;
+    let number = to_u64(n);
+    if slot.held().contains(number) && Mine::of(&slot).still_holds(number) {
+        slot.free(&env, n)
+    } else {
+        Err(to_js(&env, numballoc_core::Error::NotAllocated(number)))
+    }
+}
+
 /// Closes an allocator handle; idempotent. With `release`, first frees every number this handle
 /// still holds (that nobody took from it: with holders, those whose record still names this
 /// thread's holder). With `closeRegion`, closes its region too.
@@ -690,41 +747,28 @@ pub fn allocator_close(
     close_region: bool,
     release: bool,
 ) -> Result<()> {
+    if let Some(Handle::Closed) = handles::get(allocator_id) {
+        return Ok(());
+    }
     let slot = allocator(&env, allocator_id)?;
     if release && !slot.is_closed() && slot.memory().is_open() {
-        let engine = slot.allocator();
-        let tracks_holders = engine.region().tracks_holders();
-        // Other handles of this region on this thread: a number one of them took since is
-        // theirs, though it was ours once and bears the same record.
-        let others: Vec<Rc<dyn AnySlot>> = SIBLINGS.with(|siblings| {
-            let siblings = siblings.borrow();
-            let list = siblings.get(&engine.region().identity());
-            list.into_iter()
-                .flatten()
-                .filter_map(std::rc::Weak::upgrade)
-                .filter(|other| !std::ptr::addr_eq(Rc::as_ptr(other), Rc::as_ptr(&slot)))
-                .collect()
-        });
-        let mine: Vec<u64> = slot
+        let mine = Mine::of(&slot);
+        let numbers: Vec<u64> = slot
             .held()
             .take_all()
             .into_iter()
-            .filter(|&n| {
-                let ours = if tracks_holders {
-                    slot.holds(n)
-                } else {
-                    engine.is_allocated(n).unwrap_or(false)
-                };
-                ours && !others.iter().any(|other| other.held().contains(n))
-            })
+            .filter(|&n| mine.still_holds(n))
             .collect();
-        slot.free_all(&mine).map_err(|e| to_js(&env, e))?;
+        slot.free_all(&numbers).map_err(|e| to_js(&env, e))?;
     }
     slot.mark_closed();
+    let memory = slot.memory().clone();
+    drop(slot);
+    handles::close(allocator_id);
     if close_region {
-        slot.memory().close();
-        release_unused_slots();
+        memory.close();
     }
+    release_unused_slots();
     Ok(())
 }
 

@@ -48,13 +48,17 @@ pub struct Slot<A> {
 }
 
 impl<A: Engine> Slot<A> {
-    pub fn new(allocator: A, memory: Rc<RegionSlot>) -> Slot<A> {
-        Slot {
-            held: crate::held::Held::new(allocator.max()),
+    /// `ENOMEM` (with the region's name) if this process cannot keep track of what the handle
+    /// holds (see [`crate::held::Held::new`]).
+    pub fn new(allocator: A, memory: Rc<RegionSlot>) -> CoreResult<Slot<A>> {
+        let held = crate::held::Held::new(allocator.max())
+            .map_err(|e| numballoc_core::Error::os("malloc", allocator.region().name(), e))?;
+        Ok(Slot {
+            held,
             allocator,
             memory,
             closed: Cell::new(false),
-        }
+        })
     }
 
     #[inline]
