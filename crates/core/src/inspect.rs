@@ -208,6 +208,13 @@ pub fn list(directory: Option<&Path>) -> Result<Vec<String>> {
             ))
         }
     };
+    // As every call that names a region in a directory says it (the OS would say nothing useful).
+    if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::InvalidName(format!(
+            "directory {} contains a NUL byte",
+            dir.display()
+        )));
+    }
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::os("opendir", &dir.display().to_string(), e))?;
     let mut names: Vec<String> = entries

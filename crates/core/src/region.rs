@@ -1195,41 +1195,99 @@ pub(crate) fn map_initialised(
             ),
         ));
     }
+    // Storage with holes (a sparse copy, or a file made to look like a region) gets a page on
+    // the first touch of each hole, reads included, and on a full filesystem that touch is a
+    // SIGBUS: reserve the holes now, as creation does, or do not read such a region at all.
+    if has_holes(file, &st, header.region_len()) {
+        match access {
+            MapAccess::ReadWrite => reserve(file.as_raw_fd(), header.region_len())
+                .map_err(|e| Error::os(RESERVE_SYSCALL, location.shown(), e))?,
+            MapAccess::ReadOnly => {
+                return Err(incompatible(
+                    name,
+                    "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
+                ))
+            }
+        }
+    }
     Ok(Some((map, header)))
+}
+
+/// Whether the first `len` bytes of `file` have a hole (storage the filesystem has not
+/// allocated). `false` where the filesystem cannot tell: the region is then used as it is.
+fn has_holes(file: &File, st: &libc::stat, len: u64) -> bool {
+    // Allocated blocks that cover the length leave no room for a hole. A filesystem that
+    // compresses may count fewer blocks than it stores: then `SEEK_HOLE` decides.
+    if (st.st_blocks as u64).saturating_mul(512) >= len {
+        return false;
+    }
+    // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
+    // gives its own offset.
+    let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    hole >= 0 && (hole as u64) < len
+}
+
+/// The next extent of data in `file` at or after `at` and before `len`, as `start..end`;
+/// `None` if only holes remain. Where the filesystem cannot tell, all of it is data.
+fn data_extent(file: &File, at: u64, len: u64) -> Option<std::ops::Range<u64>> {
+    let fd = file.as_raw_fd();
+    let offset = |x: u64| libc::off_t::try_from(x).unwrap_or(libc::off_t::MAX);
+    // SAFETY: a valid descriptor (see `has_holes` on its offset).
+    let start = unsafe { libc::lseek(fd, offset(at), libc::SEEK_DATA) };
+    if start < 0 {
+        let only_holes = io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        return (!only_holes).then_some(at..len);
+    }
+    let start = (start as u64).max(at);
+    if start >= len {
+        return None;
+    }
+    // SAFETY: as above.
+    let end = unsafe { libc::lseek(fd, offset(start), libc::SEEK_HOLE) };
+    let end = if end > start as libc::off_t {
+        (end as u64).min(len)
+    } else {
+        len
+    };
+    Some(start..end)
 }
 
 /// Checks, under the exclusive lock, that an object whose magic number is zero is an unfinished
 /// region and nothing else: its header bytes all zero or a valid header's (a creator that stopped
 /// after writing them), and every byte after the header zero (nobody writes there before the
-/// magic is published). Reads the whole object, which happens only when one is repaired.
+/// magic is published). Reads all of the object that is not a hole, which happens only when one is
+/// repaired or removed.
 fn check_unfinished(file: &File, location: &Location, name: &str) -> Result<()> {
     let len = fstat(file, location)?.st_size as u64;
+    let header_end = len.min(HEADER_LEN as u64) as usize;
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head[..header_end], 0)
+        .map_err(|e| Error::os("read", location.shown(), e))?;
+    let zero = head.iter().all(|&b| b == 0);
+    let mut with_magic = head;
+    with_magic[..8].copy_from_slice(&crate::header::MAGIC);
+    let a_header = head[..8].iter().all(|&b| b == 0)
+        && header_end == HEADER_LEN
+        && Header::parse(&with_magic).is_ok();
+    if !zero && !a_header {
+        return Err(foreign(name));
+    }
+    // Holes read as zeros, so only the data is read: an object made huge and sparse would
+    // otherwise take minutes, with the creation lock held and every other opener waiting.
     let mut chunk = vec![0u8; (64 * 1024).min(len.max(1) as usize)];
-    let mut at = 0u64;
-    while at < len {
-        let want = chunk.len().min((len - at) as usize);
-        file.read_exact_at(&mut chunk[..want], at)
-            .map_err(|e| Error::os("read", location.shown(), e))?;
-        let mut data = &chunk[..want];
-        if at == 0 {
-            let header_end = want.min(HEADER_LEN);
-            let head = &data[..header_end];
-            let zero = head.iter().all(|&b| b == 0);
-            let mut with_magic = [0u8; HEADER_LEN];
-            with_magic[..header_end].copy_from_slice(head);
-            with_magic[..8].copy_from_slice(&crate::header::MAGIC);
-            let a_header = head[..8.min(header_end)].iter().all(|&b| b == 0)
-                && header_end == HEADER_LEN
-                && Header::parse(&with_magic).is_ok();
-            if !zero && !a_header {
+    let mut at = HEADER_LEN as u64;
+    while let Some(extent) = data_extent(file, at, len) {
+        let mut pos = extent.start;
+        while pos < extent.end {
+            let want = chunk.len().min((extent.end - pos) as usize);
+            file.read_exact_at(&mut chunk[..want], pos)
+                .map_err(|e| Error::os("read", location.shown(), e))?;
+            if chunk[..want].iter().any(|&b| b != 0) {
                 return Err(foreign(name));
             }
-            data = &data[header_end..];
+            pos += want as u64;
         }
-        if data.iter().any(|&b| b != 0) {
-            return Err(foreign(name));
-        }
-        at += want as u64;
+        at = extent.end;
     }
     Ok(())
 }

@@ -177,6 +177,78 @@ fn an_empty_or_zeroed_object_left_by_a_dead_creator_is_completed() {
     assert_eq!(ConcurrentBitmap::new(r, 0).count(), 0);
 }
 
+/// Bytes of `name`'s file that the filesystem has allocated.
+fn allocated(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(shm_path(name)).unwrap().blocks() * 512
+}
+
+#[test]
+fn a_sparse_copy_is_reserved_when_opened_and_never_read_before() {
+    let name = Scratch::new("sparse");
+    // Without holder records: a copy's holders hold no lock on it, so opening it would reclaim
+    // their numbers, and this test looks at the numbers.
+    let options = OpenOptions {
+        holders: false,
+        ..OpenOptions::default()
+    };
+    let original = Arc::new(Region::open(&name.0, 1 << 20, &options).unwrap());
+    let bitmap = ConcurrentBitmap::new(original.clone(), 0);
+    let taken: Vec<u64> = (0..100).map(|_| bitmap.allocate().unwrap()).collect();
+    let bytes = std::fs::read(shm_path(&name.0)).unwrap();
+    let len = bytes.len() as u64;
+    drop((bitmap, original));
+    // The copy `cp --sparse=always` makes: pages of zeros left as holes.
+    let copy = Scratch::new("sparse-copy");
+    let file = std::fs::File::create(shm_path(&copy.0)).unwrap();
+    file.set_len(len).unwrap();
+    for (page, data) in bytes.chunks(4096).enumerate() {
+        if data.iter().any(|&b| b != 0) {
+            std::os::unix::fs::FileExt::write_all_at(&file, data, page as u64 * 4096).unwrap();
+        }
+    }
+    assert!(allocated(&copy.0) < len / 2, "the copy has holes");
+
+    // Reading it would allocate a page per hole: refused, and nothing allocated.
+    let err = numballoc_core::inspect::inspect(&copy.0, None, 0).unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
+    assert!(err.to_string().contains("not all reserved"), "{err}");
+    assert!(allocated(&copy.0) < len / 2);
+    // Opening it for use reserves the holes, as creating it did; then it reads as the original.
+    let region = Arc::new(Region::open_existing(&copy.0, &OpenOptions::default()).unwrap());
+    assert!(allocated(&copy.0) >= len);
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    assert!(taken.iter().all(|&n| bitmap.is_allocated(n).unwrap()));
+    assert_eq!(bitmap.count(), 100);
+    let report = numballoc_core::inspect::inspect(&copy.0, None, 0).unwrap();
+    assert_eq!(report.in_use, 100);
+}
+
+#[test]
+fn a_huge_sparse_object_under_a_region_name_is_checked_by_its_data_only() {
+    // A terabyte of holes, which anyone who may write /dev/shm can make in an instant: reading it
+    // all before saying what it is would hold the creation lock for minutes.
+    let name = Scratch::new("huge-zero");
+    std::fs::File::create(shm_path(&name.0))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let err = Region::open_existing(&name.0, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "unfinished: {err}");
+    // Completing it checks that it is all zeros, then makes a region at its start.
+    let region = Region::open(&name.0, 8, &OpenOptions::default()).unwrap();
+    assert_eq!(region.capacity(), 64);
+    drop(region);
+    // And one with a byte of data far out is foreign, found without reading the holes before it.
+    let garbage = Scratch::new("huge-garbage");
+    let file = std::fs::File::create(shm_path(&garbage.0)).unwrap();
+    file.set_len(1 << 40).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"x", (1 << 40) - 4096).unwrap();
+    let err = Region::open(&garbage.0, 8, &OpenOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a numballoc region"), "{err}");
+    assert!(!destroy(&garbage.0, None).is_ok_and(|removed| removed));
+}
+
 #[test]
 fn destroy_while_open_keeps_the_mapping_and_the_next_open_is_fresh() {
     let name = Scratch::new("destroy");
