@@ -3,6 +3,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
+const { execFileSync } = require('node:child_process')
 const { loadShared, destroyShared, listShared, inspectShared, reclaimShared, ConcurrentBitmap, MAX_SIZE } = require('..')
 const { scratchName, forkFixture, waitFor, collect } = require('./helpers')
 
@@ -173,7 +174,6 @@ test('a region left empty or half-written by a dead creator is completed by the 
 test('a FIFO, socket, directory or symlink under a region name fails at once with a code, on every path', async (t) => {
   const directory = fs.mkdtempSync('/tmp/numballoc-special-')
   t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
-  const { execFileSync } = require('node:child_process')
   execFileSync('mkfifo', [`${directory}/fifo`])
   fs.mkdirSync(`${directory}/dir`)
   fs.symlinkSync('/etc/hostname', `${directory}/link`)
@@ -382,6 +382,34 @@ test('a class called without new, and every method and getter called on a foreig
   }
 })
 
+test('a hostile argument (a Proxy, a throwing getter) is described in a coded error, never thrown through', (t) => {
+  const bitmap = ConcurrentBitmap.open(scratchName(t, 'hostile'), { capacity: 8 })
+  t.after(() => bitmap.close())
+  const trap = new Proxy(
+    {},
+    {
+      get() {
+        throw new Error('the proxy was asked')
+      },
+    },
+  )
+  const getter = {
+    get constructor() {
+      throw new Error('the getter was asked')
+    },
+  }
+  for (const [value, said] of [
+    [trap, 'an object'],
+    [getter, 'an object'],
+    [Object.create(null), 'an object'],
+    [new Map(), 'an instance of Map'],
+    [function named() {}, 'function named'],
+  ]) {
+    assert.throws(() => bitmap.free(value), { code: 'ERR_INVALID_ARG_TYPE', message: new RegExp(`Received ${said}$`) })
+  }
+  assert.throws(() => listShared({ directory: 'a\0b' }), { code: 'ERR_INVALID_NAME' })
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [
@@ -452,6 +480,25 @@ test('new regions are 0600 unless asked otherwise, whatever the umask', (t) => {
     process.umask(old)
   }
   assert.equal(fs.statSync(`/dev/shm/${b}`).mode & 0o777, 0o660)
+})
+
+test('options are the object own properties: a polluted Object.prototype neither opens regions to others nor changes them', (t) => {
+  const name = scratchName(t, 'polluted')
+  // In a child: the pollution would reach every later test of this process.
+  const script = `
+    const nb = require(${JSON.stringify(path.join(__dirname, '..'))})
+    Object.prototype.mode = 0o666
+    Object.prototype.holders = false
+    Object.prototype.capacity = 5
+    Object.prototype.policy = 'bogus'
+    const bitmap = nb.ConcurrentBitmap.open(${JSON.stringify(name)}, { capacity: 64 })
+    const mem = nb.loadShared(${JSON.stringify(name)})
+    console.log(JSON.stringify({ max: bitmap.max, policy: bitmap.policy, holders: mem.tracksHolders }))
+    mem.close()
+    bitmap.close()`
+  const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }))
+  assert.deepEqual(out, { max: 64, policy: 'any', holders: true })
+  assert.equal(fs.statSync(`/dev/shm/${name}`).mode & 0o777, 0o600)
 })
 
 test('permission denied is EACCES from shm_open', async (t) => {

@@ -12,8 +12,26 @@ function describe(value) {
   if (value === null) return 'null'
   if (typeof value === 'bigint') return `type bigint (${value}n)`
   if (typeof value === 'string') return `type string (${JSON.stringify(value).slice(0, 40)})`
-  if (typeof value === 'object' || typeof value === 'function') return `an instance of ${value.constructor?.name ?? 'Object'}`
+  if (typeof value === 'function') return `function ${nameOf(() => value.name) || '(anonymous)'}`
+  if (typeof value === 'object') {
+    const name = nameOf(() => value.constructor?.name)
+    return name ? `an instance of ${name}` : 'an object'
+  }
   return `type ${typeof value} (${String(value)})`
+}
+
+/**
+ * A name read from a value the caller passed, or '' if there is none. Said of hostile values
+ * too (a Proxy, a throwing getter): a message about an argument must not turn into the
+ * argument's own exception.
+ */
+function nameOf(read) {
+  try {
+    const name = read()
+    return typeof name === 'string' ? name : ''
+  } catch {
+    return ''
+  }
 }
 
 function invalidType(name, expected, value) {
@@ -63,10 +81,15 @@ function checkString(name, value) {
   if (typeof value !== 'string') throw invalidType(name, 'of type string', value)
 }
 
+/**
+ * An options object's own properties, read once, in an object without a prototype: an option
+ * never comes from `Object.prototype` (a polluted `mode` would make regions writable by anyone),
+ * and a getter that answers differently each time is asked once.
+ */
 function checkOptions(options) {
-  if (options === undefined) return {}
+  if (options === undefined) return Object.create(null)
   if (options === null || typeof options !== 'object') throw invalidType('options', 'of type object', options)
-  return options
+  return Object.assign(Object.create(null), options)
 }
 
 function checkBoolean(name, value) {
