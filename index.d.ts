@@ -12,10 +12,13 @@
  * - `ERR_OUT_OF_RANGE` (`RangeError`): a number, size or option outside its range, or not an integer.
  * - `ERR_INVALID_ARG_TYPE` (`TypeError`): an argument of the wrong type.
  * - `ERR_INVALID_ARG_VALUE` (`TypeError`): an option with a value it cannot take (a policy name).
- * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`.
+ * - `ERR_INVALID_NAME`: a region name that is not 1–255 letters, digits, `.`, `_` or `-`, or is `.`/`..`
+ *   (or a directory with a NUL byte).
  * - `ERR_SIZE_MISMATCH`: the region exists with another size.
  * - `ERR_TAG_MISMATCH`: the region exists with another `tag`.
  * - `ERR_KIND_MISMATCH`: the region holds another kind of allocator (a bitmap opened as a queue, or the reverse).
+ * - `ERR_TOO_MANY_HOLDERS`: every holder slot of the region (4096) is taken by a live holder.
+ * - `ERR_REGION_NOT_PRIVATE`: a region opened with `private: true` belongs to another user or is open to others.
  * - `ERR_POOL_MISMATCH`: a port pool exists under that name for other ports (or the region is not a pool).
  * - `ERR_INVALID_HOST`: a port pool's `host` cannot be listened on (unknown name, not this machine's address).
  * - `ERR_ILLEGAL_CONSTRUCTOR` (`TypeError`): `new` of a class that has a factory (`loadShared`, `PortPool.open`).
@@ -37,6 +40,10 @@
  * - `ERR_INVALID_URL` (`TypeError`): not a `redis://`, `rediss://` or `unix://` URL.
  * - System errors keep their usual code (`ENOENT`, `EACCES`, `ENOSPC`, ...) with `syscall`,
  *   `errno` and `path`, as Node's own `fs` errors do.
+ *
+ * Options are read from the options object's own properties, once: never from
+ * `Object.prototype`. The types use `AbortSignal` and `Disposable`: from `@types/node` (or the
+ * DOM library) and `esnext.disposable`.
  * @packageDocumentation
  */
 
@@ -128,11 +135,14 @@ export interface RegionOptions {
 /** A named region of shared memory, mapped into this process (Go's `SharedMemory`). */
 export declare class SharedMemory {
   private constructor()
-  /** The region's name: on Linux, `/dev/shm/<name>` unless a `directory` was given. */
+  /**
+   * The region's name: on Linux, `/dev/shm/<name>` unless a `directory` was given. Still readable
+   * after `close()`, as `size` is (the other getters throw `ERR_REGION_CLOSED` then).
+   */
   readonly name: string
   /**
    * The bitmap size in bytes, as given to `loadShared` (Go's `Size()`): room for `size * 8`
-   * numbers. A queue region's size is its capacity.
+   * numbers. A queue region's size is its capacity. Still readable after `close()`.
    */
   readonly size: number
   /** Which allocator the region holds: `'bitmap'`, or `'queue'` (made by `ConcurrentQueue.open`). */
@@ -331,17 +341,23 @@ export interface ConcurrentBitmapOptions {
 
 /**
  * A number held until released. Implements `Symbol.dispose`, so in TypeScript 5.2+
- * `using port = pool.acquire()` releases it when the scope ends.
+ * `using id = ids.acquire()` (or `using port = await pool.acquire()`) releases it when the scope
+ * ends.
  */
 export declare class Lease implements Disposable {
   private constructor()
   /** The number held. */
   readonly value: number
-  /** Whether `release()` (or disposal) has given it back. */
+  /** Whether `release()` (or disposal) has given it back. Stays `false` when a release failed. */
   readonly released: boolean
   /**
-   * Gives the number back.
+   * Gives the number back, if its allocator still holds it: a lease never frees a number that
+   * was freed another way meanwhile (and perhaps handed to someone else). In a region without
+   * holder records, a number another process freed and took again cannot be told from one still
+   * held, and is freed.
    * @throws `ERR_LEASE_RELEASED` if it was released already (never a double free).
+   * @throws `ERR_NOT_ALLOCATED` if its allocator no longer holds the number.
+   * @throws `ERR_REGION_CLOSED` if its allocator is closed (the lease stays unreleased).
    */
   release(): void
   /** Releases the number if it is not released yet (so `using` after `release()` is fine). */
@@ -350,7 +366,12 @@ export declare class Lease implements Disposable {
 
 /** Options of `ConcurrentBitmap.close`. */
 export interface CloseOptions {
-  /** First give back every number this allocator still holds (default `false`). */
+  /**
+   * First give back every number this allocator took and still holds (default `false`). In a
+   * region without holder records "still holds" means "still allocated": a number another
+   * process freed and took again since is freed too, so there use `release` only where nobody
+   * frees numbers they did not take.
+   */
   release?: boolean
 }
 
@@ -438,7 +459,9 @@ declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
   /**
    * Stops using the allocator (and its region, if it came from `open`). Idempotent. The numbers
    * it holds stay allocated, unless `release: true` gives back every number this allocator
-   * allocated and still holds.
+   * allocated and still holds. Its reference to the region goes at once (the region's mapping
+   * and descriptor with it, once nothing else in the process has it open), not when the
+   * allocator is garbage-collected.
    */
   close(options?: CloseOptions): void
 }
@@ -457,9 +480,11 @@ declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
 export declare class ConcurrentBitmap extends AllocatorBase {
   /**
    * An allocator over `mem` (Go's `ConcurrentBitmap(mem, max)`): `max` of `0` or absent means
-   * `mem.size * 8`; otherwise `Math.min(mem.size * 8, max)`. Closing `mem` closes the allocator.
+   * the region's capacity, `mem.capacity` (`mem.size * 8` unless it was created for a capacity);
+   * otherwise `Math.min(mem.capacity, max)`. Closing `mem` closes the allocator.
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (policy), `ERR_OUT_OF_RANGE`,
-   *   `ERR_REGION_CLOSED`.
+   *   `ERR_REGION_CLOSED`, `ERR_KIND_MISMATCH` (a queue region), `ENOMEM` (this process cannot
+   *   have the bookkeeping of what the allocator holds: a bit per number).
    */
   constructor(mem: SharedMemory, max?: number, options?: ConcurrentBitmapOptions)
   /**
@@ -909,6 +934,11 @@ export interface GetPortOptions {
   exclude?: Iterable<number>
   /** Where the port must be free, instead of the pool's `host`. */
   host?: string
+  /**
+   * get-port's option, accepted so that its calls compile unchanged, and ignored: a port from
+   * numballoc is reserved for this process until it is released anyway.
+   */
+  reserve?: boolean
 }
 
 /**
