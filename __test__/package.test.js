@@ -147,6 +147,7 @@ test('where no package matches and no Rust exists, the install succeeds with one
   assert.equal(said.length, 1, said.join('\n'))
   const missing = `numballoc has no native addon for ${currentPlatform()}: ${packageOf(currentPlatform())}, the optional dependency that carries it, is not installed`
   assert.ok(said[0].startsWith(missing), said[0])
+  assert.ok(said[0].endsWith('No build from source was tried: cargo is not on the PATH.'), said[0])
 
   const required = spawnSync(process.execPath, ['-e', "require('numballoc')"], { cwd: app, env, encoding: 'utf8' })
   assert.equal(required.status, 1)

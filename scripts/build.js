@@ -163,7 +163,8 @@ function main(mode) {
   // An install without a prebuilt addon and without a working toolchain still succeeds (see above).
   const lenient = mode === '--if-missing' && !forced
   if (lenient && !onPath('cargo')) {
-    console.error(problem()) // it starts with 'numballoc'
+    // It starts with 'numballoc'; what it blames (a package npm left out) is only half the story.
+    console.error(`${problem()} No build from source was tried: cargo is not on the PATH.`)
     return
   }
   try {
