@@ -840,21 +840,37 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   close(options?: CloseOptions): Promise<void>
   /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */
   [Symbol.asyncDispose](): Promise<void>
-  // An EventEmitter (node:events) whose one event is 'lost'; typed here without @types/node.
+  // An EventEmitter (node:events) at run time, whose one event is 'lost': its methods are typed
+  // here for that event, so that the types need no @types/node.
+  /** Calls `listener` whenever this handle's lease is lost (`'lost'`: see `LostListener`). */
   on(event: 'lost', listener: LostListener): this
+  /** Calls `listener` the next time this handle's lease is lost, once. */
   once(event: 'lost', listener: LostListener): this
+  /** Stops calling `listener` (added with `on`, `once` or their aliases). */
   off(event: 'lost', listener: LostListener): this
+  /** The same as `on`. */
   addListener(event: 'lost', listener: LostListener): this
+  /** As `on`, called before the listeners already added. */
   prependListener(event: 'lost', listener: LostListener): this
+  /** As `once`, called before the listeners already added. */
   prependOnceListener(event: 'lost', listener: LostListener): this
+  /** The same as `off`. */
   removeListener(event: 'lost', listener: LostListener): this
+  /** Removes every `'lost'` listener (every listener, without an event). */
   removeAllListeners(event?: 'lost'): this
+  /** The `'lost'` listeners, in calling order. */
   listeners(event: 'lost'): LostListener[]
+  /** The `'lost'` listeners as added (`once` wrappers included). */
   rawListeners(event: 'lost'): LostListener[]
+  /** How many `'lost'` listeners there are (that are `listener`, if given). */
   listenerCount(event: 'lost', listener?: LostListener): number
+  /** The events that have listeners: `['lost']` or `[]`. */
   eventNames(): Array<string | symbol>
+  /** How many listeners of one event before Node warns of a leak (default 10). */
   setMaxListeners(n: number): this
+  /** See `setMaxListeners`. */
   getMaxListeners(): number
+  /** Calls the `'lost'` listeners with `error`, as the handle does when its lease is lost. */
   emit(event: 'lost', error: Error & { code: 'ERR_LEASE_LOST' }): boolean
 }
 
@@ -871,8 +887,11 @@ export interface RedisServerOptions {
 
 /** What `inspectRedis` reads: a snapshot taken in one script, changing nothing. */
 export interface RedisReport {
+  /** The allocator's name. */
   name: string
+  /** How many numbers it hands out (`0` to `capacity - 1`). */
   capacity: number
+  /** Its policy, fixed when it was created. */
   policy: Policy
   /** Numbers held, by anyone (also under leases that ended and are not reclaimed yet). */
   inUse: number
@@ -886,6 +905,7 @@ export interface RedisReport {
   heldByDead: number
   /** Numbers held per run of `cellSize` numbers. */
   cells: number[]
+  /** How many numbers each cell covers (the last one may cover fewer). */
   cellSize: number
 }
 
