@@ -22,6 +22,14 @@ test('the packed tarball installs into an empty app, builds from source and allo
   const files = packed[0].files.map((f) => f.path)
   assert.ok(files.includes('index.js') && files.includes('crates/core/src/bitmap.rs'), 'sources are packed')
   assert.ok(!files.some((f) => f.endsWith('.node') || f.startsWith('target/')), 'no binary or build output is packed')
+  // The README's links to files of the package work where it is installed.
+  const linked = [...fs.readFileSync(path.join(root, 'README.md'), 'utf8').matchAll(/\]\(([^)#:]+)\)/g)].map((m) => m[1])
+  assert.ok(linked.length > 0)
+  for (const link of linked)
+    assert.ok(
+      files.some((f) => f === link || f.startsWith(link.endsWith('/') ? link : `${link}/`)),
+      `${link} is packed`,
+    )
 
   const app = path.join(work, 'app')
   fs.mkdirSync(app)
