@@ -196,7 +196,9 @@ export declare function loadShared(name: string, size?: number, options?: Region
  * removed (finished, cut short, or left unfinished by a creator that died): anything else under
  * the name (a foreign file, a FIFO, a directory, a symbolic link) is refused and left in place.
  * @returns whether the region existed.
- * @throws `ERR_INCOMPATIBLE_REGION` for what is not a region; `EACCES`, `ENXIO` (a socket).
+ * @throws `ERR_INCOMPATIBLE_REGION` for what is not a region; `EACCES` (also for a region created
+ *   with `mode: 0`, which not even its owner may read to tell it is a region: remove it with
+ *   `rm`), `ENXIO` (a socket).
  */
 export declare function destroyShared(name: string, options?: Pick<RegionOptions, 'directory'>): boolean
 
