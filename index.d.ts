@@ -8,7 +8,8 @@
  *
  * Every error thrown has a stable `code`:
  * - `ERR_NO_FREE_NUMBER`: every number is in use (`allocate`).
- * - `ERR_NOT_ALLOCATED`: `free` of a number that is not allocated (a double free).
+ * - `ERR_NOT_ALLOCATED`: `free` of a number that is not allocated (a double free); for a `RedisAllocator`, one this
+ *   handle does not hold under its current lease.
  * - `ERR_OUT_OF_RANGE` (`RangeError`): a number, size or option outside its range, or not an integer.
  * - `ERR_INVALID_ARG_TYPE` (`TypeError`): an argument of the wrong type.
  * - `ERR_INVALID_ARG_VALUE` (`TypeError`): an option with a value it cannot take (a policy name).
@@ -26,18 +27,22 @@
  * - `ERR_INVALID_THIS` (`TypeError`): a method or getter called on something that is not an instance of its class.
  * - `ERR_NATIVE_ADDON_MISSING`: no native addon for this platform (neither a local build nor its package, such as
  *   `numballoc-linux-x64-gnu`, is installed), or the one found cannot be loaded.
- * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated.
+ * - `ERR_INCOMPATIBLE_REGION`: not a numballoc region, another format version, corrupt or truncated; for Redis, keys
+ *   of the name that hold something else.
  * - `ERR_REGION_CLOSED`: use of a closed `SharedMemory` or allocator.
  * - `ERR_LEASE_RELEASED`: `release()` of a lease that was already released.
- * - `ERR_LEASE_LOST`: a `RedisAllocator`'s lease ended before it was renewed (the signal's reason).
+ * - `ERR_LEASE_LOST`: a `RedisAllocator`'s lease ended before it was renewed (the signal's reason); also an
+ *   allocation's error when the lease ended twice in a row before Redis answered (a round trip longer than `leaseMs`).
  * - `ERR_POLICY_MISMATCH`: a Redis allocator exists with another `policy`.
- * - `ERR_ALLOCATOR_GONE`: a Redis allocator's keys were deleted or evicted (or the server lost them).
+ * - `ERR_ALLOCATOR_GONE`: a Redis allocator's keys were deleted, evicted or replaced by another type of key (or the
+ *   server lost them).
  * - `ERR_REDIS_UNAVAILABLE`: Redis cannot be reached, or the connection broke before the reply.
  * - `ERR_REDIS_TIMEOUT`: Redis did not answer within `timeoutMs` (the command may have run).
  * - `ERR_REDIS_REPLICAS`: fewer replicas than `replicas` confirmed a write in time.
  * - `ERR_REDIS_VERSION`: the server is older than Redis 7.0.
  * - `ERR_REDIS`: Redis refused a command (its message is in `message`, the reply in `cause`).
- * - `ERR_INVALID_URL` (`TypeError`): not a `redis://`, `rediss://` or `unix://` URL.
+ * - `ERR_INVALID_URL` (`TypeError`): not a `redis://`, `rediss://` or `unix://` URL, or one it cannot read (no host,
+ *   a bad database, bad percent-encoding, a user without a password).
  * - System errors keep their usual code (`ENOENT`, `EACCES`, `ENOSPC`, ...) with `syscall`,
  *   `errno` and `path`, as Node's own `fs` errors do.
  *
@@ -657,7 +662,8 @@ export interface AsyncAllocator {
 export interface RedisAllocatorOptions {
   /**
    * The server: a URL (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS,
-   * `unix:///path/to/redis.sock[?db=N]`, with a password `unix://:password@localhost/path`),
+   * `unix:///path/to/redis.sock[?db=N]`, with a password `unix://:password@localhost/path`; a user needs a password:
+   * `redis://user@host` is `ERR_INVALID_URL`),
    * for which the allocator makes a connection of its own
    * and closes it with `close()`; or the app's own client, an `ioredis` instance or a connected
    * `node-redis` (`redis` package, v4 or later) client, which it uses and leaves open. Their Redis
@@ -682,8 +688,9 @@ export interface RedisAllocatorOptions {
    */
   leaseMs?: number
   /**
-   * How long a call waits for Redis before it fails with `ERR_REDIS_TIMEOUT`, in ms (default
-   * 5,000). A call never waits longer; one that timed out may still have run on the server.
+   * How long a call waits for Redis before it fails with `ERR_REDIS_TIMEOUT`, in ms: 2 to
+   * 2^31 - 1, default 5,000. A call never waits longer, however many round trips it takes
+   * (`close({ release: true })` included); one that timed out may still have run on the server.
    */
   timeoutMs?: number
   /**
@@ -743,7 +750,8 @@ export declare class RemoteLease implements AsyncDisposable {
   /** Whether `release()` has given it back. */
   readonly released: boolean
   /**
-   * Gives the number back (nothing to do if the lease was lost: the number is gone already).
+   * Gives the number back (nothing to do if the lease was lost, or if an earlier `release()`
+   * that timed out gave it back). Once it resolves, the signal never aborts.
    * @throws `ERR_LEASE_RELEASED` if released already; the Redis errors.
    */
   release(): Promise<void>
@@ -774,7 +782,10 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
    * an evicted key makes every call fail with `ERR_ALLOCATOR_GONE` (never a number handed out
    * twice).
    * @throws `ERR_SIZE_MISMATCH` / `ERR_POLICY_MISMATCH` if it exists with another capacity or
-   *   policy; `ERR_INCOMPATIBLE_REGION` if keys of that name hold something else;
+   *   policy; `ERR_INCOMPATIBLE_REGION` if keys of that name hold something else (another type
+   *   of key, another format, meta fields that do not parse); `ERR_ALLOCATOR_GONE` if some of its
+   *   keys are missing; `ERR_REDIS_REPLICAS` with `replicas`, if its creation or lease is not
+   *   confirmed in time;
    *   `ERR_INVALID_NAME`, `ERR_INVALID_URL`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`; the
    *   Redis errors (`ERR_REDIS_UNAVAILABLE`, `ERR_REDIS_TIMEOUT`, `ERR_REDIS_VERSION`, `ERR_REDIS`).
    */
@@ -790,7 +801,9 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   /**
    * Claims a number no other holder has, by the policy; first gives back the numbers of leases
    * that ended, if none is free otherwise.
-   * @throws `ERR_NO_FREE_NUMBER` when every number is held; `ERR_REGION_CLOSED`; the Redis errors.
+   * @throws `ERR_NO_FREE_NUMBER` when every number is held; `ERR_LEASE_LOST` when this handle's
+   *   lease ended twice in a row before Redis answered (a round trip longer than `leaseMs`, a
+   *   stalling event loop); `ERR_ALLOCATOR_GONE`; `ERR_REGION_CLOSED`; the Redis errors.
    */
   allocate(): Promise<number>
   /** As `allocate()`, but `null` instead of `ERR_NO_FREE_NUMBER`. */
@@ -812,14 +825,18 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
   allocateMany(n: number): Promise<number[]>
   /**
    * Frees every number of `numbers` in one round trip, all or none.
-   * @throws `ERR_NOT_ALLOCATED` (nothing freed) if one is not held by this handle, or appears twice.
+   * @throws `ERR_NOT_ALLOCATED` (nothing freed) if one is not held by this handle under its
+   *   current lease (as `free`), or appears twice.
    */
   freeMany(numbers: ArrayLike<number>): Promise<void>
   /**
-   * Gives back a number this handle holds.
+   * Gives back a number this handle holds, under the lease current when it is called (never
+   * under a later one).
    * @throws `ERR_NOT_ALLOCATED` if this handle does not hold it: never allocated, freed already,
    *   held by another handle, or held under a lease this handle lost (its number may be someone
-   *   else's now, so it is never freed from here); `ERR_OUT_OF_RANGE`; `ERR_INVALID_ARG_TYPE`.
+   *   else's now, so it is never freed from here, even when that lease is lost while the call
+   *   waits), or held as a `RemoteLease` of this handle (its `release()` gives it back);
+   *   `ERR_OUT_OF_RANGE`; `ERR_INVALID_ARG_TYPE`.
    */
   free(n: number): Promise<void>
   /** A number as a `RemoteLease`, with its fencing token and signal. @throws as `allocate()`. */
@@ -837,7 +854,9 @@ export declare class RedisAllocator implements AsyncAllocator, AsyncDisposable {
    * in stays open). Its numbers stay held until the lease ends, unless `release: true` gives them
    * back now. Its leases' signals abort. Calls still in flight fail with `ERR_REGION_CLOSED`
    * (what they were granted goes with the rest), and no `'lost'` is emitted. Idempotent: a
-   * second call resolves when the first does, and its options change nothing.
+   * second call resolves when the first does, and its options change nothing. With
+   * `release: true` it answers within `timeoutMs` too (`ERR_REDIS_TIMEOUT`: what it could not
+   * give back stays held until the lease ends); the handle is closed either way.
    */
   close(options?: CloseOptions): Promise<void>
   /** `await using ids = await RedisAllocator.open(...)` closes it at the end of the scope. */
@@ -883,7 +902,10 @@ export type LostListener = (error: Error & { code: 'ERR_LEASE_LOST' }) => void
 export interface RedisServerOptions {
   /** A URL or a client, as `RedisAllocatorOptions.redis`. */
   redis: string | RedisClientLike
-  /** As `RedisAllocatorOptions.timeoutMs` (default 5,000). */
+  /**
+   * As `RedisAllocatorOptions.timeoutMs` (default 5,000): the whole call answers or fails within
+   * it, however many round trips it takes.
+   */
   timeoutMs?: number
 }
 
@@ -914,20 +936,23 @@ export interface RedisReport {
 /**
  * Reads the Redis allocator `name` without a lease or a change: what `numballoc inspect NAME
  * --redis URL` shows. `cells` (1-4096, default 64): about how many cells `cells` has.
- * @throws `ENOENT` if there is no allocator of that name; the Redis errors.
+ * @throws `ENOENT` if there is no allocator of that name; `ERR_INCOMPATIBLE_REGION` (nothing
+ *   modified) if keys of that name hold something else; the Redis errors.
  */
 export declare function inspectRedis(name: string, options: RedisServerOptions & { cells?: number }): Promise<RedisReport>
 
 /**
  * The names of the Redis allocators on the server (a `SCAN`), sorted.
- * @throws `ERR_INVALID_ARG_VALUE` for a Redis Cluster client (list each node by a URL instead).
+ * @throws `ERR_INVALID_ARG_VALUE` for a Redis Cluster client (list each node by a URL instead);
+ *   `ERR_REDIS_TIMEOUT` if the whole `SCAN` does not finish within `timeoutMs`.
  */
 export declare function listRedis(options: RedisServerOptions): Promise<string[]>
 
 /**
  * Gives back the numbers of every lease of allocator `name` that has ended, and resolves with
  * how many: what `numballoc reclaim NAME --redis URL` does. Allocations do it by themselves.
- * @throws `ENOENT` if there is no allocator of that name; the Redis errors.
+ * @throws `ENOENT` if there is no allocator of that name; `ERR_INCOMPATIBLE_REGION` (nothing
+ *   modified) if keys of that name hold something else; the Redis errors.
  */
 export declare function reclaimRedis(name: string, options: RedisServerOptions): Promise<number>
 

@@ -309,9 +309,12 @@ test('Redis unreachable, stopped or killed: every call fails with a coded error 
   await own.restart()
   // This server keeps nothing across a restart: the allocator is gone, and is never silently
   // made again (a holder could still count on a number the new one would hand out).
-  for (const call of [() => viaUrl.allocate(), () => viaUrl.count(), () => viaUrl.isAllocated(0), () => viaUrl.free(0)]) {
+  for (const call of [() => viaUrl.allocate(), () => viaUrl.count(), () => viaUrl.isAllocated(0)]) {
     await assert.rejects(call(), { code: 'ERR_ALLOCATOR_GONE' })
   }
+  // Those ended the lease (the keys are gone): a number held under it is not freed from here.
+  await assert.rejects(viaUrl.free(0), { code: 'ERR_NOT_ALLOCATED' })
+  await assert.rejects(viaUrl.allocate(), { code: 'ERR_ALLOCATOR_GONE' }, 'not made again by the next lease either')
 })
 
 test('SIGKILL of redis-server (appendonly yes, appendfsync always) and a restart while 3 processes churn: no number held twice, tokens never repeat', async (t) => {
@@ -523,7 +526,7 @@ test('after a lease the server ended, the new lease has its own deadline: cut of
   assert.ok(abortedAt - cutAt <= 370, `aborted ${abortedAt - cutAt} ms after the server stopped answering`)
 })
 
-test('a release retried after it timed out never frees the number granted next (grants are freed by their token)', async (t) => {
+test("a release retried after it timed out never frees the number granted next (grants are freed by their token), and the released lease's signal never aborts after", async (t) => {
   // The reply to one free held back past the timeout: the free runs, its answer comes too late.
   let holdBack = false
   const client = ioredisThrough(t, (value, args) => {
@@ -544,6 +547,9 @@ test('a release retried after it timed out never frees the number granted next (
   assert.equal(await ids.isAllocated(second.value), true, 'the next grant of the number is untouched')
   await second.release()
   assert.equal(await ids.isAllocated(second.value), false)
+  // Released (by the attempt that timed out): closing the handle is no loss of it.
+  await ids.close()
+  assert.equal(first.signal.aborted, false, 'the signal of a released lease aborted')
 })
 
 test('a Redis stopped past a timeout: the calls that timed out fail, and the calls after them are answered once it goes on', async (t) => {
@@ -883,4 +889,276 @@ test('a server with a password: URLs carry it (TCP and unix://:pw@localhost/path
     assert.doesNotMatch(out + err, /S3cret/, args.join(' '))
   }
   assert.match(cli('list', '--redis', own.tcpUrl).out, /guarded/)
+})
+
+test("free(n), freeMany and freeBlock called as the lease is found lost free nothing under the handle's next lease: ERR_NOT_ALLOCATED, and the number acquired meanwhile stays held", async (t) => {
+  const frees = {
+    free: (ids) => ids.free(0),
+    freeMany: (ids) => ids.freeMany([0]),
+    freeBlock: (ids) => ids.freeBlock(0, 1),
+  }
+  for (const [label, free] of Object.entries(frees)) {
+    const name = unique('free-retarget')
+    const ids = await open(t, name, { capacity: 1, policy: 'lowest', leaseMs: 300 })
+    assert.equal(await ids.allocate(), 0)
+    const until = Date.now() + 400
+    while (Date.now() < until); // a stall past the lease: it is over here, and maybe on the server
+    // Done with 0 (of the lease just lost), the app takes a number at once: the same 0, under a new lease.
+    const [lease, freed] = await Promise.all([
+      ids.acquire(),
+      free(ids).then(
+        () => 'freed',
+        (error) => error.code,
+      ),
+    ])
+    assert.equal(freed, 'ERR_NOT_ALLOCATED', `${label}: a number of a lost lease is never freed from here`)
+    assert.equal(lease.value, 0)
+    assert.equal((await ids.holderOf(0))?.token, lease.token, `${label}: freed the grant of the new lease`)
+    const other = await open(t, name, { capacity: 1, policy: 'lowest' })
+    assert.equal(await other.tryAllocate(), null, `${label}: handed out again while its lease's signal is live`)
+    assert.equal(lease.signal.aborted, false)
+  }
+})
+
+test('a plain free(n) of a number of a lost lease, called after the handle was given n again as a RemoteLease, frees nothing: the lease keeps it', async (t) => {
+  const name = unique('free-leased')
+  const ids = await open(t, name, { capacity: 1, policy: 'lowest', leaseMs: 300 })
+  const lost = new Promise((resolve) => ids.once('lost', resolve))
+  assert.equal(await ids.allocate(), 0)
+  const until = Date.now() + 400
+  while (Date.now() < until);
+  await lost
+  const lease = await ids.acquire() // 0 again, under the new lease
+  assert.equal(lease.value, 0)
+  // The app, done with the 0 it took first (of the lost lease), frees it.
+  await assert.rejects(ids.free(0), { code: 'ERR_NOT_ALLOCATED' })
+  await assert.rejects(ids.freeMany([0]), { code: 'ERR_NOT_ALLOCATED' })
+  const other = await open(t, name, { capacity: 1, policy: 'lowest' })
+  assert.equal(await other.tryAllocate(), null, 'the number of a live RemoteLease was freed and handed out again')
+  assert.equal(lease.signal.aborted, false)
+  await lease.release()
+  assert.equal(await other.tryAllocate(), 0)
+})
+
+test('a free answered only after the lease was lost here is not sent again under the next lease, where it would free a number granted since', async (t) => {
+  let onFree = null
+  const client = ioredisThrough(t, (value, args) => {
+    if (onFree && args.includes('free')) {
+      const hook = onFree
+      onFree = null
+      hook()
+    }
+    return value
+  })
+  const name = unique('late-free')
+  const ids = await RedisAllocator.open(name, { redis: client, capacity: 1, policy: 'lowest', leaseMs: 300 })
+  t.after(() => ids.close())
+  assert.equal(await ids.allocate(), 0)
+  let acquired = null
+  onFree = () => {
+    // The answer comes as the event loop stalls past the lease; running again, the app takes a number.
+    const until = Date.now() + 400
+    while (Date.now() < until);
+    acquired = ids.acquire()
+  }
+  const freed = await ids.free(0).then(
+    () => 'freed',
+    (error) => error.code,
+  )
+  const lease = await acquired
+  assert.equal(lease.value, 0)
+  const other = await open(t, name, { capacity: 1, policy: 'lowest' })
+  assert.equal(await other.tryAllocate(), null, "the new lease's number was freed under it and handed out again")
+  assert.equal((await other.holderOf(0))?.token, lease.token)
+  assert.equal(lease.signal.aborted, false)
+  assert.equal(freed, 'freed', 'it ran, once, under the lease it was meant for')
+})
+
+test('a reconnect whose AUTH or SELECT fails (the server stalled, a password changed) does not break the handle for good: calls work again once Redis answers', async (t) => {
+  const own = await startRedis(t, { password: 'pw' })
+  const admin = raw(t, own.url)
+  const ids = await RedisAllocator.open('sticky', { redis: `${own.url}?db=1`, capacity: 8, timeoutMs: 200, leaseMs: 60_000 })
+  t.after(() => ids.close())
+  await ids.allocate()
+  // The connection breaks, and the server stalls just as the handle connects again.
+  await admin.call(['CLIENT', 'KILL', 'TYPE', 'normal']) // every client but this one
+  await sleep(100) // the handle sees its connection close
+  process.kill(own.pid, 'SIGSTOP')
+  try {
+    await assert.rejects(ids.allocate(), { code: 'ERR_REDIS_TIMEOUT' })
+    await sleep(300) // past the connection's own bound (twice timeoutMs): its AUTH has timed out too
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+  assert.equal(typeof (await ids.allocate()), 'number', 'works once the server answers')
+  assert.equal(await raw(t, `${own.url}?db=1`).call(['EXISTS', 'numballoc:{sticky}:meta']), 1, 'in database 1')
+  // The password changes under the handle, then changes back.
+  await admin.call(['CONFIG', 'SET', 'requirepass', 'other'])
+  await admin.call(['CLIENT', 'KILL', 'TYPE', 'normal'])
+  await sleep(100)
+  await assert.rejects(ids.allocate(), { code: 'ERR_REDIS', message: /WRONGPASS/ })
+  await admin.call(['CONFIG', 'SET', 'requirepass', 'pw'])
+  assert.equal(typeof (await ids.allocate()), 'number', 'works once the password is right again')
+})
+
+test('timeoutMs up to 2^31 - 1 works: the timers that wait twice as long stay within what Node can wait (no TimeoutOverflowWarning)', async (t) => {
+  const warnings = []
+  const onWarning = (warning) => warnings.push(`${warning.name}: ${warning.message}`)
+  process.on('warning', onWarning)
+  t.after(() => process.off('warning', onWarning))
+  const client = ioredisThrough(t, (value) => value)
+  for (const timeoutMs of [2 ** 30 + 1, 2 ** 31 - 1]) {
+    for (const redis of [server.url, client]) {
+      const name = unique('long-timeout')
+      const ids = await RedisAllocator.open(name, { redis, capacity: 4, timeoutMs })
+      assert.equal(typeof (await ids.allocate()), 'number')
+      assert.equal((await inspectRedis(name, { redis, timeoutMs })).inUse, 1)
+      assert.ok((await listRedis({ redis, timeoutMs })).includes(name))
+      await ids.close({ release: true })
+    }
+  }
+  await sleep(10) // warnings are emitted on a later tick
+  assert.deepEqual(warnings, [])
+})
+
+test('close({ release: true }) while a new lease is being registered with a stopped server answers within timeoutMs', async (t) => {
+  const own = await startRedis(t)
+  const ids = await RedisAllocator.open('close-bounded', { redis: own.url, capacity: 4, leaseMs: 300, timeoutMs: 500 })
+  await ids.allocate()
+  process.kill(own.pid, 'SIGSTOP')
+  try {
+    await sleep(400) // the lease is lost here
+    const call = ids.allocate().catch((error) => error) // registers a new lease, which goes unanswered
+    await sleep(50)
+    const started = Date.now()
+    const closed = await ids.close({ release: true }).then(
+      () => null,
+      (error) => error,
+    )
+    const took = Date.now() - started
+    assert.ok(took < 700, `close({ release: true }) took ${took} ms with timeoutMs 500`)
+    if (closed !== null) assert.equal(closed.code, 'ERR_REDIS_TIMEOUT')
+    assert.equal((await call).code, 'ERR_REGION_CLOSED')
+  } finally {
+    process.kill(own.pid, 'SIGCONT')
+  }
+})
+
+test(
+  'listRedis and reclaimRedis are bounded as a whole by timeoutMs: against a server that never says it is done, ERR_REDIS_TIMEOUT, and they stop asking',
+  { timeout: 10_000 },
+  async (t) => {
+    const { reclaimRedis } = require('..')
+    const name = unique('endless')
+    await (await RedisAllocator.open(name, { redis: server.url, capacity: 4 })).close()
+    let asked = 0
+    // Every SCAN says there is more (a cursor that never comes back to 0), and so does every reclaim.
+    const client = ioredisThrough(t, (value, args) => {
+      asked++
+      if (args[1] === 'MATCH') return ['1', []]
+      if (args.includes('reclaim')) return [0, 0, 1]
+      return value
+    })
+    for (const call of [() => listRedis({ redis: client, timeoutMs: 300 }), () => reclaimRedis(name, { redis: client, timeoutMs: 300 })]) {
+      const started = Date.now()
+      await assert.rejects(call(), { code: 'ERR_REDIS_TIMEOUT' })
+      const took = Date.now() - started
+      assert.ok(took >= 290 && took < 800, `failed after ${took} ms`)
+      const before = asked
+      await sleep(100)
+      assert.ok(asked <= before + 1, `it went on asking: ${asked - before} more commands`)
+    }
+  },
+)
+
+test("keys of the name that are not an allocator's: inspectRedis, reclaimRedis, open and `numballoc inspect|list --redis` say ERR_INCOMPATIBLE_REGION and change nothing; damaged while in use, ERR_ALLOCATOR_GONE and the lease ends at once", async (t) => {
+  const { reclaimRedis } = require('..')
+  const client = raw(t)
+  const key = (name, part) => `numballoc:{${name}}:${part}`
+  const made = async (name) => (await RedisAllocator.open(name, { redis: server.url, capacity: 16, policy: 'lowest' })).close()
+  const names = {}
+  names.meta = unique('string-meta')
+  await client.call(['SET', key(names.meta, 'meta'), 'not a hash'])
+  names.bits = unique('set-bits')
+  await made(names.bits)
+  await client.call(['DEL', key(names.bits, 'bits')])
+  await client.call(['SADD', key(names.bits, 'bits'), 'x'])
+  names.capacity = unique('bad-capacity')
+  await client.call(['HSET', key(names.capacity, 'meta'), 'format', '1', 'capacity', 'abc', 'policy', 'any', 'cursor', '0', 'token', '1', 'held', '0'])
+  names.huge = unique('huge-capacity')
+  await client.call(['HSET', key(names.huge, 'meta'), 'format', '1', 'capacity', '99999999999', 'policy', 'any', 'cursor', '0', 'token', '1', 'held', '0'])
+  names.policy = unique('no-policy')
+  await client.call(['HSET', key(names.policy, 'meta'), 'format', '1', 'capacity', '16', 'cursor', '0', 'token', '1', 'held', '0'])
+  await client.call(['SETBIT', key(names.policy, 'bits'), '15', '0'])
+  const snapshot = async (name) => {
+    const keys = (await client.call(['KEYS', `numballoc:{${name}}:*`])).sort()
+    return Promise.all(keys.map(async (k) => [k, await client.call(['TYPE', k]), await client.call(['DUMP', k])]))
+  }
+  const before = {}
+  for (const name of Object.values(names)) before[name] = await snapshot(name)
+  for (const [label, name] of Object.entries(names)) {
+    await assert.rejects(inspectRedis(name, { redis: server.url }), { code: 'ERR_INCOMPATIBLE_REGION' }, `inspectRedis, ${label}`)
+    await assert.rejects(reclaimRedis(name, { redis: server.url }), { code: 'ERR_INCOMPATIBLE_REGION' }, `reclaimRedis, ${label}`)
+    await assert.rejects(RedisAllocator.open(name, { redis: server.url, capacity: 16 }), { code: 'ERR_INCOMPATIBLE_REGION' }, `open, ${label}`)
+    const shown = cli('inspect', name, '--redis', server.url, '--json')
+    assert.equal(shown.status, 1)
+    assert.equal(JSON.parse(shown.err).error.code, 'ERR_INCOMPATIBLE_REGION', `numballoc inspect, ${label}`)
+  }
+  const listed = JSON.parse(cli('list', '--redis', server.url, '--json').out)
+  for (const [label, name] of Object.entries(names)) {
+    const row = listed.find((r) => r.name === name)
+    assert.equal(row?.error?.code, 'ERR_INCOMPATIBLE_REGION', `numballoc list, ${label}: ${JSON.stringify(row)}`)
+  }
+  for (const name of Object.values(names)) assert.deepEqual(await snapshot(name), before[name], `${name} was modified`)
+
+  // Replaced by another type of key while in use: the allocator is gone, and the lease with it.
+  for (const [part, call] of [
+    ['bits', (ids) => ids.allocate()],
+    ['held', (ids) => ids.count()],
+    ['leases', (ids) => ids.isAllocated(0)],
+  ]) {
+    const ids = await open(t, unique(`replaced-${part}`), { capacity: 4 })
+    const lease = await ids.acquire()
+    await client.call(['DEL', key(ids.name, part)])
+    await client.call(['SADD', key(ids.name, part), 'x'])
+    await assert.rejects(call(ids), { code: 'ERR_ALLOCATOR_GONE' }, part)
+    assert.equal(lease.signal.aborted, true, `${part}: the lease did not end`)
+    await assert.rejects(ids.allocate(), { code: 'ERR_ALLOCATOR_GONE' }, part)
+  }
+})
+
+test('a URL with a user but no password is refused (ERR_INVALID_URL), as clients read it three ways; user:password is AUTH user password', async (t) => {
+  const socket = server.url.slice('unix://'.length)
+  for (const redis of [
+    server.tcpUrl.replace('redis://', 'redis://bob@'),
+    server.tcpUrl.replace('redis://', 'redis://bob:@'),
+    `unix://bob@localhost${socket}`,
+  ]) {
+    await assert.rejects(RedisAllocator.open(unique('user-only'), { redis, capacity: 4 }), { code: 'ERR_INVALID_URL' }, redis)
+  }
+  const admin = raw(t)
+  await admin.call(['ACL', 'SETUSER', 'numballoc-bob', 'on', '>bobs pw', '~*', '&*', '+@all'])
+  try {
+    const ids = await RedisAllocator.open(unique('acl-user'), {
+      redis: `unix://numballoc-bob:${encodeURIComponent('bobs pw')}@localhost${socket}`,
+      capacity: 4,
+    })
+    assert.equal(typeof (await ids.allocate()), 'number')
+    await ids.close({ release: true })
+  } finally {
+    await admin.call(['ACL', 'DELUSER', 'numballoc-bob'])
+  }
+})
+
+test('a round trip longer than the lease: allocations fail with ERR_LEASE_LOST (the lease ended twice before an answer came), and nothing stays held', async (t) => {
+  const slow = await slowProxy(t, server, 150)
+  const name = unique('slow-link')
+  const ids = await RedisAllocator.open(name, { redis: slow.url, capacity: 4, leaseMs: 100, timeoutMs: 3000 })
+  t.after(() => ids.close())
+  ids.on('lost', () => {})
+  await assert.rejects(ids.allocate(), { code: 'ERR_LEASE_LOST', message: /round trip longer than leaseMs/ })
+  await sleep(150) // past the server's end of every lease it took
+  const direct = await open(t, name, { capacity: 4 })
+  await direct.reclaim()
+  assert.equal(await direct.count(), 0)
 })

@@ -9,7 +9,7 @@ const path = require('node:path')
 const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const { performance } = require('node:perf_hooks')
-const { RespClient } = require('./resp.js')
+const { RespClient, MAX_TIMER_MS } = require('./resp.js')
 const { codedError, invalidType, checkInteger, checkString, checkOptions, checkBoolean, brandCheck, constructOnly, noFreeNumber } = require('./checks.js')
 const { checkPolicy } = require('./regions.js')
 
@@ -90,10 +90,13 @@ function within(start, ms) {
   // `call.expired` tells `start` its caller has been told of the timeout.
   const call = { expired: false }
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      call.expired = true
-      reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`))
-    }, ms)
+    const timer = setTimeout(
+      () => {
+        call.expired = true
+        reject(codedError(Error, 'ERR_REDIS_TIMEOUT', `Redis did not answer within ${ms} ms (the command may have run)`))
+      },
+      Math.min(ms, MAX_TIMER_MS),
+    )
     // A late answer or failure of the losing side is dropped, never unhandled.
     Promise.resolve()
       .then(() => start(call))
@@ -208,10 +211,12 @@ class RemoteLease {
     ownLease = brandCheck((value) => #token in value, 'RemoteLease')
   }
 
-  /** `free(value)` gives the number back and stops the signal from aborting. */
+  /**
+   * `free()` gives this grant back (by its token; nothing if it is gone already) and stops the
+   * signal from aborting.
+   */
   constructor(token, value, fencing, signal, free) {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'use acquire() of a RedisAllocator to get a RemoteLease')
-    // `free` frees this grant only (by its token): ERR_NOT_ALLOCATED means it is gone already.
     this.#value = value
     this.#token = fencing
     this.#signal = signal
@@ -245,10 +250,8 @@ class RemoteLease {
     // A lost lease has nothing left to give back: the server took the number already.
     if (this.#signal.aborted) return
     try {
-      await this.#free(this.#value)
+      await this.#free()
     } catch (error) {
-      // The grant is gone: freed by an earlier attempt whose answer timed out, or its lease lost.
-      if (error.code === 'ERR_NOT_ALLOCATED') return
       this.#released = false
       throw error
     }
@@ -266,19 +269,24 @@ class RemoteLease {
 
 /**
  * One lease of a handle: the owner id the server knows it by, the monotonic time until which the
- * holder may count on it, and the signal controllers of the RemoteLeases held under it.
+ * holder may count on it, and the signal controllers of the RemoteLeases held under it, by number.
  */
 class Generation {
   constructor(owner) {
     this.owner = owner
     this.until = 0
     this.lost = false
-    this.leases = new Set()
+    this.leases = new Map()
+  }
+
+  /** Forgets the RemoteLease of `value` if `controller` is still the one holding it. */
+  forget(value, controller) {
+    if (this.leases.get(value) === controller) this.leases.delete(value)
   }
 
   /** Aborts the signal of every RemoteLease still held under this lease. */
   end(error) {
-    for (const controller of this.leases) controller.abort(error)
+    for (const controller of this.leases.values()) controller.abort(error)
     this.leases.clear()
   }
 }
@@ -370,9 +378,14 @@ class RedisAllocator extends EventEmitter {
    * waits for that many replicas to have it, or fails with ERR_REDIS_REPLICAS (what it did on
    * the primary stands: the caller undoes what it must).
    */
-  async #run(args) {
+  async #run(args, generation = this.#generation) {
     if (this.#closed) throw codedError(Error, 'ERR_REGION_CLOSED', 'the allocator is closed')
-    const reply = await runScript(this.#connection, this.#keys, args)
+    let reply
+    try {
+      reply = await runScript(this.#connection, this.#keys, args)
+    } catch (error) {
+      throw this.#damaged(error, args[0], generation)
+    }
     if (this.#replicas > 0 && !READS.has(args[0])) {
       // Half the timeout, so that WAIT's own answer arrives before the command times out.
       const acked = Number(await this.#command(['WAIT', this.#replicas, Math.floor(this.#timeoutMs / 2)]))
@@ -387,6 +400,22 @@ class RedisAllocator extends EventEmitter {
       }
     }
     return reply
+  }
+
+  /**
+   * `error` as this handle reports it. Keys that are not an allocator's, met by any operation
+   * but 'open', were an allocator's when this handle opened it: it is gone (deleted, replaced),
+   * and so is `generation`, the lease the operation ran under, now rather than at the next
+   * heartbeat.
+   */
+  #damaged(error, op, generation) {
+    let out = error
+    if (op !== 'open' && error.code === 'ERR_INCOMPATIBLE_REGION') {
+      out = codedError(Error, 'ERR_ALLOCATOR_GONE', `the allocator's keys are gone or damaged: ${error.message}`)
+      out.cause = error.cause
+    }
+    if (out.code === 'ERR_ALLOCATOR_GONE' && generation) this.#lose(generation, out.message)
+    return out
   }
 
   /** Sends a plain command (a read of one key). */
@@ -419,8 +448,12 @@ class RedisAllocator extends EventEmitter {
     return this.#registering
   }
 
-  /** Runs `op` as this handle's owner; once more under a new lease if the server ended the old one. */
-  async #owned(op, args) {
+  /**
+   * Runs allocation `args` as this handle's owner; once more under a new lease if the old one
+   * ended. Only allocations: a free must not run under a lease later than the one its numbers
+   * were taken under (#free).
+   */
+  async #owned(args) {
     for (let attempt = 0; ; attempt++) {
       let generation = await this.#owner()
       // Past its time here (a stalled event loop): lost, whatever the server still says.
@@ -428,11 +461,9 @@ class RedisAllocator extends EventEmitter {
       const sentAt = performance.now()
       let reply
       try {
-        reply = await this.#run([op, generation.owner, this.#leaseMs, ...args])
+        reply = await this.#run(['alloc', generation.owner, this.#leaseMs, ...args], generation)
       } catch (error) {
         error.owner = generation.owner
-        // The keys are gone: so is the lease, now rather than at the next heartbeat.
-        if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
         throw error
       }
       // What it granted, close() gives back (with release) or leaves to the lease.
@@ -452,7 +483,7 @@ class RedisAllocator extends EventEmitter {
         throw codedError(
           Error,
           'ERR_LEASE_LOST',
-          `this handle's lease on ${JSON.stringify(this.#name)} ended twice in a row; is the server's clock or this event loop stalling?`,
+          `this handle's lease on ${JSON.stringify(this.#name)} ended twice in a row before Redis answered: is a round trip longer than leaseMs, or this event loop or the server's clock stalling?`,
         )
       }
     }
@@ -512,7 +543,7 @@ class RedisAllocator extends EventEmitter {
   async #releaseAll(owner) {
     let freed = 0
     for (;;) {
-      const [, n, all] = await this.#run(['release', owner])
+      const [, n, all] = await this.#run(['release', owner], null)
       freed += Number(n)
       if (all === 1) return freed
     }
@@ -533,13 +564,12 @@ class RedisAllocator extends EventEmitter {
     if (generation === null || this.#check(generation)) return
     const sentAt = performance.now()
     try {
-      const [status] = await this.#run(['renew', generation.owner, this.#leaseMs])
+      const [status] = await this.#run(['renew', generation.owner, this.#leaseMs], generation)
       if (status === STATUS_LOST) this.#lose(generation, 'the server ended the lease: it was not renewed in time')
       else this.#renewed(generation, sentAt)
-    } catch (error) {
-      // The keys are gone (deleted, or a restart without persistence): so is the lease.
-      if (error.code === 'ERR_ALLOCATOR_GONE') this.#lose(generation, error.message)
-      // Unreachable or slow: the deadline says when the lease is gone.
+    } catch {
+      // Unreachable or slow: the deadline says when the lease is gone (#run ended it already if
+      // the keys are gone).
     }
   }
 
@@ -581,14 +611,14 @@ class RedisAllocator extends EventEmitter {
   async #grant(args, call) {
     let owned
     try {
-      owned = await this.#owned('alloc', args)
+      owned = await this.#owned(args)
     } catch (error) {
       // Granted on the primary but not confirmed by the replicas asked for: not handed out, so
       // given back (at worst the lease ends, and with it the grant).
       if (error.code === 'ERR_REDIS_REPLICAS' && error.reply?.[0] === STATUS_DONE) {
         const numbers = error.reply.slice(2).map(Number)
         // Not awaited: the caller learns of the failure now; calls it makes next come after.
-        this.#run(['free', error.owner, this.#leaseMs, ...numbers]).catch(() => {})
+        this.#run(['free', error.owner, this.#leaseMs, ...numbers], null).catch(() => {})
       }
       throw error
     }
@@ -599,7 +629,7 @@ class RedisAllocator extends EventEmitter {
     if (call.expired) {
       // The caller was told ERR_REDIS_TIMEOUT: nobody will free these, so they go back now.
       const free = numbers.length === 1 ? ['grant', numbers[0], token] : numbers
-      this.#run(['free', generation.owner, this.#leaseMs, ...free]).catch(() => {})
+      this.#run(['free', generation.owner, this.#leaseMs, ...free], generation).catch(() => {})
       throw codedError(Error, 'ERR_REDIS_TIMEOUT', 'Redis answered after the call had timed out')
     }
     return { status: STATUS_DONE, token, numbers, generation }
@@ -632,11 +662,17 @@ class RedisAllocator extends EventEmitter {
       const controller = new AbortController()
       guardSignal(controller.signal, () => this.#check(generation))
       if (generation.lost) controller.abort(codedError(Error, 'ERR_LEASE_LOST', `the lease of this handle on ${JSON.stringify(this.#name)} was lost`))
-      else generation.leases.add(controller)
-      return new RemoteLease(constructing, numbers[0], token, controller.signal, (n) =>
+      else generation.leases.set(numbers[0], controller)
+      return new RemoteLease(constructing, numbers[0], token, controller.signal, () =>
         this.#bounded(async () => {
-          await this.#free([n, token], 'grant')
-          generation.leases.delete(controller)
+          try {
+            await this.#free(generation, [numbers[0], token], 'grant')
+          } catch (error) {
+            // The grant is gone: freed by an earlier attempt whose answer timed out, or its
+            // lease lost. Released either way: its signal must not abort later.
+            if (error.code !== 'ERR_NOT_ALLOCATED') throw error
+          }
+          generation.forget(numbers[0], controller)
         }),
       )
     })
@@ -659,11 +695,12 @@ class RedisAllocator extends EventEmitter {
     checkInteger('count', count, 1, Math.min(this.#max, MAX_REDIS_BATCH))
     checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
     return this.#bounded(async (call) => {
-      // A search Redis cut short (a fragmented bitmap) goes on where it stopped, a script each.
+      // A search Redis cut short (a fragmented bitmap) goes on where it stopped, a script each,
+      // until the caller has been told it timed out.
       for (let from = 0; ;) {
         const { status, numbers } = await this.#grant(['block', count, align, from], call)
         if (status === STATUS_DONE) return numbers[0]
-        if (status !== STATUS_GO_ON) return null
+        if (status !== STATUS_GO_ON || call.expired) return null
         from = numbers[0]
       }
     })
@@ -678,7 +715,8 @@ class RedisAllocator extends EventEmitter {
     this.#ownAndOpen()
     checkInteger('first', first, 0, this.#max - 1)
     checkInteger('count', count, 1, Math.min(this.#max - first, MAX_REDIS_BATCH))
-    return this.#bounded(() => this.#free(Array.from({ length: count }, (_, i) => first + i)))
+    const [generation, list] = [this.#generation, Array.from({ length: count }, (_, i) => first + i)]
+    return this.#bounded(() => this.#free(generation, list))
   }
 
   async allocateMany(n) {
@@ -695,7 +733,8 @@ class RedisAllocator extends EventEmitter {
   async free(n) {
     this.#ownAndOpen()
     checkInteger('n', n, 0, this.#max - 1)
-    return this.#bounded(() => this.#free([n]))
+    const generation = this.#generation
+    return this.#bounded(() => this.#free(generation, [n]))
   }
 
   async freeMany(numbers) {
@@ -711,21 +750,40 @@ class RedisAllocator extends EventEmitter {
       checkInteger(`numbers[${i}]`, n, 0, this.#max - 1)
       list[i] = n
     }
+    const generation = this.#generation
     return this.#bounded(async () => {
-      if (count > 0) await this.#free(list)
+      if (count > 0) await this.#free(generation, list)
     })
   }
 
   /**
    * Frees `list`, all or none (or, `how` 'grant', the one number of `[n, token]` under that
-   * grant only); ERR_NOT_ALLOCATED names the first this handle does not hold.
+   * grant only) under `generation`, the lease current when the caller asked: never under a
+   * later one, which may have been given the same number since. ERR_NOT_ALLOCATED names the
+   * first this handle does not hold, or the first of all when `generation` is lost (or null:
+   * lost, and no other taken yet).
    */
-  async #free(list, how = 'numbers') {
-    const { reply } = await this.#owned('free', how === 'grant' ? ['grant', ...list] : list)
-    if (reply[0] === STATUS_NOT_HELD) {
-      const n = list[reply[1] - 1]
-      throw codedError(Error, 'ERR_NOT_ALLOCATED', `${n} is not held by this allocator (not allocated, held by another, or its lease was lost)`)
+  async #free(generation, list, how = 'numbers') {
+    const notHeld = (n, why) => codedError(Error, 'ERR_NOT_ALLOCATED', `${n} is not held by this allocator (${why})`)
+    const lost = "the lease it was held under was lost: it may be someone else's by now, so it is not freed from here"
+    if (generation === null || this.#check(generation)) throw notHeld(list[0], lost)
+    // A plain free of a number a RemoteLease holds would leave that lease's signal live on a
+    // number anyone may be given: it is most likely the same number of a lease lost before,
+    // which this handle was given again since.
+    const leased = how === 'grant' ? undefined : list.find((n) => generation.leases.has(n))
+    if (leased !== undefined) throw notHeld(leased, 'this handle holds it as a RemoteLease: its release() gives it back')
+    const sentAt = performance.now()
+    const [status, index] = await this.#run(['free', generation.owner, this.#leaseMs, ...(how === 'grant' ? ['grant', ...list] : list)], generation)
+    // Cut off by close(), as every call in flight is (whether it ran or not).
+    if (this.#closing) throw closedDuringCall()
+    if (status === STATUS_LOST) {
+      this.#lose(generation, 'the server ended the lease: it was not renewed in time')
+      throw notHeld(list[0], lost)
     }
+    // Answered after the lease ended here (a stalled event loop): it ran while the server still
+    // counted the lease, so what it freed was this lease's, and nothing is sent again.
+    this.#renewed(generation, sentAt)
+    if (status === STATUS_NOT_HELD) throw notHeld(list[index - 1], 'not allocated, held by another, or its lease was lost')
   }
 
   async isAllocated(n) {
@@ -752,13 +810,14 @@ class RedisAllocator extends EventEmitter {
 
   async reclaim() {
     this.#ownAndOpen()
-    return this.#bounded(async () => {
-      // A chunk of numbers per script, until no ended lease is left.
+    return this.#bounded(async (call) => {
+      // A chunk of numbers per script, until no ended lease is left or the caller has been told
+      // it timed out.
       let freed = 0
       for (;;) {
         const [, n, more] = await this.#run(['reclaim'])
         freed += Number(n)
-        if (more !== 1) return freed
+        if (more !== 1 || call.expired) return freed
       }
     })
   }
@@ -786,13 +845,18 @@ class RedisAllocator extends EventEmitter {
     clearInterval(this.#heartbeat)
     clearTimeout(this.#deadline)
     this.#deadline = null
-    // With release, a lease being registered right now is given back too.
-    const generation = this.#generation ?? (release ? await this.#registering?.catch(() => null) : null) ?? null
+    let generation = this.#generation
     try {
       // Without release, the numbers stay held until the lease ends, leaseMs after its last
       // renewal. Calls in flight were sent before the release on the same connection, so it
-      // gives back what they were granted too.
-      if (release && generation !== null) await within(() => this.#releaseAll(generation.owner), this.#timeoutMs)
+      // gives back what they were granted too. A lease being registered right now is given
+      // back too, once registered: both within the one bound of the call.
+      if (release) {
+        await within(async () => {
+          generation ??= (await this.#registering?.catch(() => null)) ?? null
+          if (generation !== null) await this.#releaseAll(generation.owner)
+        }, this.#timeoutMs)
+      }
     } finally {
       this.#closed = true
       this.#connection.close()
@@ -837,7 +901,20 @@ function serverOptions(options) {
   const { redis, timeoutMs = DEFAULT_TIMEOUT_MS, ...rest } = checkOptions(options)
   checkInteger('options.timeoutMs', timeoutMs, 2, MAX_LEASE_MS)
   // connectionOf bounds each round trip by twice what it is given.
-  return { connection: connectionOf(redis, timeoutMs / 2), rest }
+  return { connection: connectionOf(redis, timeoutMs / 2), timeoutMs, rest }
+}
+
+/**
+ * Runs `work(call)` within `timeoutMs` as a whole, however many round trips it takes (a server
+ * that always says there is more would keep it going forever), and closes `connection` after.
+ * `call.expired` tells `work` to stop asking.
+ */
+async function withinWhole(connection, timeoutMs, work) {
+  try {
+    return await within(work, timeoutMs)
+  } finally {
+    connection.close()
+  }
 }
 
 /** Runs `args` on allocator `name` once; a missing allocator is ENOENT. The caller closes `connection`. */
@@ -854,7 +931,7 @@ async function onAllocator(name, connection, args) {
 
 async function inspectRedis(name, options) {
   checkName(name)
-  const { connection, rest } = serverOptions(options)
+  const { connection, timeoutMs, rest } = serverOptions(options)
   const { cells = 64 } = rest
   try {
     // A BITCOUNT per cell in one script: 4,096 keep it to a few milliseconds at 2^24 numbers.
@@ -863,12 +940,7 @@ async function inspectRedis(name, options) {
     connection.close()
     throw error
   }
-  let reply
-  try {
-    reply = await onAllocator(name, connection, ['inspect', cells])
-  } finally {
-    connection.close()
-  }
+  const reply = await withinWhole(connection, timeoutMs, () => onAllocator(name, connection, ['inspect', cells]))
   const [, capacity, now, policy, token, inUse, cellSize, counts, list] = reply
   const holders = []
   for (let i = 0; i < list.length; i += 4) {
@@ -896,40 +968,41 @@ async function inspectRedis(name, options) {
 }
 
 async function listRedis(options) {
-  const { connection } = serverOptions(options)
+  const { connection, timeoutMs } = serverOptions(options)
   if (connection.cluster) {
     // SCAN names no key: a Cluster client would scan one node of many.
     throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'listRedis needs a client of one server (or a URL): with Redis Cluster, list each node')
   }
   const names = []
-  try {
+  await withinWhole(connection, timeoutMs, async (call) => {
     let cursor = '0'
     do {
-      const [next, keys] = await connection.call(['SCAN', cursor, 'MATCH', 'numballoc:{*}:meta', 'COUNT', 1000])
+      let reply
+      try {
+        reply = await connection.call(['SCAN', cursor, 'MATCH', 'numballoc:{*}:meta', 'COUNT', 1000])
+      } catch (error) {
+        throw fromRedis(error)
+      }
+      if (!Array.isArray(reply) || !Array.isArray(reply[1])) throw unexpected(reply)
+      const [next, keys] = reply
       for (const key of keys) names.push(key.slice('numballoc:{'.length, -'}:meta'.length))
       cursor = String(next)
-    } while (cursor !== '0')
-  } catch (error) {
-    throw fromRedis(error)
-  } finally {
-    connection.close()
-  }
+    } while (cursor !== '0' && !call.expired)
+  })
   return [...new Set(names)].sort()
 }
 
 async function reclaimRedis(name, options) {
   checkName(name)
-  const { connection } = serverOptions(options)
-  let freed = 0
-  try {
+  const { connection, timeoutMs } = serverOptions(options)
+  return withinWhole(connection, timeoutMs, async (call) => {
+    let freed = 0
     for (;;) {
       const [, n, more] = await onAllocator(name, connection, ['reclaim'])
       freed += Number(n)
-      if (more !== 1) return freed
+      if (more !== 1 || call.expired) return freed
     }
-  } finally {
-    connection.close()
-  }
+  })
 }
 
 module.exports = {

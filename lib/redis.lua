@@ -21,6 +21,9 @@ local FORMAT = '1'
 -- the caller calls again for the rest.
 local CHUNK = 1024
 local BLOCK_STEPS = 1024
+-- The largest capacity (MAX_REDIS_CAPACITY in redis.js).
+local MAX_CAPACITY = 16777216
+local POLICIES = { any = true, lowest = true, cyclic = true }
 local op = ARGV[1]
 local meta, bits, held, byowner, leases, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
@@ -78,21 +81,68 @@ local function renew(owner, now, lease_ms)
   return true
 end
 
+local function not_allocator(what)
+  return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. what)
+end
+
+local function another_type(key)
+  return not_allocator(key .. ' is a ' .. redis.call('TYPE', key).ok .. ', not part of a numballoc allocator')
+end
+
+-- `command` on `key`, or nil if the key is of another type: a raw WRONGTYPE would abort the
+-- script with an error that names no allocator.
+local function read(command, key)
+  local reply = redis.pcall(command, key)
+  if type(reply) == 'table' and reply.err then return nil end
+  return reply
+end
+
 -- An error unless the keys agree with each other: a key evicted (maxmemory with an allkeys-*
--- policy) or deleted behind the allocator's back would otherwise read as free numbers.
-local function intact(cap)
-  local count = tonumber(redis.call('HGET', meta, 'held') or '0')
-  if redis.call('STRLEN', bits) ~= math.ceil(cap / 8) or redis.call('HLEN', held) ~= count or redis.call('ZCARD', byowner) ~= count
-    or redis.call('ZCARD', leases) ~= redis.call('HLEN', owners) then
+-- policy) or deleted behind the allocator's back would otherwise read as free numbers; a key
+-- replaced by another type is not this allocator's any more. `count` is meta's count of numbers
+-- held.
+local function intact(cap, count)
+  local lengths = {}
+  for i, check in ipairs({ { 'STRLEN', bits }, { 'HLEN', held }, { 'ZCARD', byowner }, { 'ZCARD', leases }, { 'HLEN', owners } }) do
+    lengths[i] = read(check[1], check[2])
+    if lengths[i] == nil then return another_type(check[2]) end
+  end
+  if lengths[1] ~= math.ceil(cap / 8) or lengths[2] ~= count or lengths[3] ~= count or lengths[4] ~= lengths[5] then
     return redis.error_reply('NUMBALLOC_GONE keys of the allocator were evicted or deleted (Redis must keep them: maxmemory-policy noeviction or volatile-*)')
   end
   return nil
 end
 
-local function capacity()
-  local cap = redis.call('HGET', meta, 'capacity')
-  if not cap then return redis.error_reply('NUMBALLOC_GONE the allocator\'s keys are gone (deleted, or a server restarted without persistence)') end
-  return tonumber(cap)
+-- Field `text` as an integer; `default` if absent; nil if it is not one.
+local function integer(text, default)
+  if not text then return default end
+  local n = tonumber(text)
+  if n and n == math.floor(n) then return n end
+  return nil
+end
+
+-- The allocator's capacity and policy from its meta key, or an error reply third: gone when
+-- there is no meta key, not an allocator when it is not one this script wrote (another type of
+-- key, another format, fields that do not parse), so that no operation runs on what it cannot
+-- read. Then the other keys must agree with it (intact).
+local function described()
+  local fields = redis.pcall('HMGET', meta, 'format', 'capacity', 'policy', 'token', 'cursor', 'held')
+  if fields.err then return nil, nil, another_type(meta) end
+  local format, cap, policy, token, cursor, count = unpack(fields, 1, 6)
+  if not format then
+    if redis.call('EXISTS', meta) == 0 then
+      return nil, nil, redis.error_reply('NUMBALLOC_GONE the allocator\'s keys are gone (deleted, or a server restarted without persistence)')
+    end
+    return nil, nil, not_allocator(meta .. ' has no format: not a numballoc allocator')
+  end
+  if format ~= FORMAT then return nil, nil, not_allocator(meta .. ' has format ' .. format .. '; this numballoc reads format ' .. FORMAT) end
+  cap, token, cursor, count = integer(cap), integer(token), integer(cursor, 0), integer(count, 0)
+  if not cap or cap < 1 or cap > MAX_CAPACITY or not POLICIES[policy] or not token or not cursor or cursor < 0 or cursor >= cap or not count then
+    return nil, nil, not_allocator(meta .. ' holds fields that are not a numballoc allocator\'s (capacity, policy, token, cursor, held)')
+  end
+  local damaged = intact(cap, count)
+  if damaged then return nil, nil, damaged end
+  return cap, policy
 end
 
 -- The first free number in [lo, hi] at or after `start`, wrapping to lo; nil when none.
@@ -186,15 +236,10 @@ if op == 'open' then
       return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. KEYS[i] .. ' is a ' .. t .. ', not part of a numballoc allocator')
     end
   end
-  local format = redis.call('HGET', meta, 'format')
-  if format then
-    if format ~= FORMAT then
-      return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' has format ' .. format .. '; this numballoc reads format ' .. FORMAT)
-    end
-    local cap, policy = redis.call('HGET', meta, 'capacity'), redis.call('HGET', meta, 'policy')
-    local damaged = intact(tonumber(cap))
-    if damaged then return damaged end
-    return { 0, tonumber(cap), policy }
+  if redis.call('EXISTS', meta) == 1 then
+    local cap, policy, failure = described()
+    if failure then return failure end
+    return { 0, cap, policy }
   end
   if redis.call('EXISTS', meta, bits, held, byowner, leases, owners) > 0 then
     return redis.error_reply('NUMBALLOC_NOT_ALLOCATOR ' .. meta .. ' is missing while other keys of the allocator exist')
@@ -211,10 +256,8 @@ if op == 'open' then
   return { 0, cap, ARGV[3] }
 end
 
-local cap = capacity()
-if type(cap) == 'table' then return cap end
-local damaged = intact(cap)
-if damaged then return damaged end
+local cap, policy, failure = described()
+if failure then return failure end
 local now = now_ms()
 
 if op == 'register' then
@@ -232,7 +275,6 @@ elseif op == 'alloc' then
   local owner = ARGV[2]
   reclaim_expired(now)
   if not renew(owner, now, tonumber(ARGV[3])) then return { -2 } end
-  local policy = redis.call('HGET', meta, 'policy')
   local found, resume = find(cap, policy)
   if found == nil and resume == nil then
     -- Before saying "full": ended leases give their numbers back (up to CHUNK more).
@@ -301,8 +343,7 @@ elseif op == 'inspect' then
     list[#list + 1] = redis.call('HGET', owners, owner) or ''
     list[#list + 1] = redis.call('ZLEXCOUNT', byowner, '[' .. owner .. ':', '[' .. owner .. ';')
   end
-  local meta_fields = redis.call('HMGET', meta, 'policy', 'token')
-  return { 0, cap, now, meta_fields[1], tonumber(meta_fields[2]), redis.call('HLEN', held), size, counts, list }
+  return { 0, cap, now, policy, tonumber(redis.call('HGET', meta, 'token')), redis.call('HLEN', held), size, counts, list }
 elseif op == 'count' then
   return { 0, redis.call('HLEN', held) }
 elseif op == 'bit' then

@@ -43,6 +43,16 @@ function parseUrl(text) {
   }
   const user = url.username ? decoded(url.username, text) : null
   const password = url.password ? decoded(url.password, text) : null
+  if (user !== null && password === null) {
+    // Clients read `redis://bob@host` three ways: redis-cli as the password "bob", ioredis as
+    // user bob with an empty password, node-redis (RESP3) as no credentials at all. Whichever
+    // we picked, the same URL would log in as someone else in another client.
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_URL',
+      `a Redis URL with a user needs a password too (redis://user:password@host; an ACL user with nopass takes any). Received ${shown(text)}`,
+    )
+  }
   let db = url.searchParams.get('db')
   const where = { user, password, tls: false }
   switch (url.protocol) {
@@ -85,6 +95,8 @@ function encode(args) {
 }
 
 const INCOMPLETE = Symbol('incomplete')
+/** The longest delay Node's timers take: a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 /** How many timed-out commands may wait for their replies before the connection is made again. */
 const MAX_ABANDONED = 64
 
@@ -153,7 +165,7 @@ class RespClient {
   constructor(url, timeoutMs) {
     if (typeof url !== 'string') throw invalidType('url', 'of type string', url)
     this.#where = parseUrl(url)
-    this.#timeoutMs = timeoutMs
+    this.#timeoutMs = Math.min(timeoutMs, MAX_TIMER_MS)
   }
 
   /** Sends `args` (a command and its arguments) and resolves with the reply. */
@@ -226,8 +238,15 @@ class RespClient {
       })
     })
     this.#ready = connected.then(async () => {
-      if (where.password !== null) await this.#send(where.user !== null ? ['AUTH', where.user, where.password] : ['AUTH', where.password])
-      if (where.db !== undefined && where.db !== 0) await this.#send(['SELECT', where.db])
+      try {
+        if (where.password !== null) await this.#send(where.user !== null ? ['AUTH', where.user, where.password] : ['AUTH', where.password])
+        if (where.db !== undefined && where.db !== 0) await this.#send(['SELECT', where.db])
+      } catch (error) {
+        // A connection that is up but not logged in or not in its database is of no use, and
+        // its failed promise would fail every later command: the next command connects anew.
+        this.#fail(error, socket)
+        throw error
+      }
     })
     // A connection that fails is reported by the command that waits for it; never unhandled.
     this.#ready.catch(() => {})
@@ -281,4 +300,4 @@ class RespClient {
   }
 }
 
-module.exports = { RespClient, ReplyError, parseUrl, redacted }
+module.exports = { RespClient, ReplyError, parseUrl, redacted, MAX_TIMER_MS }
