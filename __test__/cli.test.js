@@ -161,7 +161,19 @@ test('errors are one line with a non-zero exit, also as JSON', (t) => {
   assert.strictEqual(asJson.status, 1)
   assert.deepStrictEqual(JSON.parse(asJson.stderr), { error: { code: 'ENOENT', message: `no region named '${missing}'` } })
 
-  const usage = [run('frobnicate'), run('inspect'), run('list', 'extra'), run('inspect', 'x', '--bogus'), run('inspect', 'x', '--cells', 'many')]
+  const usage = [
+    run('frobnicate'),
+    run('inspect'),
+    run('list', 'extra'),
+    run('inspect', 'x', '--bogus'),
+    run('inspect', 'x', '--cells', 'many'),
+    // What Number() would take, and a name or capacity the library refuses: the command line is wrong.
+    ...['1e3', '0x10', ' 5', '5.0'].map((cells) => run('inspect', 'x', '--cells', cells)),
+    run('inspect', ''),
+    run('inspect', 'bad/name'),
+    run('run', '--id', `X=${scratchName(t, 'zero')}:0`, '--', 'true'),
+    run('list', '--redis', 'ftp://host'),
+  ]
   for (const out of usage) {
     assert.strictEqual(out.status, 2, out.stderr)
     assert.strictEqual(out.stderr.split('\n').length, 2, `one line: ${out.stderr}`)

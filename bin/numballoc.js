@@ -116,7 +116,17 @@ class Failure extends Error {
     this.code = code
     this.status = status
   }
+
+  /**
+   * A library error as a Failure. Every argument the command passes on comes from its command
+   * line, so one the library refuses is a wrong command line (status 2).
+   */
+  static of(error, message = error.message) {
+    return new Failure(message, error.code, ARGUMENT_ERRORS.has(error.code) ? 2 : 1)
+  }
 }
+
+const ARGUMENT_ERRORS = new Set(['ERR_INVALID_NAME', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_URL'])
 
 async function main(argv) {
   const [name, ...rest] = argv
@@ -188,7 +198,7 @@ function onRegion(name, values, call) {
       case 'EPERM':
         throw new Failure(`permission denied: region '${name}'${where} (${error.path ?? name})`, error.code)
       default:
-        throw new Failure(error.message, error.code)
+        throw Failure.of(error)
     }
   }
 }
@@ -276,7 +286,8 @@ function shade(used, size) {
 
 function cellsOption(values) {
   if (values.cells === undefined) return 256
-  const cells = Number(values.cells)
+  // Digits only: Number() would also take '1e3', '0x10' and ' 5'.
+  const cells = /^[0-9]+$/.test(values.cells) ? Number(values.cells) : NaN
   if (!Number.isInteger(cells) || cells < 1 || cells > 65536) {
     throw new Failure(`--cells must be an integer from 1 to 65536, got '${values.cells}'`, 'ERR_USAGE', 2)
   }
@@ -457,7 +468,7 @@ async function onServer(name, values, call) {
     return await call({ redis: values.redis })
   } catch (error) {
     if (error.code === 'ENOENT') throw new Failure(`no allocator named '${name}' on ${redacted(values.redis)}`, error.code)
-    throw new Failure(error.message, error.code)
+    throw Failure.of(error)
   }
 }
 
