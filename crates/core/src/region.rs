@@ -1200,8 +1200,8 @@ pub(crate) fn map_initialised(
     // SIGBUS: reserve the holes now, as creation does, or do not read such a region at all.
     if has_holes(file, &st, header.region_len()) {
         match access {
-            MapAccess::ReadWrite => reserve(file.as_raw_fd(), header.region_len())
-                .map_err(|e| Error::os(RESERVE_SYSCALL, location.shown(), e))?,
+            MapAccess::ReadWrite => fill_holes(file, header.region_len())
+                .map_err(|e| Error::os("fallocate", location.shown(), e))?,
             MapAccess::ReadOnly => {
                 return Err(incompatible(
                     name,
@@ -1216,9 +1216,10 @@ pub(crate) fn map_initialised(
 /// Whether the first `len` bytes of `file` have a hole (storage the filesystem has not
 /// allocated). `false` where the filesystem cannot tell: the region is then used as it is.
 fn has_holes(file: &File, st: &libc::stat, len: u64) -> bool {
-    // Allocated blocks that cover the length leave no room for a hole. A filesystem that
-    // compresses may count fewer blocks than it stores: then `SEEK_HOLE` decides.
-    if (st.st_blocks as u64).saturating_mul(512) >= len {
+    // Allocated blocks that cover the whole file leave no room for a hole (the file's length,
+    // not the region's: data written past the region could make up for a hole inside it). A
+    // filesystem that compresses may count fewer blocks than it stores: then `SEEK_HOLE` decides.
+    if (st.st_blocks as u64).saturating_mul(512) >= (st.st_size as u64).max(len) {
         return false;
     }
     // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
@@ -1227,9 +1228,38 @@ fn has_holes(file: &File, st: &libc::stat, len: u64) -> bool {
     hole >= 0 && (hole as u64) < len
 }
 
+/// Allocates the holes among the first `len` bytes of a region others may be using. Only the
+/// system call: where it is missing, glibc's `posix_fallocate` writes a zero byte into each
+/// block it reads as zero, which would clear a bit another process sets in between. There,
+/// and on systems without it, the holes stay (as they did before this check).
+#[cfg(target_os = "linux")]
+fn fill_holes(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: a valid descriptor; mode 0 allocates and never changes data already there.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => return Ok(()),
+            _ => return Err(error),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fill_holes(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 /// The next extent of data in `file` at or after `at` and before `len`, as `start..end`;
 /// `None` if only holes remain. Where the filesystem cannot tell, all of it is data.
 fn data_extent(file: &File, at: u64, len: u64) -> Option<std::ops::Range<u64>> {
+    if at >= len {
+        return None;
+    }
     let fd = file.as_raw_fd();
     let offset = |x: u64| libc::off_t::try_from(x).unwrap_or(libc::off_t::MAX);
     // SAFETY: a valid descriptor (see `has_holes` on its offset).

@@ -222,6 +222,29 @@ fn a_sparse_copy_is_reserved_when_opened_and_never_read_before() {
     assert_eq!(bitmap.count(), 100);
     let report = numballoc_core::inspect::inspect(&copy.0, None, 0).unwrap();
     assert_eq!(report.in_use, 100);
+
+    // Data written past the region makes up, in allocated blocks, for the holes inside it: the
+    // holes are still found.
+    let padded = Scratch::new("sparse-padded");
+    let file = std::fs::File::create(shm_path(&padded.0)).unwrap();
+    file.set_len(len).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[..4096], 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![1u8; len as usize], len).unwrap();
+    assert!(allocated(&padded.0) >= len);
+    let err = numballoc_core::inspect::inspect(&padded.0, None, 0).unwrap_err();
+    assert!(err.to_string().contains("not all reserved"), "{err}");
+}
+
+#[test]
+fn an_object_whose_filesystem_cannot_seek_data_is_read_not_looped_over() {
+    // procfs answers SEEK_DATA with EINVAL, and says its files are empty.
+    let proc = std::path::Path::new("/proc/self");
+    assert!(destroy("status", Some(proc)).is_err());
+    let options = OpenOptions {
+        directory: Some(proc.into()),
+        ..OpenOptions::default()
+    };
+    assert!(Region::open("status", 8, &options).is_err());
 }
 
 #[test]
