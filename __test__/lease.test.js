@@ -58,6 +58,20 @@ test('a lease whose number was freed another way never frees it for its next hol
   assert.equal(other.count(), 1)
 })
 
+test('what a closed handle took stays its own: no other handle of the thread gives it back', (t) => {
+  const name = scratchName(t, 'lease-closed-sibling')
+  const [a, b, c] = [0, 1, 2].map(() => ConcurrentBitmap.open(name, { capacity: 1 }))
+  t.after(() => b.close())
+  const lease = a.acquire()
+  b.free(lease.value)
+  assert.equal(c.allocate(), lease.value)
+  c.close() // without release: the number stays held by this thread
+  assert.throws(() => lease.release(), { code: 'ERR_NOT_ALLOCATED' })
+  a.close({ release: true })
+  assert.equal(b.isAllocated(lease.value), true)
+  assert.equal(b.tryAllocate(), null)
+})
+
 test('a release that fails leaves the lease unreleased, to be tried again', (t) => {
   const name = scratchName(t, 'lease-closed')
   const bitmap = ConcurrentBitmap.open(name, { capacity: 4 })

@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 
 use numballoc_core::{ConcurrentBitmap, ConcurrentQueue};
 
-use crate::slot::{AnySlot, Slot};
+use crate::slot::{AnySlot, ClosedHoldings, Slot};
 use crate::RegionSlot;
 
 /// The id of a handle, as JavaScript holds it.
@@ -26,8 +26,11 @@ pub enum Handle {
     /// An allocator that JavaScript closed. Its id stays taken while the JS object lives, but
     /// the allocator is gone, and with it (once no call in progress holds it) its reference to
     /// the region: a program that opens and closes allocators in a loop does not keep a
-    /// mapping and a descriptor for each until the garbage collector runs.
-    Closed,
+    /// mapping and a descriptor for each until the garbage collector runs. What it took and did
+    /// not give back stays known to its siblings meanwhile.
+    Closed {
+        _holdings: Option<Rc<ClosedHoldings>>,
+    },
 }
 
 impl Handle {
@@ -36,7 +39,7 @@ impl Handle {
         match self {
             Handle::Bitmap(slot) => Some(&**slot),
             Handle::Queue(slot) => Some(&**slot),
-            Handle::Memory(_) | Handle::Closed => None,
+            Handle::Memory(_) | Handle::Closed { .. } => None,
         }
     }
 }
@@ -99,13 +102,16 @@ pub fn get(id: HandleId) -> Option<Handle> {
     TABLE.with(|table| table.0.borrow().slots.get(id as usize)?.clone())
 }
 
-/// Marks a closed allocator's id [`Handle::Closed`], dropping this table's reference to it.
-pub fn close(id: HandleId) {
+/// Marks a closed allocator's id [`Handle::Closed`], keeping what it still holds and dropping
+/// this table's reference to the allocator.
+pub fn close(id: HandleId, holdings: Option<Rc<ClosedHoldings>>) {
     let closed = TABLE.with(|table| {
         let mut table = table.0.borrow_mut();
         let entry = table.slots.get_mut(id as usize)?;
         entry.as_ref()?.allocator()?;
-        entry.replace(Handle::Closed)
+        entry.replace(Handle::Closed {
+            _holdings: holdings,
+        })
     });
     // Dropped outside the borrow, as in `remove`.
     drop(closed);

@@ -77,6 +77,15 @@ impl Held {
         (first..first + count).for_each(|n| self.remove(n));
     }
 
+    /// Every number held, in order.
+    pub fn numbers(&self) -> Vec<u64> {
+        let mut numbers = Vec::new();
+        for (w, word) in self.words.iter().enumerate() {
+            numbers.extend(ones(word.get()).map(|bit| w as u64 * 64 + bit as u64));
+        }
+        numbers
+    }
+
     /// Every number held, and forgets them.
     pub fn take_all(&self) -> Vec<u64> {
         let mut numbers = Vec::new();

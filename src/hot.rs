@@ -86,7 +86,7 @@ impl Shared {
             Handle::Bitmap(slot) => f(&**slot),
             Handle::Queue(slot) => f(&**slot),
             Handle::Memory(_) => Err(not_an_allocator(env)),
-            Handle::Closed => Err(crate::region_closed(env)),
+            Handle::Closed { .. } => Err(crate::region_closed(env)),
         }
     }
 }

@@ -30,7 +30,7 @@ use numballoc_core::{
 };
 
 use handles::{Handle, HandleId};
-use slot::{AnySlot, Engine, Slot};
+use slot::{AnySlot, ClosedHoldings, Engine, Slot, Took};
 
 /// An open `SharedMemory`: the mapping until `close()`, then `None`.
 pub struct RegionSlot {
@@ -55,7 +55,7 @@ impl RegionSlot {
 }
 
 /// Allocator handles by region file (device, inode).
-type Siblings = std::collections::HashMap<(u64, u64), Vec<std::rc::Weak<dyn AnySlot>>>;
+type Siblings = std::collections::HashMap<(u64, u64), Vec<std::rc::Weak<dyn Took>>>;
 
 thread_local! {
     /// The allocator handles of this thread, by region file: `close({ release: true })` of one
@@ -154,7 +154,7 @@ fn memory(env: &Env, id: HandleId) -> Result<Rc<RegionSlot>> {
 fn bitmap(env: &Env, id: HandleId) -> Result<Rc<Slot<ConcurrentBitmap>>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
-        Some(Handle::Closed) => Err(region_closed(env)),
+        Some(Handle::Closed { .. }) => Err(region_closed(env)),
         _ => Err(not_a_handle(env, "ConcurrentBitmap")),
     }
 }
@@ -164,7 +164,7 @@ fn allocator(env: &Env, id: HandleId) -> Result<Rc<dyn AnySlot>> {
     match handles::get(id) {
         Some(Handle::Bitmap(slot)) => Ok(slot),
         Some(Handle::Queue(slot)) => Ok(slot),
-        Some(Handle::Closed) => Err(region_closed(env)),
+        Some(Handle::Closed { .. }) => Err(region_closed(env)),
         _ => Err(not_an_allocator(env)),
     }
 }
@@ -509,7 +509,7 @@ pub fn queue_new(env: Env, memory_id: HandleId, reclaim_when_full: bool) -> Resu
 pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64>> {
     let slot = match handles::get(queue_id) {
         Some(Handle::Queue(slot)) => slot,
-        Some(Handle::Closed) => return Err(region_closed(&env)),
+        Some(Handle::Closed { .. }) => return Err(region_closed(&env)),
         _ => return Err(not_a_handle(&env, "ConcurrentQueue")),
     };
     let limit = usize::try_from(to_u64(limit)).unwrap_or(usize::MAX);
@@ -520,7 +520,12 @@ pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64
 /// Records a new allocator handle among its region's siblings on this thread.
 fn register<A: Engine>(slot: Rc<Slot<A>>) {
     let identity = slot.allocator.region().identity();
-    let slot: Rc<dyn AnySlot> = slot;
+    let slot: Rc<dyn Took> = slot;
+    add_sibling(identity, &slot);
+}
+
+/// Records `took` among the handles of the region `identity` on this thread (see [`Mine`]).
+fn add_sibling(identity: (u64, u64), took: &Rc<dyn Took>) {
     SIBLINGS.with(|siblings| {
         let mut siblings = siblings.borrow_mut();
         siblings.retain(|_, list| {
@@ -530,7 +535,7 @@ fn register<A: Engine>(slot: Rc<Slot<A>>) {
         siblings
             .entry(identity)
             .or_default()
-            .push(Rc::downgrade(&slot));
+            .push(Rc::downgrade(took));
     });
 }
 
@@ -687,9 +692,9 @@ pub fn allocator_holder_of(env: Env, allocator_id: HandleId, n: f64) -> Result<f
 /// Which of the numbers an allocator handle took it still holds.
 struct Mine<'a> {
     slot: &'a Rc<dyn AnySlot>,
-    /// Other handles of its region on this thread: a number one of them took since is theirs,
-    /// though it was this handle's once and bears the same holder record.
-    others: Vec<Rc<dyn AnySlot>>,
+    /// Other handles of its region on this thread, open or closed: a number one of them took
+    /// since is theirs, though it was this handle's once and bears the same holder record.
+    others: Vec<Rc<dyn Took>>,
 }
 
 impl<'a> Mine<'a> {
@@ -718,7 +723,7 @@ impl<'a> Mine<'a> {
         } else {
             engine.is_allocated(n).unwrap_or(false)
         };
-        ours && !self.others.iter().any(|other| other.held().contains(n))
+        ours && !self.others.iter().any(|other| other.took(n))
     }
 }
 
@@ -747,7 +752,7 @@ pub fn allocator_close(
     close_region: bool,
     release: bool,
 ) -> Result<()> {
-    if let Some(Handle::Closed) = handles::get(allocator_id) {
+    if let Some(Handle::Closed { .. }) = handles::get(allocator_id) {
         return Ok(());
     }
     let slot = allocator(&env, allocator_id)?;
@@ -763,8 +768,13 @@ pub fn allocator_close(
     }
     slot.mark_closed();
     let memory = slot.memory().clone();
+    let holdings = ClosedHoldings::of(slot.held()).map(Rc::new);
+    if let Some(holdings) = &holdings {
+        let took: Rc<dyn Took> = holdings.clone();
+        add_sibling(slot.allocator().region().identity(), &took);
+    }
     drop(slot);
-    handles::close(allocator_id);
+    handles::close(allocator_id, holdings);
     if close_region {
         memory.close();
     }

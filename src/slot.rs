@@ -99,6 +99,38 @@ impl<A: Engine> Slot<A> {
     }
 }
 
+/// What a handle took and still counts as its own, as the other handles of its region on this
+/// thread see it: a number one of them took is not another's to give back, though the holder
+/// record (the thread's) is the same.
+pub trait Took {
+    fn took(&self, n: u64) -> bool;
+}
+
+impl<A: Engine> Took for Slot<A> {
+    fn took(&self, n: u64) -> bool {
+        self.held.contains(n)
+    }
+}
+
+/// The numbers a closed handle took and did not give back. They stay held by this thread's
+/// holder, so they stay out of its other handles' reach as long as the handle's JS object lives
+/// (its id's [`crate::handles::Handle::Closed`] keeps them), though the allocator itself is gone.
+pub struct ClosedHoldings(Vec<u64>);
+
+impl ClosedHoldings {
+    /// What `held` still holds, if anything.
+    pub fn of(held: &crate::held::Held) -> Option<ClosedHoldings> {
+        let numbers = held.numbers();
+        (!numbers.is_empty()).then_some(ClosedHoldings(numbers))
+    }
+}
+
+impl Took for ClosedHoldings {
+    fn took(&self, n: u64) -> bool {
+        self.0.binary_search(&n).is_ok()
+    }
+}
+
 /// Any slot, for the calls every kind shares (`max`, `count`, `reclaim`, `close`, ...).
 pub trait AnySlot {
     /// The allocator, unless it or its region is closed.
