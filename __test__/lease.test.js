@@ -58,6 +58,34 @@ test('a lease whose number was freed another way never frees it for its next hol
   assert.equal(other.count(), 1)
 })
 
+test('a number held as a Lease is not freed by number through its allocator, and a lease whose number the allocator was given again frees nothing', async (t) => {
+  const { PortPool } = require('..')
+  const name = scratchName(t, 'lease-same')
+  const a = ConcurrentBitmap.open(name, { capacity: 4 })
+  const b = ConcurrentBitmap.open(name, { capacity: 4 })
+  t.after(() => (a.close(), b.close()))
+  const lease = a.acquire()
+  for (const free of [() => a.free(lease.value), () => a.freeMany([lease.value]), () => a.freeBlock(lease.value, 1)]) {
+    assert.throws(free, { code: 'ERR_NOT_ALLOCATED', message: /held as a Lease/ })
+  }
+  assert.equal(a.isAllocated(lease.value), true)
+  // Freed another way, then given to this same allocator again: the lease's number is not its own.
+  b.free(lease.value)
+  const taken = a.allocateMany(4)
+  assert.ok(taken.includes(lease.value))
+  assert.throws(() => lease.release(), { code: 'ERR_NOT_ALLOCATED' })
+  assert.equal(a.count(), 4)
+  a.freeMany(taken) // and a plain free of it is not refused any more
+  assert.equal(a.count(), 0)
+
+  const pool = await PortPool.open(scratchName(t, 'lease-same-ports'), { from: 42000, to: 42001 })
+  t.after(() => pool.close())
+  const port = await pool.acquire()
+  assert.throws(() => pool.release(port.value), { code: 'ERR_NOT_ALLOCATED', message: new RegExp(`port ${port.value}`) })
+  port.release()
+  assert.equal(pool.count(), 0)
+})
+
 test('what a closed handle took stays its own: no other handle of the thread gives it back', (t) => {
   const name = scratchName(t, 'lease-closed-sibling')
   const [a, b, c] = [0, 1, 2].map(() => ConcurrentBitmap.open(name, { capacity: 1 }))

@@ -4,8 +4,7 @@
 
 const net = require('node:net')
 const native = require('./native.js')
-const { ConcurrentBitmap, inspectShared, releaseLeased } = require('./regions.js')
-const { createLease } = require('./lease.js')
+const { ConcurrentBitmap, inspectShared, leaseOf } = require('./regions.js')
 const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, brandCheck, constructOnly } = require('./checks.js')
 
 // A pool's region tag (FORMAT.md, offset 112): 'P' in the top byte, then the first and last port,
@@ -249,7 +248,7 @@ class PortPool {
   async acquire(options) {
     ownPool(this)
     const port = await this.getPort(options)
-    return createLease(port, (p) => this.#release(p, releaseLeased))
+    return leaseOf(this.#bitmap, port - this.#from, port, (error) => this.#named(error, port))
   }
 
   async getPort(options) {
@@ -356,20 +355,19 @@ class PortPool {
   release(port) {
     ownPool(this)
     checkPort('port', port, this.#from, this.#to)
-    this.#release(port, (bitmap, n) => bitmap.free(n))
+    try {
+      this.#bitmap.free(port - this.#from)
+    } catch (error) {
+      throw this.#named(error, port)
+    }
   }
 
-  /** Gives `port` back with `free(bitmap, n)`, naming the port in ERR_NOT_ALLOCATED. */
-  #release(port, free) {
-    try {
-      free(this.#bitmap, port - this.#from)
-    } catch (cause) {
-      if (cause.code !== 'ERR_NOT_ALLOCATED') throw cause
-      // Name the port, not the pool's internal number for it.
-      const error = codedError(Error, 'ERR_NOT_ALLOCATED', `port ${port} is not held in pool '${this.#name}' (released twice?)`)
-      error.cause = cause
-      throw error
-    }
+  /** `cause` naming the port, not the pool's internal number for it, if it is ERR_NOT_ALLOCATED. */
+  #named(cause, port) {
+    if (cause.code !== 'ERR_NOT_ALLOCATED') return cause
+    const error = codedError(Error, 'ERR_NOT_ALLOCATED', `port ${port} is not held in pool '${this.#name}' (released twice?)`)
+    error.cause = cause
+    return error
   }
 
   holderOf(port) {

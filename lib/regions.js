@@ -204,12 +204,34 @@ function holderFd(allocator) {
   return native.allocatorHolderFd(allocatorHandle(allocator))
 }
 
+let leases // what AllocatorBase's static block lets the rest of this module do with its leased numbers
+
 /**
- * Frees `n` for a lease of `allocator`: ERR_NOT_ALLOCATED unless the allocator still holds it,
- * so that a lease whose number was freed another way never frees it again for its next holder.
+ * `n`, just allocated by `allocator`, as a Lease: its release frees `n` only while the allocator
+ * still holds it for this lease (not freed another way, and not given to it again since).
+ * `rename(error)` may say it in other words (a port pool names the port).
  */
-function releaseLeased(allocator, n) {
-  native.allocatorRelease(allocatorHandle(allocator), n)
+function leaseOf(allocator, n, value = n, rename = (error) => error) {
+  const token = leases.take(allocator, n)
+  return createLease(value, () => {
+    try {
+      if (!leases.holds(allocator, n, token)) throw leaseGone(n)
+      native.allocatorRelease(allocatorHandle(allocator), n)
+    } catch (error) {
+      // Gone for good: forgotten, so that a plain free of the number, if given again, is not refused.
+      if (error.code === 'ERR_NOT_ALLOCATED') leases.forget(allocator, n, token)
+      throw rename(error)
+    }
+    leases.forget(allocator, n, token)
+  })
+}
+
+function leaseGone(n) {
+  return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is not held by this lease any more (freed another way, and given out again)`)
+}
+
+function leasedNotFreed(n) {
+  return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is held as a Lease of this allocator: its release() gives it back`)
 }
 
 /**
@@ -251,6 +273,10 @@ class AllocatorBase {
   #hotCalls = 0 // until an allocator of the thread has its bound hot path
   #max
   #ownsMemory = false
+  // The numbers this allocator holds as a Lease (each to its lease's token), once it made one:
+  // a plain free of one is refused, and a lease whose number this allocator was given again
+  // since (freed another way meanwhile) frees nothing.
+  #leased = null
 
   constructor(token, handle, releaseOnExit) {
     if (token !== constructing) throw codedError(TypeError, 'ERR_ILLEGAL_CONSTRUCTOR', 'Illegal constructor')
@@ -263,6 +289,35 @@ class AllocatorBase {
   static {
     ownAllocator = brandCheck((value) => #handle in value, 'ConcurrentBitmap or ConcurrentQueue')
     allocatorHandle = (allocator) => allocator.#handle
+    leases = {
+      take(allocator, n) {
+        const token = {}
+        ;(allocator.#leased ??= new Map()).set(n, token)
+        return token
+      },
+      holds: (allocator, n, token) => allocator.#leased?.get(n) === token,
+      forget(allocator, n, token) {
+        if (allocator.#leased?.get(n) === token) allocator.#leased.delete(n)
+      },
+      // The numbers first..first+count-1 were given to the allocator: a lease of one is stale.
+      given(allocator, first, count = 1) {
+        const leased = allocator.#leased
+        if (leased !== null) for (const n of leased.keys()) if (n >= first && n < first + count) leased.delete(n)
+      },
+      givenAll(allocator, numbers, count) {
+        const leased = allocator.#leased
+        if (leased !== null && leased.size > 0) for (let i = 0; i < count; i++) leased.delete(numbers[i])
+      },
+      // A plain free of a number held as a Lease: refused, nothing freed.
+      refuse(allocator, numbers, count) {
+        const leased = allocator.#leased
+        if (leased !== null && leased.size > 0) for (let i = 0; i < count; i++) if (leased.has(numbers[i])) throw leasedNotFreed(numbers[i])
+      },
+      refuseRange(allocator, first, count) {
+        const leased = allocator.#leased
+        if (leased !== null) for (const n of leased.keys()) if (n >= first && n < first + count) throw leasedNotFreed(n)
+      },
+    }
     adopt = (allocator) => {
       allocator.#ownsMemory = true
     }
@@ -297,23 +352,27 @@ class AllocatorBase {
     ownAllocator(this)
     const n = this.#allocate()
     if (n < 0) throw noFreeNumber()
+    if (this.#leased !== null) this.#leased.delete(n)
     return n
   }
 
   acquire() {
     ownAllocator(this)
-    return createLease(this.allocate(), (n) => releaseLeased(this, n))
+    return leaseOf(this, this.allocate())
   }
 
   tryAllocate() {
     ownAllocator(this)
     const n = this.#allocate()
-    return n < 0 ? null : n
+    if (n < 0) return null
+    if (this.#leased !== null) this.#leased.delete(n)
+    return n
   }
 
   free(n) {
     ownAllocator(this)
     checkInteger('n', n, 0, this.#max - 1)
+    if (this.#leased !== null && this.#leased.has(n)) throw leasedNotFreed(n)
     if (this.#boundAllocate !== null) {
       this.#boundIo[0] = n
       this.#boundFree()
@@ -423,7 +482,9 @@ class ConcurrentBitmap extends AllocatorBase {
   #inRange(min, max) {
     checkInteger('min', min, 0, this.max - 1)
     checkInteger('max', max, min, this.max - 1)
-    return native.bitmapAllocateInRange(allocatorHandle(this), min, max)
+    const n = native.bitmapAllocateInRange(allocatorHandle(this), min, max)
+    if (n >= 0) leases.given(this, n)
+    return n
   }
 
   allocateBlock(count, align = 1) {
@@ -440,13 +501,16 @@ class ConcurrentBitmap extends AllocatorBase {
   #block(count, align) {
     checkInteger('count', count, 1, this.max)
     checkInteger('align', align, 1, Number.MAX_SAFE_INTEGER)
-    return native.bitmapAllocateBlock(allocatorHandle(this), count, align)
+    const first = native.bitmapAllocateBlock(allocatorHandle(this), count, align)
+    if (first >= 0) leases.given(this, first, count)
+    return first
   }
 
   freeBlock(first, count) {
     ownBitmap(this)
     checkInteger('first', first, 0, this.max - 1)
     checkInteger('count', count, 1, this.max - first)
+    leases.refuseRange(this, first, count)
     native.bitmapFreeBlock(allocatorHandle(this), first, count)
   }
 
@@ -456,6 +520,7 @@ class ConcurrentBitmap extends AllocatorBase {
     const out = this.#takeScratch(n)
     try {
       if (!native.bitmapAllocateMany(allocatorHandle(this), out, n)) throw noFreeNumber()
+      leases.givenAll(this, out, n)
       try {
         // A loop, not Array.from: several times faster for the short lists this is used for.
         const numbers = new Array(n)
@@ -515,6 +580,7 @@ class ConcurrentBitmap extends AllocatorBase {
         if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n >= max) checkInteger(`numbers[${i}]`, n, 0, max - 1)
         list[i] = n
       }
+      leases.refuse(this, list, count)
       native.bitmapFreeMany(allocatorHandle(this), list, count)
     } finally {
       this.#giveScratch(list)
@@ -575,6 +641,6 @@ module.exports = {
   MAX_SIZE,
   MAX_QUEUE_CAPACITY,
   holderFd,
-  releaseLeased,
+  leaseOf,
   checkPolicy,
 }
