@@ -358,10 +358,11 @@ export declare class Lease implements Disposable {
   /** Whether `release()` (or disposal) has given it back. Stays `false` when a release failed. */
   readonly released: boolean
   /**
-   * Gives the number back, if its allocator still holds it: a lease never frees a number that
-   * was freed another way meanwhile (and perhaps handed to someone else). In a region without
-   * holder records, a number another process freed and took again cannot be told from one still
-   * held, and is freed.
+   * Gives the number back, if its allocator still holds it for this lease: a lease never frees
+   * a number that was freed another way meanwhile and handed to another handle of this thread,
+   * to another process, or to its own allocator again (its allocator refuses a plain `free` of
+   * a leased number). In a region without holder records, a number another process freed and
+   * took again cannot be told from one still held, and is freed.
    * @throws `ERR_LEASE_RELEASED` if it was released already (never a double free).
    * @throws `ERR_NOT_ALLOCATED` if its allocator no longer holds the number.
    * @throws `ERR_REGION_CLOSED` if its allocator is closed (the lease stays unreleased).
@@ -430,7 +431,8 @@ declare abstract class AllocatorBase implements Allocator, AsyncAllocator {
   acquire(): Lease
   /**
    * Gives a number back so another holder can get it.
-   * @throws `ERR_NOT_ALLOCATED` if it is not allocated (a double free: nothing changes);
+   * @throws `ERR_NOT_ALLOCATED` if it is not allocated (a double free: nothing changes), or if
+   *   this allocator holds it as a `Lease` (its `release()` gives it back);
    *   `ERR_OUT_OF_RANGE` (`RangeError`) if not an integer in `[0, max)`; `ERR_INVALID_ARG_TYPE`
    *   (`TypeError`) if not a number; `ERR_REGION_CLOSED`.
    */
