@@ -501,6 +501,14 @@ test('listRedis, inspectRedis, reclaimRedis and `numballoc list|inspect|reclaim 
   assert.equal((await inspectRedis(name, { redis: server.url })).inUse, 30)
   await assert.rejects(inspectRedis('no-such', { redis: server.url }), { code: 'ENOENT' })
   await assert.rejects(inspectRedis(name, { redis: server.url, cells: 0 }), { code: 'ERR_OUT_OF_RANGE' })
+  // An option never comes from Object.prototype (briefly polluted here, inside one await).
+  const cells = (await inspectRedis(name, { redis: server.url })).cells.length
+  Object.prototype.cells = 2
+  try {
+    assert.equal((await inspectRedis(name, { redis: server.url })).cells.length, cells)
+  } finally {
+    delete Object.prototype.cells
+  }
 })
 
 test('after a lease the server ended, the new lease has its own deadline: cut off from Redis, its signal aborts on time without being read', async (t) => {

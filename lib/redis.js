@@ -932,7 +932,7 @@ async function onAllocator(name, connection, args) {
 async function inspectRedis(name, options) {
   checkName(name)
   const { connection, timeoutMs, rest } = serverOptions(options)
-  const { cells = 64 } = rest
+  const { cells = 64 } = checkOptions(rest)
   try {
     // A BITCOUNT per cell in one script: 4,096 keep it to a few milliseconds at 2^24 numbers.
     checkInteger('options.cells', cells, 1, 4096)
