@@ -184,6 +184,30 @@ test('a hot path is bound to an allocator only', (t) => {
   }
 })
 
+test('closing the allocator a hot path is bound to gives back its region at once; the bound pair then says closed', (t) => {
+  // A process of its own: the first allocator of a thread to make 64 calls gets the bound pair.
+  const script = `
+    const assert = require('node:assert/strict')
+    const fs = require('node:fs')
+    const { ConcurrentBitmap } = require(${JSON.stringify(require.resolve('..'))})
+    const name = process.argv[1]
+    const mapped = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((line) => line.endsWith('/' + name)).length
+    const bitmap = ConcurrentBitmap.open(name, { capacity: 8 })
+    for (let i = 0; i < 200; i++) bitmap.free(bitmap.allocate())
+    assert.equal(mapped(), 1)
+    const n = bitmap.allocate()
+    bitmap.close({ release: true })
+    assert.equal(mapped(), 0, 'the bound pair kept the region mapped')
+    assert.throws(() => bitmap.allocate(), { code: 'ERR_REGION_CLOSED' })
+    assert.throws(() => bitmap.free(n), { code: 'ERR_REGION_CLOSED' })
+    require(${JSON.stringify(require.resolve('..'))}).destroyShared(name)
+    console.log('ok')
+  `
+  const result = spawnSync(process.execPath, ['-e', script, scratchName(t, 'hot-bound-close')], { encoding: 'utf8', timeout: 60000 })
+  assert.equal(result.stderr, '')
+  assert.equal(result.stdout, 'ok\n')
+})
+
 test('the hot path survives a transfer of its buffer, and hot paths made and dropped are collected', (t) => {
   const script = `
     const assert = require('node:assert/strict')

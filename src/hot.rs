@@ -20,18 +20,19 @@
 //! ArrayBuffer (detach it, transfer it to another thread), the functions never touch freed
 //! memory, and they access it atomically. The handle id finds its allocator in this thread's
 //! table: a stale or made-up id finds nothing (an error) or another handle of this thread. A bound
-//! pair holds its allocator (as its JS object does) until both functions are collected.
+//! pair reaches its allocator through a weak reference: once closed, it is gone for the pair too.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::handles::{Handle, TableRef};
 use crate::not_an_allocator;
-use crate::slot::AnySlot;
+use crate::slot::{AnySlot, Slot};
 use napi::bindgen_prelude::*;
 use napi::sys;
+use numballoc_core::{ConcurrentBitmap, ConcurrentQueue};
 
 type RawCallback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
@@ -45,7 +46,32 @@ struct Shared {
 
 enum Target {
     Table(TableRef),
-    Bound(Handle),
+    /// Weak, as the table's entry is strong: closing the allocator drops it, and with it its
+    /// region, at once, though these functions live until they are collected.
+    Bound(Bound),
+}
+
+enum Bound {
+    Bitmap(Weak<Slot<ConcurrentBitmap>>),
+    Queue(Weak<Slot<ConcurrentQueue>>),
+}
+
+impl Bound {
+    /// `None` for a handle that is not an allocator (the caller checked).
+    fn of(handle: Handle) -> Option<Bound> {
+        match handle {
+            Handle::Bitmap(slot) => Some(Bound::Bitmap(Rc::downgrade(&slot))),
+            Handle::Queue(slot) => Some(Bound::Queue(Rc::downgrade(&slot))),
+            Handle::Memory(_) | Handle::Closed { .. } => None,
+        }
+    }
+
+    fn upgrade(&self) -> Option<Handle> {
+        match self {
+            Bound::Bitmap(slot) => slot.upgrade().map(Handle::Bitmap),
+            Bound::Queue(slot) => slot.upgrade().map(Handle::Queue),
+        }
+    }
 }
 
 impl Shared {
@@ -64,7 +90,13 @@ impl Shared {
     fn with_allocator<R>(&self, env: &Env, f: impl FnOnce(&dyn AnySlot) -> Result<R>) -> Result<R> {
         let found;
         let handle = match &self.target {
-            Target::Bound(handle) => handle,
+            Target::Bound(bound) => {
+                found = bound.upgrade();
+                match &found {
+                    Some(handle) => handle,
+                    None => return Err(crate::region_closed(env)),
+                }
+            }
             Target::Table(table) => {
                 let raw = f64::from_bits(self.io[1].load(Ordering::Relaxed));
                 let id = raw as u32;
@@ -98,7 +130,10 @@ pub fn functions(env: &Env, bound: Option<Handle>) -> Result<Option<Array<'stati
     let raw_env = env.raw();
     let shared = Rc::new(Shared {
         io: [AtomicU64::new(0), AtomicU64::new(0)],
-        target: bound.map_or_else(|| Target::Table(TableRef::current()), Target::Bound),
+        target: match bound.and_then(Bound::of) {
+            Some(bound) => Target::Bound(bound),
+            None => Target::Table(TableRef::current()),
+        },
     });
     let mut out = env.create_array(3)?;
     // SAFETY: a live env. Each raw reference handed to N-API (`Rc::into_raw`) is given back
