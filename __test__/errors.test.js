@@ -410,6 +410,32 @@ test('a hostile argument (a Proxy, a throwing getter) is described in a coded er
   assert.throws(() => listShared({ directory: 'a\0b' }), { code: 'ERR_INVALID_NAME' })
 })
 
+test('a setter run while an error is made may close the region the error is about: a coded error, not an abort', (t) => {
+  const script = `
+    const { loadShared } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const mem = loadShared(process.argv[1], 64)
+    mem.close()
+    require(${JSON.stringify(path.join(__dirname, '..'))}).destroyShared(process.argv[1])
+    let armed = true
+    Object.defineProperty(Object.prototype, 'code', {
+      configurable: true,
+      set(value) {
+        Object.defineProperty(this, 'code', { value, writable: true, configurable: true, enumerable: true })
+        if (armed && value === 'ERR_REGION_CLOSED') {
+          armed = false
+          mem.close()
+        }
+      },
+    })
+    try {
+      mem.kind
+    } catch (error) {
+      console.log(error.code)
+    }`
+  const result = require('node:child_process').spawnSync(process.execPath, ['-e', script, scratchName(t, 'reentrant')], { encoding: 'utf8' })
+  assert.deepEqual([result.status, result.signal, result.stdout], [0, null, 'ERR_REGION_CLOSED\n'], result.stderr)
+})
+
 test('an empty directory option is refused, not taken for the current directory', (t) => {
   const name = scratchName(t, 'emptydir')
   for (const call of [

@@ -39,10 +39,10 @@ pub struct RegionSlot {
 
 impl RegionSlot {
     fn region(&self, env: &Env) -> Result<Arc<Region>> {
-        self.region
-            .borrow()
-            .clone()
-            .ok_or_else(|| region_closed(env))
+        // Copied out before the error is made: making it can run a user's setter, which may
+        // close this region (a borrow held across it would panic, and abort the process).
+        let region = self.region.borrow().clone();
+        region.ok_or_else(|| region_closed(env))
     }
 
     pub(crate) fn is_open(&self) -> bool {
