@@ -3,7 +3,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { execFileSync } = require('node:child_process')
+const { execFileSync, spawnSync } = require('node:child_process')
 const { loadShared, destroyShared, listShared, inspectShared, reclaimShared, ConcurrentBitmap, MAX_SIZE } = require('..')
 const { scratchName, forkFixture, waitFor, collect } = require('./helpers')
 
@@ -553,6 +553,76 @@ test('a region larger than /dev/shm is ENOSPC at open, and leaves nothing behind
   const name = scratchName(t, 'enospc')
   assert.throws(() => loadShared(name, 2 ** 39), { code: 'ENOSPC', syscall: 'posix_fallocate' })
   assert.equal(fs.existsSync(`/dev/shm/${name}`), false)
+})
+
+/** Why a test that mounts a tmpfs of its own cannot run here, or false if it can. */
+function noPrivateMounts() {
+  if (process.getuid() !== 0) return 'mounting a tmpfs needs root'
+  const probe = require('node:child_process').spawnSync('unshare', ['--mount', '--fork', 'true'], { encoding: 'utf8' })
+  if (probe.error || probe.status !== 0) return `unshare --mount: ${probe.error?.message ?? probe.stderr.trim()}`
+  return false
+}
+
+test('on a full tmpfs, a region file with holes is a coded error for every opener, never a SIGBUS', { skip: noPrivateMounts() }, (t) => {
+  const directory = fs.mkdtempSync('/tmp/numballoc-full-')
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  // In a mount namespace of its own: the tmpfs goes with the process.
+  const script = `
+    const assert = require('node:assert/strict')
+    const fs = require('node:fs')
+    const nb = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const directory = process.argv[1]
+    const real = nb.ConcurrentBitmap.open('real', { directory, capacity: 4096 * 8 })
+    real.allocate()
+    real.close()
+    const bytes = fs.readFileSync(directory + '/real')
+    nb.destroyShared('real', { directory })
+    // A sparse copy (its first page only) and an empty sparse file under region names.
+    const copy = fs.openSync(directory + '/copy', 'w')
+    fs.writeSync(copy, bytes, 0, 4096, 0)
+    fs.ftruncateSync(copy, bytes.length)
+    fs.closeSync(copy)
+    fs.truncateSync(fs.openSync(directory + '/empty', 'w'), 1 << 20)
+    // Then the filesystem is filled.
+    const filler = fs.openSync(directory + '/filler', 'w')
+    try {
+      for (;;) fs.writeSync(filler, Buffer.alloc(4096, 1))
+    } catch (error) {
+      assert.equal(error.code, 'ENOSPC')
+    }
+    const codes = []
+    for (const name of ['copy', 'empty']) {
+      for (const use of [
+        () => nb.inspectShared(name, { directory }),
+        () => nb.loadShared(name, undefined, { directory }),
+        () => nb.ConcurrentBitmap.open(name, { directory, capacity: 4096 * 8 }),
+      ]) {
+        try {
+          use()
+          codes.push('opened')
+        } catch (error) {
+          codes.push(error.code)
+        }
+      }
+    }
+    console.log(codes.join(' '))`
+  const result = spawnSync(
+    'unshare',
+    ['--mount', '--fork', 'sh', '-c', `mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" -e "$3" "$1"`, 'sh', directory, process.execPath, script],
+    {
+      encoding: 'utf8',
+    },
+  )
+  assert.deepEqual([result.status, result.signal], [0, null], result.stderr)
+  assert.equal(
+    result.stdout.trim(),
+    [
+      ['ERR_INCOMPATIBLE_REGION', 'ENOSPC', 'ENOSPC'], // a copy: not read; reserving its holes does not fit
+      ['ERR_INCOMPATIBLE_REGION', 'ERR_INCOMPATIBLE_REGION', 'ENOSPC'], // unfinished; completing it does not fit
+    ]
+      .flat()
+      .join(' '),
+  )
 })
 
 test('bad arguments to ranges, blocks, batches and policies: typed errors, nothing changes', (t) => {

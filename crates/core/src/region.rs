@@ -1156,11 +1156,14 @@ pub(crate) fn map_initialised(
         return Err(incompatible(name, "not a regular file"));
     }
     let len = st.st_size as u64;
+    // The magic bytes are read, not mapped, first: a read of a hole costs no storage, where the
+    // first touch of a mapped hole on tmpfs takes a page, and on a full one dies of SIGBUS.
+    let mut head = [0u8; 8];
+    let known = len.min(8) as usize;
+    file.read_exact_at(&mut head[..known], 0)
+        .map_err(|e| Error::os("read", location.shown(), e))?;
     if len < HEADER_LEN as u64 {
         // Too short to hold a header: unfinished if the magic bytes it has are zero, else foreign.
-        let mut head = vec![0u8; len.min(8) as usize];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| Error::os("read", location.shown(), e))?;
         return if head.iter().all(|&b| b == 0) {
             Ok(None)
         } else {
@@ -1169,6 +1172,27 @@ pub(crate) fn map_initialised(
                 format!("{len} bytes long, shorter than the {HEADER_LEN}-byte header"),
             ))
         };
+    }
+    if head == [0; 8] {
+        return Ok(None);
+    }
+    if head != crate::header::MAGIC {
+        return Err(incompatible(name, "no numballoc magic number at offset 0"));
+    }
+    // Storage with holes (a sparse copy, or a file made to look like a region) would get its
+    // pages on first touch, reads included: reserve the holes now, as creation does, or do not
+    // read such a region at all.
+    if unreserved(file, &st) {
+        match access {
+            MapAccess::ReadWrite => fill_holes(file, len)
+                .map_err(|e| Error::os("fallocate", location.shown(), e))?,
+            MapAccess::ReadOnly => {
+                return Err(incompatible(
+                    name,
+                    "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
+                ))
+            }
+        }
     }
     let map = map(file, len, location, access)?;
     // SAFETY: the mapping is page aligned and at least HEADER_LEN bytes long.
@@ -1195,37 +1219,30 @@ pub(crate) fn map_initialised(
             ),
         ));
     }
-    // Storage with holes (a sparse copy, or a file made to look like a region) gets a page on
-    // the first touch of each hole, reads included, and on a full filesystem that touch is a
-    // SIGBUS: reserve the holes now, as creation does, or do not read such a region at all.
-    if has_holes(file, &st, header.region_len()) {
-        match access {
-            MapAccess::ReadWrite => fill_holes(file, header.region_len())
-                .map_err(|e| Error::os("fallocate", location.shown(), e))?,
-            MapAccess::ReadOnly => {
-                return Err(incompatible(
-                    name,
-                    "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
-                ))
-            }
-        }
-    }
     Ok(Some((map, header)))
 }
 
-/// Whether the first `len` bytes of `file` have a hole (storage the filesystem has not
-/// allocated). `false` where the filesystem cannot tell: the region is then used as it is.
-fn has_holes(file: &File, st: &libc::stat, len: u64) -> bool {
-    // Allocated blocks that cover the whole file leave no room for a hole (the file's length,
-    // not the region's: data written past the region could make up for a hole inside it). A
-    // filesystem that compresses may count fewer blocks than it stores: then `SEEK_HOLE` decides.
-    if (st.st_blocks as u64).saturating_mul(512) >= (st.st_size as u64).max(len) {
-        return false;
-    }
-    // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
-    // gives its own offset.
-    let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
-    hole >= 0 && (hole as u64) < len
+/// Whether `file` lives on tmpfs (where `/dev/shm` is) with storage not all allocated. There a
+/// read of a mapped hole allocates a page, so a full filesystem makes reading it a `SIGBUS`.
+/// Elsewhere a read of a hole maps zeros and allocates nothing, and filesystems that compress
+/// count fewer blocks than they hold: nothing is judged there.
+#[cfg(target_os = "linux")]
+fn unreserved(file: &File, st: &libc::stat) -> bool {
+    // As `linux/magic.h` has it.
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    // SAFETY: a valid descriptor and a zeroed out-parameter.
+    let tmpfs = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(file.as_raw_fd(), &mut fs) == 0 && fs.f_type as libc::c_long == TMPFS_MAGIC
+    };
+    // tmpfs counts every page it has allocated, reserved or written, and a whole file's worth
+    // means no hole (data past a region cannot make up for a hole inside it).
+    tmpfs && (st.st_blocks as u64).saturating_mul(512) < st.st_size as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unreserved(_file: &File, _st: &libc::stat) -> bool {
+    false
 }
 
 /// Allocates the holes among the first `len` bytes of a region others may be using. Only the
@@ -1262,7 +1279,8 @@ fn data_extent(file: &File, at: u64, len: u64) -> Option<std::ops::Range<u64>> {
     }
     let fd = file.as_raw_fd();
     let offset = |x: u64| libc::off_t::try_from(x).unwrap_or(libc::off_t::MAX);
-    // SAFETY: a valid descriptor (see `has_holes` on its offset).
+    // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
+    // gives its own offset.
     let start = unsafe { libc::lseek(fd, offset(at), libc::SEEK_DATA) };
     if start < 0 {
         let only_holes = io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);

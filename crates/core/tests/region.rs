@@ -236,6 +236,29 @@ fn a_sparse_copy_is_reserved_when_opened_and_never_read_before() {
 }
 
 #[test]
+fn a_region_whose_file_grew_a_sparse_tail_is_reserved_whole_by_its_next_opener() {
+    let name = Scratch::new("tail");
+    drop(Region::open(&name.0, 4096, &OpenOptions::default()).unwrap());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name.0))
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len + (1 << 20)).unwrap();
+    // Reading would not touch the tail, but whether a hole lies inside the region is not known.
+    let err = numballoc_core::inspect::inspect(&name.0, None, 0).unwrap_err();
+    assert!(err.to_string().contains("not all reserved"), "{err}");
+    drop(Region::open_existing(&name.0, &OpenOptions::default()).unwrap());
+    assert!(allocated(&name.0) >= len + (1 << 20));
+    assert_eq!(
+        numballoc_core::inspect::inspect(&name.0, None, 0)
+            .unwrap()
+            .in_use,
+        0
+    );
+}
+
+#[test]
 fn an_object_whose_filesystem_cannot_seek_data_is_read_not_looped_over() {
     // procfs answers SEEK_DATA with EINVAL, and says its files are empty.
     let proc = std::path::Path::new("/proc/self");
