@@ -81,7 +81,7 @@ test('a number held as a Lease is not freed by number through its allocator, and
   const pool = await PortPool.open(scratchName(t, 'lease-same-ports'), { from: 42000, to: 42001 })
   t.after(() => pool.close())
   const port = await pool.acquire()
-  assert.throws(() => pool.release(port.value), { code: 'ERR_NOT_ALLOCATED', message: new RegExp(`port ${port.value}`) })
+  assert.throws(() => pool.release(port.value), { code: 'ERR_NOT_ALLOCATED', message: new RegExp(`port ${port.value} is held as a Lease`) })
   port.release()
   assert.equal(pool.count(), 0)
 })
@@ -98,6 +98,27 @@ test('what a closed handle took stays its own: no other handle of the thread giv
   a.close({ release: true })
   assert.equal(b.isAllocated(lease.value), true)
   assert.equal(b.tryAllocate(), null)
+})
+
+test('a number freed through another handle of the thread is nobody else there: a sibling that took it again can lease and release it', (t) => {
+  const name = scratchName(t, 'lease-freed-by-sibling')
+  for (const closeFirst of [false, true]) {
+    const a = ConcurrentBitmap.open(name, { capacity: 1 })
+    const b = ConcurrentBitmap.open(name, { capacity: 1 })
+    const n = a.allocate()
+    if (closeFirst) a.close() // without release: n stays held, until b frees it
+    b.free(n) // anyone may free any number
+    const lease = b.acquire()
+    assert.equal(lease.value, n)
+    lease.release()
+    assert.equal(b.count(), 0, `closed first: ${closeFirst}`)
+    b.allocate()
+    b.close({ release: true })
+    assert.equal(a.close({ release: true }), undefined)
+    const look = ConcurrentBitmap.open(name, { capacity: 1 })
+    assert.equal(look.count(), 0, `released by b, closed first: ${closeFirst}`)
+    look.close()
+  }
 })
 
 test('a release that fails leaves the lease unreleased, to be tried again', (t) => {

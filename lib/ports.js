@@ -4,7 +4,7 @@
 
 const net = require('node:net')
 const native = require('./native.js')
-const { ConcurrentBitmap, inspectShared, leaseOf } = require('./regions.js')
+const { ConcurrentBitmap, inspectShared, leaseOf, LEASED } = require('./regions.js')
 const { codedError, invalidType, outOfRange, checkInteger, checkString, checkOptions, brandCheck, constructOnly } = require('./checks.js')
 
 // A pool's region tag (FORMAT.md, offset 112): 'P' in the top byte, then the first and last port,
@@ -365,7 +365,10 @@ class PortPool {
   /** `cause` naming the port, not the pool's internal number for it, if it is ERR_NOT_ALLOCATED. */
   #named(cause, port) {
     if (cause.code !== 'ERR_NOT_ALLOCATED') return cause
-    const error = codedError(Error, 'ERR_NOT_ALLOCATED', `port ${port} is not held in pool '${this.#name}' (released twice?)`)
+    const why = cause[LEASED]
+      ? `port ${port} is held as a Lease of pool '${this.#name}': its release() gives it back`
+      : `port ${port} is not held in pool '${this.#name}' (released twice?)`
+    const error = codedError(Error, 'ERR_NOT_ALLOCATED', why)
     error.cause = cause
     return error
   }

@@ -230,8 +230,13 @@ function leaseGone(n) {
   return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is not held by this lease any more (freed another way, and given out again)`)
 }
 
+/** Marks the ERR_NOT_ALLOCATED of a plain free refused because its number is held as a Lease. */
+const LEASED = Symbol('numballoc leased')
+
 function leasedNotFreed(n) {
-  return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is held as a Lease of this allocator: its release() gives it back`)
+  const error = codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is held as a Lease of this allocator: its release() gives it back`)
+  error[LEASED] = true
+  return error
 }
 
 /**
@@ -302,7 +307,10 @@ class AllocatorBase {
       // The numbers first..first+count-1 were given to the allocator: a lease of one is stale.
       given(allocator, first, count = 1) {
         const leased = allocator.#leased
-        if (leased !== null) for (const n of leased.keys()) if (n >= first && n < first + count) leased.delete(n)
+        if (leased === null || leased.size === 0) return
+        // Whichever is shorter: the numbers, or the leases.
+        if (count <= leased.size) for (let n = first; n < first + count; n++) leased.delete(n)
+        else for (const n of leased.keys()) if (n >= first && n < first + count) leased.delete(n)
       },
       givenAll(allocator, numbers, count) {
         const leased = allocator.#leased
@@ -315,7 +323,12 @@ class AllocatorBase {
       },
       refuseRange(allocator, first, count) {
         const leased = allocator.#leased
-        if (leased !== null) for (const n of leased.keys()) if (n >= first && n < first + count) throw leasedNotFreed(n)
+        if (leased === null || leased.size === 0) return
+        if (count <= leased.size) {
+          for (let n = first; n < first + count; n++) if (leased.has(n)) throw leasedNotFreed(n)
+        } else {
+          for (const n of leased.keys()) if (n >= first && n < first + count) throw leasedNotFreed(n)
+        }
       },
     }
     adopt = (allocator) => {
@@ -642,5 +655,6 @@ module.exports = {
   MAX_QUEUE_CAPACITY,
   holderFd,
   leaseOf,
+  LEASED,
   checkPolicy,
 }

@@ -64,17 +64,16 @@ impl Held {
         self.update(n, true);
     }
 
+    /// Forgets `n`; whether it was held.
     #[inline]
-    pub fn remove(&self, n: u64) {
+    pub fn remove(&self, n: u64) -> bool {
+        let was = self.contains(n);
         self.update(n, false);
+        was
     }
 
     pub fn insert_run(&self, first: u64, count: u64) {
         (first..first + count).for_each(|n| self.insert(n));
-    }
-
-    pub fn remove_run(&self, first: u64, count: u64) {
-        (first..first + count).for_each(|n| self.remove(n));
     }
 
     /// Every number held, in order.

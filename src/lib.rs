@@ -524,6 +524,21 @@ fn register<A: Engine>(slot: Rc<Slot<A>>) {
     add_sibling(identity, &slot);
 }
 
+/// Tells the handles of the region `identity` on this thread that `n` was freed: none of them
+/// holds it any more, whoever took it.
+pub(crate) fn forget_in_siblings(identity: (u64, u64), n: u64) {
+    let siblings: Vec<Rc<dyn Took>> = SIBLINGS.with(|siblings| {
+        let siblings = siblings.borrow();
+        siblings
+            .get(&identity)
+            .into_iter()
+            .flatten()
+            .filter_map(std::rc::Weak::upgrade)
+            .collect()
+    });
+    siblings.iter().for_each(|sibling| sibling.forget(n));
+}
+
 /// Records `took` among the handles of the region `identity` on this thread (see [`Mine`]).
 fn add_sibling(identity: (u64, u64), took: &Rc<dyn Took>) {
     SIBLINGS.with(|siblings| {
@@ -596,7 +611,7 @@ pub fn bitmap_free_block(env: Env, bitmap_id: HandleId, first: f64, count: f64) 
     slot.live(&env)?
         .free_block(to_u64(first), to_u64(count))
         .map_err(|e| to_js(&env, e))?;
-    slot.held.remove_run(to_u64(first), to_u64(count));
+    (to_u64(first)..to_u64(first) + to_u64(count)).for_each(|n| slot.freed(n));
     Ok(())
 }
 
@@ -649,7 +664,7 @@ pub fn bitmap_free_many(
     slot.live(&env)?
         .free_many(&numbers)
         .map_err(|e| to_js(&env, e))?;
-    numbers.iter().for_each(|&n| slot.held.remove(n));
+    numbers.iter().for_each(|&n| slot.freed(n));
     Ok(())
 }
 
@@ -738,7 +753,13 @@ pub fn allocator_release(env: Env, allocator_id: HandleId, n: f64) -> Result<()>
     if slot.held().contains(number) && Mine::of(&slot).still_holds(number) {
         slot.free(&env, n)
     } else {
-        Err(to_js(&env, numballoc_core::Error::NotAllocated(number)))
+        Err(throw_js(
+            &env,
+            "ERR_NOT_ALLOCATED",
+            &format!("number {number} is not held by this allocator any more (freed, and perhaps taken by another handle or process)"),
+            ErrorClass::Error,
+            None,
+        ))
     }
 }
 

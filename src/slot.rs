@@ -94,8 +94,17 @@ impl<A: Engine> Slot<A> {
         }
         let n = n as u64;
         allocator.free(n).map_err(|e| to_js(env, e))?;
-        self.held.remove(n);
+        self.freed(n);
         Ok(())
+    }
+
+    /// After this handle freed `n`: nobody on this thread holds it any more, though a sibling
+    /// handle that took it still counts it as its own (see [`Took`]), unless told.
+    #[inline]
+    pub fn freed(&self, n: u64) {
+        if !self.held.remove(n) {
+            crate::forget_in_siblings(self.allocator.region().identity(), n);
+        }
     }
 }
 
@@ -104,30 +113,43 @@ impl<A: Engine> Slot<A> {
 /// record (the thread's) is the same.
 pub trait Took {
     fn took(&self, n: u64) -> bool;
+    /// `n` was freed (by another handle of the thread): it is not this handle's any more.
+    fn forget(&self, n: u64);
 }
 
 impl<A: Engine> Took for Slot<A> {
     fn took(&self, n: u64) -> bool {
         self.held.contains(n)
     }
+
+    fn forget(&self, n: u64) {
+        self.held.remove(n);
+    }
 }
 
 /// The numbers a closed handle took and did not give back. They stay held by this thread's
 /// holder, so they stay out of its other handles' reach as long as the handle's JS object lives
 /// (its id's [`crate::handles::Handle::Closed`] keeps them), though the allocator itself is gone.
-pub struct ClosedHoldings(Vec<u64>);
+pub struct ClosedHoldings(std::cell::RefCell<Vec<u64>>);
 
 impl ClosedHoldings {
     /// What `held` still holds, if anything.
     pub fn of(held: &crate::held::Held) -> Option<ClosedHoldings> {
         let numbers = held.numbers();
-        (!numbers.is_empty()).then_some(ClosedHoldings(numbers))
+        (!numbers.is_empty()).then_some(ClosedHoldings(std::cell::RefCell::new(numbers)))
     }
 }
 
 impl Took for ClosedHoldings {
     fn took(&self, n: u64) -> bool {
-        self.0.binary_search(&n).is_ok()
+        self.0.borrow().binary_search(&n).is_ok()
+    }
+
+    fn forget(&self, n: u64) {
+        let mut numbers = self.0.borrow_mut();
+        if let Ok(at) = numbers.binary_search(&n) {
+            numbers.remove(at);
+        }
     }
 }
 
