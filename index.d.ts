@@ -535,7 +535,8 @@ export declare class ConcurrentBitmap extends AllocatorBase {
   tryAllocateBlock(count: number, align?: number): number | null
   /**
    * Frees the `count` numbers from `first` (a block, or any run of allocated numbers).
-   * @throws `ERR_NOT_ALLOCATED`, naming the first that is not allocated (nothing changes);
+   * @throws `ERR_NOT_ALLOCATED`, naming the first that is not allocated, or that this allocator
+   *   holds as a `Lease` (nothing changes);
    *   `ERR_OUT_OF_RANGE`.
    */
   freeBlock(first: number, count: number): void
@@ -548,7 +549,8 @@ export declare class ConcurrentBitmap extends AllocatorBase {
   /**
    * Frees every number of `numbers` at once. Each must be in `[0, max)`, listed once and
    * allocated; otherwise nothing changes.
-   * @throws `ERR_NOT_ALLOCATED` (also for a number listed twice), `ERR_OUT_OF_RANGE`,
+   * @throws `ERR_NOT_ALLOCATED` (also for a number listed twice, or held as a `Lease` of this
+   *   allocator), `ERR_OUT_OF_RANGE`,
    *   `ERR_INVALID_ARG_TYPE`.
    */
   freeMany(numbers: ArrayLike<number>): void
@@ -1045,7 +1047,8 @@ export declare class PortPool {
   acquire(options?: GetPortOptions): Promise<Lease>
   /**
    * Gives a port back.
-   * @throws `ERR_NOT_ALLOCATED` if it is not held; `ERR_OUT_OF_RANGE` outside the pool.
+   * @throws `ERR_NOT_ALLOCATED` if it is not held, or is held as a `Lease` (from `acquire()`,
+   *   whose `release()` gives it back); `ERR_OUT_OF_RANGE` outside the pool.
    */
   release(port: number): void
   /** The process holding `port`, or `null`. */
