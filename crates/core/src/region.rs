@@ -1158,10 +1158,11 @@ pub(crate) fn map_initialised(
     let len = st.st_size as u64;
     // The magic bytes are read, not mapped, first: a read of a hole costs no storage, where the
     // first touch of a mapped hole on tmpfs takes a page, and on a full one dies of SIGBUS.
-    let mut head = [0u8; 8];
-    let known = len.min(8) as usize;
-    file.read_exact_at(&mut head[..known], 0)
+    let mut bytes = [0u8; HEADER_LEN];
+    let known = len.min(HEADER_LEN as u64) as usize;
+    file.read_exact_at(&mut bytes[..known], 0)
         .map_err(|e| Error::os("read", location.shown(), e))?;
+    let head = &bytes[..8.min(known)];
     if len < HEADER_LEN as u64 {
         // Too short to hold a header: unfinished if the magic bytes it has are zero, else foreign.
         return if head.iter().all(|&b| b == 0) {
@@ -1179,18 +1180,23 @@ pub(crate) fn map_initialised(
     if head != crate::header::MAGIC {
         return Err(incompatible(name, "no numballoc magic number at offset 0"));
     }
-    // Storage with holes (a sparse copy, or a file made to look like a region) would get its
-    // pages on first touch, reads included: reserve the holes now, as creation does, or do not
-    // read such a region at all.
-    if unreserved(file, &st) {
-        match access {
-            MapAccess::ReadWrite => fill_holes(file, len)
-                .map_err(|e| Error::os("fallocate", location.shown(), e))?,
-            MapAccess::ReadOnly => {
-                return Err(incompatible(
-                    name,
-                    "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
-                ))
+    // Storage with holes in the region (a sparse copy, or a file made to look like a region)
+    // would get its pages on first touch, reads included: reserve them now, as creation does, or
+    // do not read such a region at all. Judged from the header as read here; one that does not
+    // parse (torn by a creator on a weakly ordered machine, or foreign) is left to the checks
+    // below, which read only its first page.
+    if let Ok(header) = Header::parse(&bytes) {
+        let region_len = header.region_len();
+        if region_len <= len && unreserved(file, &st, region_len) {
+            match access {
+                MapAccess::ReadWrite => fill_holes(file, region_len)
+                    .map_err(|e| Error::os("fallocate", location.shown(), e))?,
+                MapAccess::ReadOnly => {
+                    return Err(incompatible(
+                        name,
+                        "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
+                    ))
+                }
             }
         }
     }
@@ -1222,12 +1228,12 @@ pub(crate) fn map_initialised(
     Ok(Some((map, header)))
 }
 
-/// Whether `file` lives on tmpfs (where `/dev/shm` is) with storage not all allocated. There a
-/// read of a mapped hole allocates a page, so a full filesystem makes reading it a `SIGBUS`.
-/// Elsewhere a read of a hole maps zeros and allocates nothing, and filesystems that compress
-/// count fewer blocks than they hold: nothing is judged there.
+/// Whether `file` lives on tmpfs (where `/dev/shm` is) and may have holes in its first `len`
+/// bytes. There a read of a mapped hole allocates a page, so on a full filesystem reading it is
+/// a `SIGBUS`. Elsewhere a read of a hole maps zeros and allocates nothing (and filesystems that
+/// compress count fewer blocks than they hold): nothing is judged there.
 #[cfg(target_os = "linux")]
-fn unreserved(file: &File, st: &libc::stat) -> bool {
+fn unreserved(file: &File, st: &libc::stat, len: u64) -> bool {
     // As `linux/magic.h` has it.
     const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
     // SAFETY: a valid descriptor and a zeroed out-parameter.
@@ -1235,13 +1241,22 @@ fn unreserved(file: &File, st: &libc::stat) -> bool {
         let mut fs: libc::statfs = std::mem::zeroed();
         libc::fstatfs(file.as_raw_fd(), &mut fs) == 0 && fs.f_type as libc::c_long == TMPFS_MAGIC
     };
-    // tmpfs counts every page it has allocated, reserved or written, and a whole file's worth
-    // means no hole (data past a region cannot make up for a hole inside it).
-    tmpfs && (st.st_blocks as u64).saturating_mul(512) < st.st_size as u64
+    // tmpfs counts every page it has allocated, reserved or written: blocks for the whole file
+    // leave no hole anywhere.
+    if !tmpfs || (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64 {
+        return false;
+    }
+    // Else the region's part decides. SEEK_HOLE never misses a hole, though it also counts
+    // pages reserved and never written (so a region whose file grew past it may be judged
+    // unreserved: a reader is refused, an opener's reservation changes nothing).
+    // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
+    // gives its own offset.
+    let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    hole < 0 || (hole as u64) < len
 }
 
 #[cfg(not(target_os = "linux"))]
-fn unreserved(_file: &File, _st: &libc::stat) -> bool {
+fn unreserved(_file: &File, _st: &libc::stat, _len: u64) -> bool {
     false
 }
 

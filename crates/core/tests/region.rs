@@ -236,7 +236,7 @@ fn a_sparse_copy_is_reserved_when_opened_and_never_read_before() {
 }
 
 #[test]
-fn a_region_whose_file_grew_a_sparse_tail_is_reserved_whole_by_its_next_opener() {
+fn a_region_whose_file_grew_a_sparse_tail_opens_without_reserving_the_tail_then_reads() {
     let name = Scratch::new("tail");
     drop(Region::open(&name.0, 4096, &OpenOptions::default()).unwrap());
     let file = std::fs::OpenOptions::new()
@@ -244,17 +244,38 @@ fn a_region_whose_file_grew_a_sparse_tail_is_reserved_whole_by_its_next_opener()
         .open(shm_path(&name.0))
         .unwrap();
     let len = file.metadata().unwrap().len();
-    file.set_len(len + (1 << 20)).unwrap();
-    // Reading would not touch the tail, but whether a hole lies inside the region is not known.
+    // Far more than /dev/shm holds: reserving it would be ENOSPC for every opener.
+    file.set_len(len + (1 << 36)).unwrap();
+    // A reader cannot tell reserved pages never written from holes once the blocks fall short
+    // of the file: it refuses, and says what to do.
     let err = numballoc_core::inspect::inspect(&name.0, None, 0).unwrap_err();
-    assert!(err.to_string().contains("not all reserved"), "{err}");
-    drop(Region::open_existing(&name.0, &OpenOptions::default()).unwrap());
-    assert!(allocated(&name.0) >= len + (1 << 20));
-    assert_eq!(
-        numballoc_core::inspect::inspect(&name.0, None, 0)
-            .unwrap()
-            .in_use,
-        0
+    assert!(
+        err.to_string().contains("opening it for use reserves it"),
+        "{err}"
+    );
+    let region = Arc::new(Region::open_existing(&name.0, &OpenOptions::default()).unwrap());
+    assert!(
+        allocated(&name.0) < len + (1 << 20),
+        "the tail was not reserved"
+    );
+    let bitmap = ConcurrentBitmap::new(region, 0);
+    bitmap.free(bitmap.allocate().unwrap()).unwrap();
+    let report = numballoc_core::inspect::inspect(&name.0, None, 0);
+    assert_eq!(report.map(|r| r.in_use).map_err(|e| e.to_string()), Ok(0));
+}
+
+#[test]
+fn a_sparse_file_with_the_magic_and_no_header_is_refused_before_anything_is_reserved() {
+    let name = Scratch::new("magic-only");
+    let file = std::fs::File::create(shm_path(&name.0)).unwrap();
+    file.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"NUMBALOC", 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xee; 184], 8).unwrap();
+    let err = Region::open_existing(&name.0, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
+    assert!(
+        allocated(&name.0) < 1 << 20,
+        "reserved before it was known to be a region"
     );
 }
 
