@@ -49,6 +49,9 @@ export declare function allocatorReclaim(allocatorId: HandleId): number
  */
 export declare function allocatorRelease(allocatorId: HandleId, n: number): void
 
+/** Whether this handle still holds `n`, which it took (see [`Mine`]): a lease of it is live. */
+export declare function allocatorStillHolds(allocatorId: HandleId, n: number): boolean
+
 /** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */
 export declare function bitmapAllocateBlock(bitmapId: HandleId, count: number, align: number): number
 

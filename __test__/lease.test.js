@@ -121,6 +121,46 @@ test('a number freed through another handle of the thread is nobody else there: 
   }
 })
 
+test('a lease gone stale (its number freed through another handle and taken again there) no longer blocks a plain free', (t) => {
+  const name = scratchName(t, 'lease-stale')
+  const a = ConcurrentBitmap.open(name, { capacity: 1 })
+  const b = ConcurrentBitmap.open(name, { capacity: 1 })
+  t.after(() => (a.close(), b.close()))
+  const lease = a.acquire()
+  b.free(lease.value)
+  assert.equal(b.allocate(), lease.value)
+  a.free(lease.value) // anyone may free any number: not refused for a lease that is not live
+  assert.equal(b.count(), 0)
+  assert.throws(() => lease.release(), { code: 'ERR_NOT_ALLOCATED', message: /not held by this lease/ })
+})
+
+test("what a closed handle left of a region goes with the region's last open handle: a new region on its inode starts clean", (t) => {
+  const { loadShared, destroyShared } = require('..')
+  // A directory on a disk filesystem, which gives a removed file's inode to the next one (tmpfs
+  // does not): the sibling lists are kept by device and inode.
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'numballoc-inode-'))
+  t.after(() => fs.rmSync(directory, { recursive: true, force: true }))
+  const options = { directory, holders: false }
+  const first = loadShared('first', 8, options)
+  const a = new ConcurrentBitmap(first, 1)
+  a.allocate()
+  a.close() // without release: what it took stays noted while its object lives
+  const inode = fs.statSync(path.join(directory, 'first')).ino
+  first.close()
+  destroyShared('first', options)
+  const second = loadShared('second', 8, options)
+  t.after(() => second.close())
+  if (fs.statSync(path.join(directory, 'second')).ino !== inode) t.diagnostic('the inode was not reused here')
+  const b = new ConcurrentBitmap(second, 1)
+  const lease = b.acquire()
+  lease.release()
+  assert.equal(b.count(), 0)
+  b.allocate()
+  b.close({ release: true })
+  assert.equal(new ConcurrentBitmap(second, 1).count(), 0)
+  assert.ok(a) // kept alive to here
+})
+
 test('a release that fails leaves the lease unreleased, to be tried again', (t) => {
   const name = scratchName(t, 'lease-closed')
   const bitmap = ConcurrentBitmap.open(name, { capacity: 4 })

@@ -230,6 +230,12 @@ function leaseGone(n) {
   return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is not held by this lease any more (freed another way, and given out again)`)
 }
 
+/** Throws if `allocator` holds `n`, which it has leased, for its lease; else forgets the stale lease. */
+function refuseIfLive(allocator, n) {
+  if (native.allocatorStillHolds(allocatorHandle(allocator), n)) throw leasedNotFreed(n)
+  leases.forgetStale(allocator, n)
+}
+
 /** Marks the ERR_NOT_ALLOCATED of a plain free refused because its number is held as a Lease. */
 const LEASED = Symbol('numballoc leased')
 
@@ -316,19 +322,24 @@ class AllocatorBase {
         const leased = allocator.#leased
         if (leased !== null && leased.size > 0) for (let i = 0; i < count; i++) leased.delete(numbers[i])
       },
-      // A plain free of a number held as a Lease: refused, nothing freed.
+      // A plain free of a number held as a Lease: refused, nothing freed. A lease whose number
+      // the allocator no longer holds (freed through another handle, taken by another) is
+      // stale: forgotten, and the free goes on.
       refuse(allocator, numbers, count) {
         const leased = allocator.#leased
-        if (leased !== null && leased.size > 0) for (let i = 0; i < count; i++) if (leased.has(numbers[i])) throw leasedNotFreed(numbers[i])
+        if (leased !== null && leased.size > 0) for (let i = 0; i < count; i++) if (leased.has(numbers[i])) refuseIfLive(allocator, numbers[i])
       },
       refuseRange(allocator, first, count) {
         const leased = allocator.#leased
         if (leased === null || leased.size === 0) return
         if (count <= leased.size) {
-          for (let n = first; n < first + count; n++) if (leased.has(n)) throw leasedNotFreed(n)
+          for (let n = first; n < first + count; n++) if (leased.has(n)) refuseIfLive(allocator, n)
         } else {
-          for (const n of leased.keys()) if (n >= first && n < first + count) throw leasedNotFreed(n)
+          for (const n of [...leased.keys()]) if (n >= first && n < first + count) refuseIfLive(allocator, n)
         }
+      },
+      forgetStale(allocator, n) {
+        allocator.#leased.delete(n)
       },
     }
     adopt = (allocator) => {
@@ -385,7 +396,7 @@ class AllocatorBase {
   free(n) {
     ownAllocator(this)
     checkInteger('n', n, 0, this.#max - 1)
-    if (this.#leased !== null && this.#leased.has(n)) throw leasedNotFreed(n)
+    if (this.#leased !== null && this.#leased.has(n)) refuseIfLive(this, n)
     if (this.#boundAllocate !== null) {
       this.#boundIo[0] = n
       this.#boundFree()

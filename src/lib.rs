@@ -521,6 +521,7 @@ pub fn queue_waiting(env: Env, queue_id: HandleId, limit: f64) -> Result<Vec<f64
 fn register<A: Engine>(slot: Rc<Slot<A>>) {
     let identity = slot.allocator.region().identity();
     let slot: Rc<dyn Took> = slot;
+    prune_siblings();
     add_sibling(identity, &slot);
 }
 
@@ -542,15 +543,24 @@ pub(crate) fn forget_in_siblings(identity: (u64, u64), n: u64) {
 /// Records `took` among the handles of the region `identity` on this thread (see [`Mine`]).
 fn add_sibling(identity: (u64, u64), took: &Rc<dyn Took>) {
     SIBLINGS.with(|siblings| {
-        let mut siblings = siblings.borrow_mut();
-        siblings.retain(|_, list| {
-            list.retain(|weak| weak.strong_count() > 0);
-            !list.is_empty()
-        });
         siblings
+            .borrow_mut()
             .entry(identity)
             .or_default()
             .push(Rc::downgrade(took));
+    });
+}
+
+/// Forgets the handles that are gone, and what closed ones left of a region with no open handle
+/// on this thread any more: it protected only the open ones, and the region may be gone since,
+/// its inode given to a new one.
+fn prune_siblings() {
+    SIBLINGS.with(|siblings| {
+        siblings.borrow_mut().retain(|_, list| {
+            list.retain(|weak| weak.strong_count() > 0);
+            list.iter()
+                .any(|weak| weak.upgrade().is_some_and(|took| took.open()))
+        });
     });
 }
 
@@ -742,6 +752,14 @@ impl<'a> Mine<'a> {
     }
 }
 
+/// Whether this handle still holds `n`, which it took (see [`Mine`]): a lease of it is live.
+#[napi]
+pub fn allocator_still_holds(env: Env, allocator_id: HandleId, n: f64) -> Result<bool> {
+    let slot = allocator(&env, allocator_id)?;
+    let number = to_u64(n);
+    Ok(slot.held().contains(number) && Mine::of(&slot).still_holds(number))
+}
+
 /// Gives back a number a `Lease` of this handle holds: `ERR_NOT_ALLOCATED` if the handle no
 /// longer holds it (freed through another handle, and perhaps handed to someone else since),
 /// so that a lease never frees a number that is not its own.
@@ -796,6 +814,7 @@ pub fn allocator_close(
     }
     drop(slot);
     handles::close(allocator_id, holdings);
+    prune_siblings();
     if close_region {
         memory.close();
     }
@@ -808,6 +827,7 @@ pub fn allocator_close(
 #[napi]
 pub fn release_handle(id: HandleId) {
     handles::remove(id);
+    prune_siblings();
     release_unused_slots();
 }
 

@@ -115,6 +115,10 @@ pub trait Took {
     fn took(&self, n: u64) -> bool;
     /// `n` was freed (by another handle of the thread): it is not this handle's any more.
     fn forget(&self, n: u64);
+    /// Whether this is an open handle (else what a closed one left).
+    fn open(&self) -> bool {
+        true
+    }
 }
 
 impl<A: Engine> Took for Slot<A> {
@@ -130,26 +134,28 @@ impl<A: Engine> Took for Slot<A> {
 /// The numbers a closed handle took and did not give back. They stay held by this thread's
 /// holder, so they stay out of its other handles' reach as long as the handle's JS object lives
 /// (its id's [`crate::handles::Handle::Closed`] keeps them), though the allocator itself is gone.
-pub struct ClosedHoldings(std::cell::RefCell<Vec<u64>>);
+pub struct ClosedHoldings(std::cell::RefCell<std::collections::BTreeSet<u64>>);
 
 impl ClosedHoldings {
     /// What `held` still holds, if anything.
     pub fn of(held: &crate::held::Held) -> Option<ClosedHoldings> {
         let numbers = held.numbers();
-        (!numbers.is_empty()).then_some(ClosedHoldings(std::cell::RefCell::new(numbers)))
+        (!numbers.is_empty())
+            .then(|| ClosedHoldings(std::cell::RefCell::new(numbers.into_iter().collect())))
     }
 }
 
 impl Took for ClosedHoldings {
     fn took(&self, n: u64) -> bool {
-        self.0.borrow().binary_search(&n).is_ok()
+        self.0.borrow().contains(&n)
     }
 
     fn forget(&self, n: u64) {
-        let mut numbers = self.0.borrow_mut();
-        if let Ok(at) = numbers.binary_search(&n) {
-            numbers.remove(at);
-        }
+        self.0.borrow_mut().remove(&n);
+    }
+
+    fn open(&self) -> bool {
+        false
     }
 }
 

@@ -231,15 +231,26 @@ pub(crate) struct Mapping {
     header: Header,
     layout: Layout,
     file: File,
+    /// The file's `(device, inode)`, read once: callers ask on every free of a number their
+    /// handle did not take.
+    identity: (u64, u64),
 }
 
 impl Mapping {
     pub(crate) fn new(map: MmapRaw, header: Header, file: File) -> Mapping {
+        // SAFETY: a valid descriptor and a zeroed out-parameter of the right type; fstat of an
+        // open descriptor cannot fail but on a bad descriptor, which this is not.
+        let identity = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(file.as_raw_fd(), &mut st);
+            (st.st_dev as u64, st.st_ino as u64)
+        };
         Mapping {
             map,
             header,
             layout: header.layout(),
             file,
+            identity,
         }
     }
 
@@ -763,13 +774,7 @@ impl Region {
     /// The region file's identity, `(device, inode)`: the same for every `Region` of one region
     /// in one process (and never the same for two regions that exist at once).
     pub fn identity(&self) -> (u64, u64) {
-        // SAFETY: a valid descriptor and a zeroed out-parameter of the right type; fstat of an
-        // open descriptor cannot fail but on a bad descriptor, which this is not.
-        unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            libc::fstat(self.mapping.file.as_raw_fd(), &mut st);
-            (st.st_dev as u64, st.st_ino as u64)
-        }
+        self.mapping.identity
     }
 
     fn new(map: MmapRaw, file: File, name: &str, header: Header) -> Region {
