@@ -378,7 +378,10 @@ export interface CloseOptions {
    * First give back every number this allocator took and still holds (default `false`). In a
    * region without holder records "still holds" means "still allocated": a number another
    * process freed and took again since is freed too, so there use `release` only where nobody
-   * frees numbers they did not take.
+   * frees numbers they did not take. Several allocators of one region on one thread tell their
+   * numbers apart by what each took: one freed from another thread or process and then taken
+   * by a sibling counts as the first taker's too, and neither gives it back here (the thread's
+   * end does, with holder records).
    */
   release?: boolean
 }
