@@ -1136,6 +1136,11 @@ fn attach(file: &File, location: &Location, name: &str, expect: &Expect) -> Resu
             requested,
         });
     }
+    // The region asked for: reserve its holes, if any, before anything touches them.
+    if unreserved(file, &fstat(file, location)?, header.region_len()) {
+        fill_holes(file, header.region_len())
+            .map_err(|e| Error::os("fallocate", location.shown(), e))?;
+    }
     let file = file
         .try_clone()
         .map_err(|e| Error::os("dup", location.shown(), e))?;
@@ -1186,22 +1191,19 @@ pub(crate) fn map_initialised(
         return Err(incompatible(name, "no numballoc magic number at offset 0"));
     }
     // Storage with holes in the region (a sparse copy, or a file made to look like a region)
-    // would get its pages on first touch, reads included: reserve them now, as creation does, or
-    // do not read such a region at all. Judged from the header as read here; one that does not
-    // parse (torn by a creator on a weakly ordered machine, or foreign) is left to the checks
-    // below, which read only its first page.
-    if let Ok(header) = Header::parse(&bytes) {
-        let region_len = header.region_len();
-        if region_len <= len && unreserved(file, &st, region_len) {
-            match access {
-                MapAccess::ReadWrite => fill_holes(file, region_len)
-                    .map_err(|e| Error::os("fallocate", location.shown(), e))?,
-                MapAccess::ReadOnly => {
-                    return Err(incompatible(
-                        name,
-                        "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
-                    ))
-                }
+    // would get its pages on first touch, reads included. A reader does not read such a region
+    // at all; an opener reserves the holes once it knows the region is the one it asked for
+    // (`attach`), before anything but the header's page is touched. Judged from the header as
+    // read here; one that does not parse (torn by a creator on a weakly ordered machine, or
+    // foreign) is left to the checks below, which read only its first page.
+    if access == MapAccess::ReadOnly {
+        if let Ok(header) = Header::parse(&bytes) {
+            let region_len = header.region_len();
+            if region_len <= len && unreserved(file, &st, region_len) {
+                return Err(incompatible(
+                    name,
+                    "its storage is not all reserved (a sparse copy?), and reading it could fill the filesystem; opening it for use reserves it",
+                ));
             }
         }
     }
@@ -1251,9 +1253,11 @@ fn unreserved(file: &File, st: &libc::stat, len: u64) -> bool {
     if !tmpfs || (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64 {
         return false;
     }
-    // Else the region's part decides. SEEK_HOLE never misses a hole, though it also counts
-    // pages reserved and never written (so a region whose file grew past it may be judged
-    // unreserved: a reader is refused, an opener's reservation changes nothing).
+    // Else the region's part decides. SEEK_HOLE never misses a hole, though it may count pages
+    // reserved and never written (so a reader of a region whose file grew past it may be
+    // refused until an opener reserves the region again). Blocks allocated past the end of the
+    // file (`fallocate --keep-size`) also pass the test above: such a planted file can still
+    // make a reader on a full tmpfs die of SIGBUS.
     // SAFETY: a valid descriptor. Moving its offset is harmless: every read and write here
     // gives its own offset.
     let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };

@@ -214,6 +214,10 @@ fn a_sparse_copy_is_reserved_when_opened_and_never_read_before() {
     assert_eq!(err.code(), "ERR_INCOMPATIBLE_REGION", "{err}");
     assert!(err.to_string().contains("not all reserved"), "{err}");
     assert!(allocated(&copy.0) < len / 2);
+    // An opener that asked for another region is told so, and reserves nothing.
+    let err = Region::open(&copy.0, 1 << 19, &OpenOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "ERR_SIZE_MISMATCH", "{err}");
+    assert!(allocated(&copy.0) < len / 2);
     // Opening it for use reserves the holes, as creating it did; then it reads as the original.
     let region = Arc::new(Region::open_existing(&copy.0, &OpenOptions::default()).unwrap());
     assert!(allocated(&copy.0) >= len);
