@@ -528,7 +528,15 @@ fn register<A: Engine>(slot: Rc<Slot<A>>) {
 /// Tells the handles of the region `identity` on this thread that `n` was freed: none of them
 /// holds it any more, whoever took it.
 pub(crate) fn forget_in_siblings(identity: (u64, u64), n: u64) {
-    let siblings: Vec<Rc<dyn Took>> = SIBLINGS.with(|siblings| {
+    siblings_of(identity)
+        .iter()
+        .for_each(|sibling| sibling.forget(n));
+}
+
+/// The handles of the region `identity` on this thread that are still there, open or closed;
+/// copied out of the list, so that using them never meets its borrow.
+fn siblings_of(identity: (u64, u64)) -> Vec<Rc<dyn Took>> {
+    SIBLINGS.with(|siblings| {
         let siblings = siblings.borrow();
         siblings
             .get(&identity)
@@ -536,8 +544,7 @@ pub(crate) fn forget_in_siblings(identity: (u64, u64), n: u64) {
             .flatten()
             .filter_map(std::rc::Weak::upgrade)
             .collect()
-    });
-    siblings.iter().for_each(|sibling| sibling.forget(n));
+    })
 }
 
 /// Records `took` among the handles of the region `identity` on this thread (see [`Mine`]).
@@ -724,17 +731,8 @@ struct Mine<'a> {
 
 impl<'a> Mine<'a> {
     fn of(slot: &'a Rc<dyn AnySlot>) -> Mine<'a> {
-        let identity = slot.allocator().region().identity();
-        let others = SIBLINGS.with(|siblings| {
-            let siblings = siblings.borrow();
-            siblings
-                .get(&identity)
-                .into_iter()
-                .flatten()
-                .filter_map(std::rc::Weak::upgrade)
-                .filter(|other| !std::ptr::addr_eq(Rc::as_ptr(other), Rc::as_ptr(slot)))
-                .collect()
-        });
+        let mut others = siblings_of(slot.allocator().region().identity());
+        others.retain(|other| !std::ptr::addr_eq(Rc::as_ptr(other), Rc::as_ptr(slot)));
         Mine { slot, others }
     }
 
