@@ -230,6 +230,18 @@ function leaseGone(n) {
   return codedError(Error, 'ERR_NOT_ALLOCATED', `number ${n} is not held by this lease any more (freed another way, and given out again)`)
 }
 
+/**
+ * The numbers of `leased` among `first..first+count-1`, in a new array (so that the caller may
+ * change `leased`): whichever is shorter is walked, the range or the leases.
+ */
+function leasedIn(leased, first, count) {
+  if (leased.size === 0) return []
+  if (count > leased.size) return [...leased.keys()].filter((n) => n >= first && n < first + count)
+  const found = []
+  for (let n = first; n < first + count; n++) if (leased.has(n)) found.push(n)
+  return found
+}
+
 /** Throws if `allocator` holds `n`, which it has leased, for its lease; else forgets the stale lease. */
 function refuseIfLive(allocator, n) {
   if (native.allocatorStillHolds(allocatorHandle(allocator), n)) throw leasedNotFreed(n)
@@ -313,10 +325,7 @@ class AllocatorBase {
       // The numbers first..first+count-1 were given to the allocator: a lease of one is stale.
       given(allocator, first, count = 1) {
         const leased = allocator.#leased
-        if (leased === null || leased.size === 0) return
-        // Whichever is shorter: the numbers, or the leases.
-        if (count <= leased.size) for (let n = first; n < first + count; n++) leased.delete(n)
-        else for (const n of leased.keys()) if (n >= first && n < first + count) leased.delete(n)
+        if (leased !== null) for (const n of leasedIn(leased, first, count)) leased.delete(n)
       },
       givenAll(allocator, numbers, count) {
         const leased = allocator.#leased
@@ -331,12 +340,7 @@ class AllocatorBase {
       },
       refuseRange(allocator, first, count) {
         const leased = allocator.#leased
-        if (leased === null || leased.size === 0) return
-        if (count <= leased.size) {
-          for (let n = first; n < first + count; n++) if (leased.has(n)) refuseIfLive(allocator, n)
-        } else {
-          for (const n of [...leased.keys()]) if (n >= first && n < first + count) refuseIfLive(allocator, n)
-        }
+        if (leased !== null) for (const n of leasedIn(leased, first, count)) refuseIfLive(allocator, n)
       },
       forgetStale(allocator, n) {
         allocator.#leased.delete(n)

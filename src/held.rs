@@ -67,9 +67,12 @@ impl Held {
     /// Forgets `n`; whether it was held.
     #[inline]
     pub fn remove(&self, n: u64) -> bool {
-        let was = self.contains(n);
-        self.update(n, false);
-        was
+        self.words.get((n / 64) as usize).is_some_and(|word| {
+            let bit = 1u64 << (n % 64);
+            let was = word.get();
+            word.set(was & !bit);
+            was & bit != 0
+        })
     }
 
     pub fn insert_run(&self, first: u64, count: u64) {
@@ -87,10 +90,8 @@ impl Held {
 
     /// Every number held, and forgets them.
     pub fn take_all(&self) -> Vec<u64> {
-        let mut numbers = Vec::new();
-        for (w, word) in self.words.iter().enumerate() {
-            numbers.extend(ones(word.replace(0)).map(|bit| w as u64 * 64 + bit as u64));
-        }
+        let numbers = self.numbers();
+        self.words.iter().for_each(|word| word.set(0));
         numbers
     }
 }

@@ -750,12 +750,15 @@ impl<'a> Mine<'a> {
     }
 }
 
-/// Whether this handle still holds `n`, which it took (see [`Mine`]): a lease of it is live.
+/// Whether the handle took `n` and still holds it (see [`Mine`]): a lease of it is live.
+fn still_taken(slot: &Rc<dyn AnySlot>, n: u64) -> bool {
+    slot.held().contains(n) && Mine::of(slot).still_holds(n)
+}
+
+/// [`still_taken`], for lib/regions.js: whether a plain free of a leased number is refused.
 #[napi]
 pub fn allocator_still_holds(env: Env, allocator_id: HandleId, n: f64) -> Result<bool> {
-    let slot = allocator(&env, allocator_id)?;
-    let number = to_u64(n);
-    Ok(slot.held().contains(number) && Mine::of(&slot).still_holds(number))
+    Ok(still_taken(&allocator(&env, allocator_id)?, to_u64(n)))
 }
 
 /// Gives back a number a `Lease` of this handle holds: `ERR_NOT_ALLOCATED` if the handle no
@@ -766,7 +769,7 @@ pub fn allocator_release(env: Env, allocator_id: HandleId, n: f64) -> Result<()>
     let slot = allocator(&env, allocator_id)?;
     slot.live_allocator(&env)?;
     let number = to_u64(n);
-    if slot.held().contains(number) && Mine::of(&slot).still_holds(number) {
+    if still_taken(&slot, number) {
         slot.free(&env, n)
     } else {
         Err(throw_js(
