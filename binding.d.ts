@@ -49,7 +49,10 @@ export declare function allocatorReclaim(allocatorId: HandleId): number
  */
 export declare function allocatorRelease(allocatorId: HandleId, n: number): void
 
-/** Whether this handle still holds `n`, which it took (see [`Mine`]): a lease of it is live. */
+/**
+ * Whether the handle took `n` and still holds it: while it does, a lease of `n` is live, and
+ * lib/regions.js refuses a plain free of it.
+ */
 export declare function allocatorStillHolds(allocatorId: HandleId, n: number): boolean
 
 /** `count` consecutive numbers from a multiple of `align`, all or nothing; the first, or -1. */

@@ -755,7 +755,8 @@ fn still_taken(slot: &Rc<dyn AnySlot>, n: u64) -> bool {
     slot.held().contains(n) && Mine::of(slot).still_holds(n)
 }
 
-/// [`still_taken`], for lib/regions.js: whether a plain free of a leased number is refused.
+/// Whether the handle took `n` and still holds it: while it does, a lease of `n` is live, and
+/// lib/regions.js refuses a plain free of it.
 #[napi]
 pub fn allocator_still_holds(env: Env, allocator_id: HandleId, n: f64) -> Result<bool> {
     Ok(still_taken(&allocator(&env, allocator_id)?, to_u64(n)))
