@@ -8,7 +8,7 @@ pub const MAGIC: [u8; 8] = *b"NUMBALOC";
 /// [`MAGIC`] read as the little-endian `u64` that is stored and loaded atomically.
 pub const MAGIC_WORD: u64 = u64::from_le_bytes(MAGIC);
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// The header's length in bytes: three cache lines, so the bitmap starts on a line of its own.
 pub const HEADER_LEN: usize = 192;
 /// Offset of the application tag: what the numbers stand for, written at creation and compared
@@ -103,8 +103,8 @@ pub struct Section {
 /// The sections of a queue region, in file order (see [`crate::queue`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSections {
-    /// The head counter and the settled count, then the tail counter a cache line later
-    /// (dequeuers and enqueuers write different lines).
+    /// The head counter, the settled count and the passed count, then the tail counter a cache
+    /// line later (dequeuers and enqueuers write different lines).
     pub control: Section,
     /// A state word per number.
     pub states: Section,
@@ -133,7 +133,8 @@ impl Layout {
 
 /// The largest queue capacity (see [`crate::queue::MAX_CAPACITY`]).
 pub const MAX_QUEUE_CAPACITY: u64 = crate::queue::MAX_CAPACITY;
-/// Bytes of a queue's control section: head (with the settled count) and tail, a cache line each.
+/// Bytes of a queue's control section: head (with the settled and passed counts) and tail, a
+/// cache line each.
 const CONTROL_LEN: u64 = 2 * SECTION_ALIGN;
 
 /// The sections of a bitmap region, in file order.

@@ -356,7 +356,7 @@ impl Mapping {
             panic!("a {} region has no queue", self.header.kind.name());
         };
         // SAFETY: the control section is two cache lines, each starting with a 64-bit counter
-        // (the head's line has the settled count next); the states and the ring are sections of
+        // (the head's line has the settled and passed counts next); the states and the ring are sections of
         // 64-bit words.
         unsafe {
             let control: &[AtomicU64] = self.section(s.control);
@@ -364,6 +364,7 @@ impl Mapping {
                 head: &control[0],
                 tail: &control[8],
                 settled: &control[1],
+                passed: &control[2],
                 states: self.section(s.states),
                 ring: self.section(s.ring),
             })

@@ -63,6 +63,7 @@ impl Memory {
 pub struct QueueMemory {
     pub head: AtomicU64,
     pub tail: AtomicU64,
+    pub passed: AtomicU64,
     pub settled: AtomicU64,
     pub states: Vec<AtomicU64>,
     pub ring: Vec<AtomicU64>,
@@ -76,6 +77,7 @@ impl QueueMemory {
         QueueMemory {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             states: zeroed(capacity),
             ring: zeroed(Queue::ring_len(capacity as u64)),
@@ -92,6 +94,7 @@ impl QueueMemory {
         Queue::new(QueueParts {
             head: &self.head,
             tail: &self.tail,
+            passed: &self.passed,
             settled: &self.settled,
             states: &self.states,
             ring: &self.ring,

@@ -491,20 +491,37 @@ fn queue_a_free_racing_an_allocate_on_an_empty_queue() {
 }
 
 /// The states a participant that stopped forever can leave behind, each step of its operation:
-/// a dequeuer after taking its position (number 0 stays queued behind the head, its slot still
-/// showing it); an enqueuer after its ticket (a hole; its number stays held by it, for a sweep:
-/// not modelled here); an enqueuer after queuing its number, before writing the slot. Two live
-/// threads then take and give back numbers: they never share one, and every number but the
-/// stopped holder's comes back.
+/// number 0 queued behind the head, which counted its position passed (as when its enqueuer
+/// stopped before its slot and a dequeuer passed the position); an enqueuer after its ticket (a
+/// hole; its number stays held by it, for a sweep: not modelled here); an enqueuer after
+/// queuing its number, before writing the slot; a dequeuer that claimed 0 from the ring and
+/// stopped before moving the head (0 stays held by it, for a sweep); a dequeuer that counted
+/// position 0 passed and stopped before moving the head over it. Two live threads then take and
+/// give back numbers: they never share one, and every number but the stopped holder's comes
+/// back.
 #[test]
 fn queue_a_stopped_participant_strands_no_number() {
-    for stop in 0..3 {
+    for stop in 0..5 {
         model(move || {
             let memory = Arc::new(QueueMemory::new(3));
             let queue = memory.queue();
             let held_by_dead = match stop {
                 0 => {
-                    memory.head.fetch_add(1, Ordering::AcqRel);
+                    pass_a_position(&memory);
+                    None
+                }
+                3 => {
+                    let claimed = memory.states[0].compare_exchange(
+                        0,
+                        1 << 63 | 7,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    assert!(claimed.is_ok());
+                    Some(0)
+                }
+                4 => {
+                    memory.passed.fetch_add(1, Ordering::AcqRel);
                     None
                 }
                 1 => {
@@ -523,16 +540,28 @@ fn queue_a_stopped_participant_strands_no_number() {
                 got.iter().all(Option::is_some),
                 "numbers were free for both: {got:?}"
             );
+            // The live threads may both pass a position and race to move the head over it: the
+            // count stays at or below the truth (short, or wrapped below zero, after a stop).
+            let (count, held) = settled_and_held(&memory);
+            assert!(
+                count <= held || count > u64::MAX / 2,
+                "stop {stop}: {count} > {held}"
+            );
             let expected: Vec<u64> = (0..3).filter(|&n| Some(n) != held_by_dead).collect();
             memory.assert_all_come_back(&expected);
+            let (count, held) = settled_and_held(&memory);
+            assert!(
+                count <= held || count > u64::MAX / 2,
+                "stop {stop}: {count} > {held}"
+            );
         });
     }
 }
 
-/// Two participants stopped for good: a dequeuer that took position 1 (number 1 stays in its
-/// slot, behind the head), and a free of number 0 stopped in the middle of re-ticketing (a
-/// dequeuer passed its position; it took a new ticket but never moved the state to it: a hole,
-/// and 0 queued under a passed position no slot shows). Two live threads never share a number,
+/// Two participants stopped for good: number 1 stranded behind the head (its position counted
+/// passed, its slot still showing it), and a free of number 0 stopped in the middle of
+/// re-ticketing (a dequeuer passed its position; it took a new ticket but never moved the state
+/// to it: a hole, and 0 queued under a passed position no slot shows). Two live threads never share a number,
 /// get one each, and both stranded numbers come back.
 #[test]
 fn queue_a_free_stopped_mid_reticket_strands_no_number() {
@@ -541,9 +570,9 @@ fn queue_a_free_stopped_mid_reticket_strands_no_number() {
         let queue = memory.queue();
         let n = memory.allocate(7).unwrap();
         let ticket = queue.free_stopping_before_the_slot(n).unwrap();
-        assert_eq!(memory.head.fetch_add(1, Ordering::AcqRel), 1); // the stopped dequeuer
-        memory.head.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(pass_a_position(&memory), 1);
         assert_eq!(queue.finish_taking(ticket, 8), None, "the slot is passed");
+        pass_a_position(&memory);
         memory.tail.fetch_add(1, Ordering::AcqRel); // the new ticket, never used
         let got = two_askers(&memory, true);
         assert!(
@@ -554,14 +583,14 @@ fn queue_a_free_stopped_mid_reticket_strands_no_number() {
     });
 }
 
-/// A dequeuer took position 0 and is slow to claim number 0, which its slot shows; another
-/// thread finds the queue empty and takes the oldest stranded number, 0, from its state. Exactly
-/// one of them gets it.
+/// A dequeuer read the head, 0, and is slow to look at position 0, whose slot shows number 0;
+/// another thread takes it meanwhile, from the ring or by a scan of the states. Exactly one of
+/// them gets it.
 #[test]
 fn queue_a_slow_dequeuer_and_an_empty_queue_scan_take_one_number_once() {
     model(|| {
         let memory = Arc::new(QueueMemory::new(1));
-        let position = memory.head.fetch_add(1, Ordering::AcqRel);
+        let position = memory.head.load(Ordering::Acquire);
         let slow = {
             let memory = memory.clone();
             thread::spawn(move || memory.queue().finish_taking(position, 1))
@@ -643,8 +672,8 @@ fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
             if let One::StopsBeforeCounting = one {
                 memory.queue().free(1).unwrap();
             }
-            // The stopped dequeuer: it took 0's position and never claims it.
-            memory.head.fetch_add(1, Ordering::AcqRel);
+            // 0 stranded: the head counted its position passed.
+            pass_a_position(&memory);
             let other = {
                 let memory = memory.clone();
                 thread::spawn(move || match one {
@@ -657,8 +686,8 @@ fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
                         None
                     }
                     One::StopsBeforeCounting => {
-                        // Its position, then its claim of 1, the count never raised.
-                        memory.head.fetch_add(1, Ordering::AcqRel);
+                        // A claim of 1 from the ring at its position (1), the head never moved
+                        // over it.
                         let state = memory.states[1].load(Ordering::Acquire);
                         let held = 1 << 63 | THIRD as u64;
                         let took = state >> 63 == 0
@@ -691,11 +720,14 @@ fn queue_settled_tickets_never_hide_a_number_free_for_the_whole_call() {
 
 /// Settled tickets less the tail, and the held states: equal when nobody is mid-call.
 fn settled_and_held(memory: &QueueMemory) -> (u64, u64) {
-    let settled = memory.settled.load(Ordering::Relaxed);
-    (
-        settled.wrapping_sub(memory.tail.load(Ordering::Relaxed)),
-        memory.queue().held(),
-    )
+    (memory.queue().counted(), memory.queue().held())
+}
+
+/// Moves the head over one position, counted passed first, as a dequeuer does over a position
+/// whose number never came: returns the position. Its number, if queued there, is stranded.
+fn pass_a_position(memory: &QueueMemory) -> u64 {
+    memory.passed.fetch_add(1, Ordering::AcqRel);
+    memory.head.fetch_add(1, Ordering::AcqRel)
 }
 
 /// Two frees of 1 race (one of them may take a ticket that then carries nothing) while an
@@ -708,7 +740,7 @@ fn queue_racing_double_frees_leave_the_settled_count_exact() {
         assert_eq!(memory.allocate(ME), Some(0));
         assert_eq!(memory.allocate(ME), Some(1));
         memory.queue().free(0).unwrap();
-        memory.head.fetch_add(1, Ordering::AcqRel); // a dequeuer stopped over 0
+        pass_a_position(&memory); // 0 stranded behind the head
         let frees: Vec<_> = (0..2)
             .map(|_| {
                 let memory = memory.clone();
