@@ -44,8 +44,8 @@ pub struct QueueReport {
     pub waiting: u64,
     /// The first of them, the next to be handed out first (at most [`QUEUE_SHOWN`]).
     pub next: Vec<u64>,
-    /// How many of them are stranded: queued under a position the head has passed (a holder
-    /// stopped or stalled mid-call), or being taken right now. Allocators take them directly.
+    /// How many of them are stranded: queued under a position the head has passed (the free
+    /// that queued them stopped or stalled mid-call). Allocators take them directly.
     pub stranded: u64,
 }
 

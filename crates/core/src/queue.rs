@@ -189,7 +189,8 @@ enum Entry {
 /// The shared memory a [`Queue`] works on.
 #[derive(Clone, Copy)]
 pub struct QueueParts<'a> {
-    /// Positions handed to dequeuers so far.
+    /// Every position below it is settled (claimed from the ring) or passed; it lags behind the
+    /// claims (see "The head lags" above).
     pub head: &'a AtomicU64,
     /// Tickets handed to enqueuers so far, less the capacity.
     pub tail: &'a AtomicU64,
@@ -807,7 +808,7 @@ impl<'a> Queue<'a> {
     }
 
     /// How many numbers wait, how many of them are stranded (queued under a position the head
-    /// has passed: their holder stopped or stalled mid-call, or is taking them right now), and
+    /// has passed: the free that queued them stopped or stalled mid-call), and
     /// the first `limit` of them, oldest ticket first. One pass over the states; memory and
     /// sorting in `limit`, not in the capacity.
     pub fn snapshot(&self, limit: usize) -> Snapshot {
@@ -842,7 +843,7 @@ impl<'a> Queue<'a> {
         }
     }
 
-    /// Positions handed to dequeuers so far.
+    /// The head: every position below it is settled or passed (positions above it may be too).
     pub fn head(&self) -> u64 {
         self.parts.head.load(Ordering::Acquire)
     }
