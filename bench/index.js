@@ -139,18 +139,35 @@ async function perNumberPeers() {
  * same process pays for a generic call, which would make whichever ran second look slower).
  * 2,048 numbers, half of them held in both.
  */
-async function queueVsBitmap() {
-  const pair = async (kind) => {
-    const samples = []
-    for (let r = 0; r < ROUNDS; r++) {
-      const { result } = runWorker(['pair', name(`pair-${kind}`), 2048, quick ? 1e6 : 3e6, kind], false)
-      samples.push((await result)[0].ns)
-    }
-    destroyShared(name(`pair-${kind}`))
-    return median(samples)
+/** A JS pair's median time in fresh processes (bench/worker.js `pair`), half the numbers held. */
+async function freshPair(kind) {
+  const samples = []
+  for (let r = 0; r < ROUNDS; r++) {
+    // A region per round: without holder records, the numbers a process held stay held after it.
+    const { result } = runWorker(['pair', name(`pair-${kind}-${r}`), 2048, quick ? 1e6 : 3e6, kind], false)
+    samples.push((await result)[0].ns)
+    destroyShared(name(`pair-${kind}-${r}`))
   }
-  const bitmap = await pair('bitmap')
-  const queue = await pair('queue')
+  return median(samples)
+}
+
+/**
+ * What holder records cost the JS pair: a bitmap with and without them, each in fresh processes
+ * with half its numbers held, against the pure-JS floor `floor` measured in the same run.
+ */
+async function holdersCost(floor) {
+  const withHolders = await freshPair('bitmap')
+  const without = await freshPair('bare')
+  return [
+    ['pure-JS Atomics bitmap on a SharedArrayBuffer (in-process floor)', floor, 1],
+    ['numballoc allocate() + free(), holder records (the default)', withHolders, withHolders / floor],
+    ['numballoc allocate() + free(), `holders: false`', without, without / floor],
+  ]
+}
+
+async function queueVsBitmap() {
+  const bitmap = await freshPair('bitmap')
+  const queue = await freshPair('queue')
   return [
     ['ConcurrentBitmap allocate() + free(), half the numbers held', bitmap, 1],
     ['ConcurrentQueue allocate() + free(), half the numbers held', queue, queue / bitmap],
@@ -298,15 +315,19 @@ async function main() {
   }
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0].model}, ${ROUNDS} rounds per figure`)
   if (process.argv.includes('--only-pair')) {
-    // npm run bench -- --only-pair: the JS pair against the pure-JS floor alone.
-    return print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
+    // npm run bench -- --only-pair: the JS pair against the pure-JS floor, with and without holders.
+    const pair = pairVsAtomics()
+    print('A JS allocate + free pair (ratio to the pure-JS floor)', pair)
+    return print('The JS pair with and without holder records, each in a fresh process (ratio to the pure-JS floor)', await holdersCost(pair[0][1]))
   }
   if (process.argv.includes('--only-queue')) {
     // npm run bench -- --only-queue: ConcurrentQueue against the bitmap, and 1 vs 2 of it.
     print('The queue against the bitmap: a JS pair, each in a fresh process (ratio to the bitmap)', await queueVsBitmap())
     return scaling(['any', 'queue'])
   }
-  print('A JS allocate + free pair (ratio to the pure-JS floor)', pairVsAtomics())
+  const pair = pairVsAtomics()
+  print('A JS allocate + free pair (ratio to the pure-JS floor)', pair)
+  print('The JS pair with and without holder records, each in a fresh process (ratio to the pure-JS floor)', await holdersCost(pair[0][1]))
   print('The queue against the bitmap: a JS pair, each in a fresh process (ratio to the bitmap)', await queueVsBitmap())
   print('One unique number handed to a worker process (ratio to numballoc)', await perNumberPeers())
   await scaling()

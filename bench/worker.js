@@ -4,6 +4,7 @@
 //                            (POLICY 'queue': on a ConcurrentQueue);
 //                            reports pairs (in a child process or a worker thread)
 //   pair NAME CAPACITY N KIND  N allocate+free pairs on a fresh bitmap or queue, half held
+//                            (KIND 'bare': a bitmap without holder records)
 //   numballoc NAME CAPACITY N  N unique numbers from the region (allocate, then free)
 //   ipc N                      N numbers requested from the cluster primary over IPC (and given back)
 //   ourport N                  N ports from numballoc's getPort() (each released again)
@@ -17,8 +18,8 @@ async function perNumber() {
   if (mode === 'pair') {
     // pair NAME CAPACITY N KIND: a pair's time on a fresh allocator with half its numbers held.
     const [, name, capacity, count, kind] = args
-    const open = kind === 'queue' ? ConcurrentQueue.open : ConcurrentBitmap.open
-    const allocator = open.call(kind === 'queue' ? ConcurrentQueue : ConcurrentBitmap, name, { capacity: Number(capacity) })
+    const options = { capacity: Number(capacity), holders: kind !== 'bare' }
+    const allocator = kind === 'queue' ? ConcurrentQueue.open(name, options) : ConcurrentBitmap.open(name, options)
     for (let i = 0; i < Number(capacity) / 2; i++) allocator.allocate()
     for (let i = 0; i < Number(count); i++) allocator.free(allocator.allocate()) // JIT warm-up
     const start = process.hrtime.bigint()

@@ -346,13 +346,15 @@ impl<'a> Queue<'a> {
                 return Some(n);
             }
         }
-        // Positions this call passed, and positions it looked at. A lap of passed ones, or two
-        // laps of looks, mean the words disagree (a region copied while in use, or damaged): the
-        // call then looks at every state instead of walking on, so it ends whatever the region
-        // holds.
-        let (mut misses, mut looks) = (0, 0);
+        // Positions this call moved the head over, and how many of them it passed. Two laps of
+        // them, or a lap passed, mean the words disagree (a region copied while in use, or
+        // damaged): the call then looks at every state instead of walking on, so it ends
+        // whatever the region holds. Only what this call moved the head over counts: a call
+        // that was stalled while the ring went round reads a lap of later laps, and another
+        // call moves the head over them first.
+        let (mut misses, mut moved) = (0, 0);
         loop {
-            let disagree = misses > self.mask || looks > 2 * (self.mask + 1);
+            let disagree = misses > self.mask || moved > 2 * (self.mask + 1);
             let head = self.parts.head.load(Ordering::Acquire);
             let tail = self.tail();
             // At most a lap and a window ahead: the passed positions are bits of one word.
@@ -361,7 +363,6 @@ impl<'a> Queue<'a> {
             // Bit i: position `head + i` was passed, no claim from the ring settled it.
             let mut passed = 0u64;
             while position < end && !disagree {
-                looks += 1;
                 match self.look(position, me, tail) {
                     At::Took(n) => {
                         if position + 1 - head >= self.lag || passed != 0 {
@@ -370,18 +371,19 @@ impl<'a> Queue<'a> {
                         return Some(n);
                     }
                     At::Claimed => {}
-                    At::Passed => {
-                        passed |= 1 << (position - head);
-                        misses += 1;
-                    }
+                    At::Passed => passed |= 1 << (position - head),
                 }
                 position += 1;
             }
             // Nothing to take from the head to `position`: move the head over it, so that the
-            // numbers stranded there are the scans' to take. If another call moved it first,
-            // look again from where it is.
-            if position > head && !self.advance(head, position, passed) {
-                continue;
+            // numbers stranded there are the scans' to take. If the head went back, look again
+            // from where it is.
+            if position > head {
+                let Some((over, counted)) = self.advance(head, position, passed) else {
+                    continue;
+                };
+                moved += over;
+                misses += counted;
             }
             if passed != 0 {
                 if let Some(n) = self.take_stranded(me, scan, MISS_SCAN, position) {
@@ -410,16 +412,17 @@ impl<'a> Queue<'a> {
     }
 
     /// Moves the head from `start` to `to`, over positions the caller found claimed from the
-    /// ring or passed (bit i of `passed` for `start + i`), counting the passed ones first:
-    /// whether the head is at `to` or past it now. If another call moved it part of the way,
-    /// this one moves it the rest, counting only the passed positions left.
-    fn advance(&self, start: u64, to: u64, passed: u64) -> bool {
+    /// ring or passed (bit i of `passed` for `start + i`), counting the passed ones first.
+    /// Returns how many positions this call moved the head over and how many of them it counted
+    /// passed (none if another call moved it to `to` or past), or `None` if the head went back
+    /// (a damaged region). If another call moved it part of the way, this one moves it the
+    /// rest, counting only the passed positions left.
+    fn advance(&self, start: u64, to: u64, passed: u64) -> Option<(u64, u64)> {
         let mut from = start;
         loop {
             let count = u64::from((passed >> (from - start)).count_ones());
             // Before the head moves: a reader that sees it moved sees the count (the
-            // compare-and-swap releases it), so no position leaves the head's count unsettled
-            // unseen.
+            // compare-and-swap releases it), so no passed position looks claimed to it.
             if count > 0 {
                 self.parts.passed.fetch_add(count, Ordering::Relaxed);
             }
@@ -428,16 +431,16 @@ impl<'a> Queue<'a> {
                 .head
                 .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some((to - from, count)),
                 Err(actual) => {
                     if count > 0 {
                         self.parts.passed.fetch_sub(count, Ordering::Relaxed);
                     }
                     if actual >= to {
-                        return true;
+                        return Some((0, 0));
                     }
                     if actual < from {
-                        return false; // the head went back: a damaged region
+                        return None;
                     }
                     from = actual;
                 }
@@ -588,11 +591,34 @@ impl<'a> Queue<'a> {
             }
         }
         match oldest {
-            Some((_, n, state)) if self.claim(n, state, me) => Oldest::Took(n),
+            Some((ticket, n, state)) if self.claim_oldest(n, ticket, state, me, head) => {
+                Oldest::Took(n)
+            }
             // Taken or moved meanwhile: someone made progress; look again.
             Some(_) => Oldest::InRing,
             None if in_ring => Oldest::InRing,
             None => Oldest::AllHeld,
+        }
+    }
+
+    /// Claims `n`, queued under `ticket` as `state`, for [`Queue::take_oldest`], and counts the
+    /// claim exactly when the head does not: settled if its position is passed (below `head`,
+    /// read before the states, or marked passed now: its free then takes another ticket, which
+    /// finds `n` taken), not if its slot shows `n` (the head counts that position as a claim
+    /// from the ring when it moves over it). A slot the mark was refused for, still empty for
+    /// the lap, might show `n` later: not settled either, which leaves the count short, never
+    /// over.
+    fn claim_oldest(&self, n: u64, ticket: u64, state: u64, me: u32, head: u64) -> bool {
+        if ticket < head {
+            return self.claim(n, state, me);
+        }
+        self.put(ticket, PASSED);
+        let lap = self.lap(ticket);
+        match self.decode(self.cell(ticket).load(Ordering::Acquire), ticket) {
+            (found, Entry::Passed) if found == lap => self.claim(n, state, me),
+            // A later lap: nobody writes this lap's entry any more, so the head passes it.
+            (found, _) if later(found, lap) => self.claim(n, state, me),
+            _ => self.claim_from_ring(n, state, me),
         }
     }
 
@@ -644,6 +670,15 @@ impl<'a> Queue<'a> {
     pub fn free_stopping_before_the_slot(&self, n: u64) -> Option<u64> {
         let held = self.parts.states[n as usize].load(Ordering::Acquire);
         (held & HELD != 0).then(|| self.enter(n, held)).flatten()
+    }
+
+    /// A free that lost the state word to another free after taking its ticket, for the models:
+    /// its ticket carries nothing (settled, its position marked passed). Not for use.
+    #[doc(hidden)]
+    pub fn ticket_for_nothing(&self) {
+        let ticket = self.take_ticket();
+        self.settle();
+        self.put(ticket, PASSED);
     }
 
     /// The rest of an `allocate` that read the head and paused before it looked at `position`
@@ -765,8 +800,10 @@ impl<'a> Queue<'a> {
         if self.parts.tail.load(Ordering::Acquire) != tail || self.head() != head {
             return 0;
         }
-        // A count that wrapped below zero (stopped participants) is short already.
-        if counted <= held || counted > self.capacity {
+        // A count that wrapped below zero (stopped participants, or the head lagging behind
+        // its claims) is short already. One above the capacity but not wrapped is damage too:
+        // it can never say "full" again unless lowered.
+        if counted <= held || counted > u64::MAX / 2 {
             return 0;
         }
         let excess = counted - held;
@@ -1092,6 +1129,24 @@ mod tests {
         assert_eq!(queue.recount(), 0, "and the count is right again");
     }
 
+    /// A head far past what the states say were claimed (damage) makes the count exceed the
+    /// capacity: "full" in constant time is then gone for good unless a recount lowers it.
+    #[test]
+    fn a_count_above_the_capacity_is_lowered_by_a_recount() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
+        memory.head.store(100, Ordering::Relaxed);
+        memory.tail.store(50, Ordering::Relaxed); // the tail (54) behind the head
+        assert!(queue.counted() > 4);
+        assert!(queue.recount() > 0);
+        assert_eq!(queue.counted(), queue.held());
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(2, &memory.scan)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3], "every waiting number comes out");
+        assert_eq!(queue.counted(), 4, "and the count says full");
+    }
+
     #[test]
     fn recounts_while_threads_churn_never_leave_a_sound_count_short() {
         let memory = Memory::new(64);
@@ -1337,6 +1392,142 @@ mod tests {
         assert_eq!(queue.allocate(1, &memory.scan), Some(2));
     }
 
+    /// Three frees of 0 race on a queue of one number: two lose the state word after taking
+    /// tickets 1 and 2 (tickets for nothing: settled, marked passed); the winner's ticket is 3.
+    /// Returns the queue with 0 queued under 3, in its slot.
+    fn three_racing_frees_of_the_one_number(memory: &Memory) -> Queue<'_> {
+        let queue = memory.queue();
+        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
+        let held = memory.states[0].load(Ordering::Acquire);
+        let (t1, t2) = (queue.take_ticket(), queue.take_ticket());
+        queue.free(0).unwrap();
+        for t in [t1, t2] {
+            let lost = memory.states[0].compare_exchange(
+                held,
+                queued(0, t),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            assert!(lost.is_err());
+            queue.settle();
+            queue.put(t, PASSED);
+        }
+        queue
+    }
+
+    /// Found by a review of format v8: an allocate that passed a lap of positions takes the
+    /// oldest number from its state, and counted that claim settled although the number was
+    /// still in its slot, which the head then counted as a claim from the ring too: the count
+    /// said more were held than were, for good.
+    #[test]
+    fn a_claim_by_the_pass_over_the_states_is_counted_once() {
+        let memory = Memory::new(1);
+        let queue = three_racing_frees_of_the_one_number(&memory);
+        assert_eq!(queue.counted(), 0);
+        assert_eq!(queue.allocate(2, &memory.scan), Some(0));
+        assert_eq!(
+            queue.allocate(3, &memory.scan),
+            None,
+            "the head moves over 3"
+        );
+        assert_eq!((queue.counted(), queue.held()), (1, 1));
+    }
+
+    /// The same over-count made "full" a lie: a free of 0 takes ticket 4 and pauses before its
+    /// state; an allocate passes position 4; the free then queues 0 under 4, and a whole call
+    /// runs while 0 waits: it must get 0, not `None`.
+    #[test]
+    fn a_number_queued_for_the_whole_call_is_handed_out_after_racing_frees() {
+        let memory = Memory::new(1);
+        let queue = three_racing_frees_of_the_one_number(&memory);
+        assert_eq!(queue.allocate(2, &memory.scan), Some(0));
+        assert_eq!(queue.allocate(3, &memory.scan), None);
+        let held = memory.states[0].load(Ordering::Acquire);
+        let ticket = queue.take_ticket();
+        assert_eq!(
+            queue.allocate(4, &memory.scan),
+            None,
+            "0 is held by 2 still"
+        );
+        let queued_now = memory.states[0].compare_exchange(
+            held,
+            queued(0, ticket),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        assert!(queued_now.is_ok());
+        memory.scan.store(0, Ordering::Relaxed); // not the call that looks at one state
+        assert_eq!(
+            queue.allocate(5, &memory.scan),
+            Some(0),
+            "0 waited for the whole call"
+        );
+    }
+
+    /// Plain churn (every allocate frees what it took) by three threads on two cores, on small
+    /// queues: afterwards, with nobody mid-call and the head moved to the tail, the count is
+    /// the states' exactly. Found by a review of format v8 (counts above the states).
+    #[test]
+    fn churn_on_small_queues_leaves_the_count_exact() {
+        for capacity in [1usize, 2, 3, 4, 8, 16, 32] {
+            let memory = Memory::new(capacity);
+            std::thread::scope(|scope| {
+                for me in 1..=3u32 {
+                    let memory = &memory;
+                    scope.spawn(move || {
+                        let queue = memory.queue();
+                        let scan = AtomicU64::new(me as u64);
+                        for _ in 0..300_000 {
+                            if let Some(n) = queue.allocate(me, &scan) {
+                                queue.free(n).unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+            let queue = memory.queue();
+            let all = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).count();
+            assert_eq!(all, capacity);
+            let (counted, held) = (queue.counted(), queue.held());
+            assert_eq!(counted, held, "capacity {capacity}");
+        }
+    }
+
+    /// One thread, random frees and allocates, capacities 1 to 70: exactly first in, first out,
+    /// `None` only when every number is held, and the count never above the states.
+    #[test]
+    fn one_thread_is_exactly_first_in_first_out() {
+        let mut seed = 0xDEAD_BEEF_1234_5678u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for capacity in 1..=70usize {
+            let memory = Memory::new(capacity);
+            let queue = memory.queue();
+            let mut model: std::collections::VecDeque<u64> = (0..capacity as u64).collect();
+            let mut held: Vec<u64> = Vec::new();
+            for step in 0..5_000 {
+                if held.is_empty() || (next() % 2 == 0 && !model.is_empty()) {
+                    let got = queue.allocate(1, &memory.scan);
+                    assert_eq!(got, model.pop_front(), "capacity {capacity} step {step}");
+                    held.extend(got);
+                } else {
+                    let n = held.swap_remove((next() % held.len() as u64) as usize);
+                    queue.free(n).unwrap();
+                    model.push_back(n);
+                }
+                let counted = queue.counted();
+                assert!(
+                    counted <= queue.held() || counted > u64::MAX / 2,
+                    "{counted}"
+                );
+            }
+        }
+    }
+
     /// Whatever the region's words hold (a damaged or half-copied queue), every call ends,
     /// nothing panics, and no number is handed out twice.
     #[test]
@@ -1353,14 +1544,17 @@ mod tests {
             for round in 0..500 {
                 let memory = Memory::new(1 + (round % 9) as usize);
                 // Small values often (near the real ones), any 64 bits sometimes.
-                let mut word = || match next() % 4 {
+                let mut word = || match next() % 6 {
                     0 => next(),
                     1 => next() % 64,
                     2 => HELD | (next() % 8),
+                    3 => u64::MAX - next() % 64,
+                    4 => (next() % 64).wrapping_neg(),
                     _ => (next() % 64) | ((next() % 64) << 32),
                 };
-                memory.head.store(word(), Ordering::Relaxed);
-                memory.tail.store(word(), Ordering::Relaxed);
+                for counter in [&memory.head, &memory.tail, &memory.passed, &memory.settled] {
+                    counter.store(word(), Ordering::Relaxed);
+                }
                 memory
                     .states
                     .iter()
@@ -1380,7 +1574,8 @@ mod tests {
                     queue.free(n).unwrap();
                 }
                 queue.sweep(|_| true);
-                let _ = (queue.waiting(usize::MAX), queue.held());
+                let _ = (queue.waiting(usize::MAX), queue.held(), queue.recount());
+                let _ = (queue.counted(), queue.snapshot(3));
             }
             done.send(()).unwrap();
         });

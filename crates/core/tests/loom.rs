@@ -798,6 +798,32 @@ fn queue_a_sweep_racing_a_free_and_an_allocate_leaves_the_settled_count_exact() 
     });
 }
 
+/// Two frees of the only number lost its state word (their tickets carry nothing), so an
+/// allocate passes a lap of positions, takes the words for disagreeing, and takes the number
+/// from its state while the free that won writes its slot: the pass marks the slot passed
+/// first (the free then finds it taken) or finds the number there (the head counts it when it
+/// moves over it). Either way the claim is counted once: the count ends exact.
+#[test]
+fn queue_a_pass_over_the_states_racing_a_free_counts_its_claim_once() {
+    model(|| {
+        let memory = Arc::new(QueueMemory::new(1));
+        assert_eq!(memory.allocate(ME), Some(0));
+        memory.queue().ticket_for_nothing();
+        memory.queue().ticket_for_nothing();
+        let freer = {
+            let memory = memory.clone();
+            thread::spawn(move || memory.queue().free(0).unwrap())
+        };
+        let got = memory.allocate(THIRD);
+        freer.join().unwrap();
+        let again = memory.allocate(9);
+        assert!(got.is_some() ^ again.is_some(), "{got:?} {again:?}");
+        assert_eq!(memory.allocate(9), None, "and the head moves to the tail");
+        let (count, held) = settled_and_held(&memory);
+        assert_eq!((count, held), (1, 1), "exact");
+    });
+}
+
 /// A recount racing a free of the only number: it may see the state queued, and must then see
 /// the free's ticket too (or lower nothing); a sound count is never lowered.
 #[test]
