@@ -588,8 +588,8 @@ export interface ConcurrentQueueOpenOptions extends RegionOptions, ConcurrentQue
  * TIME_WAIT as long as possible; wear spreads evenly over slots). A new queue hands out `0`,
  * `1`, `2`, ... in order. If `free(a)` returned before `free(b)` was called and both are still
  * free, `a` comes back before `b`; frees that overlap come back in the order they took their
- * place. A number whose free or allocate was interrupted (its process stalled or was killed
- * mid-call) comes back late, never twice and never lost. Every process that opens the region
+ * place. A number whose free was interrupted (its process stalled or was killed mid-call) comes
+ * back late, never twice and never lost. Every process that opens the region
  * shares its numbers, and a holder's numbers come back when it dies, as with `ConcurrentBitmap`.
  *
  * @example
