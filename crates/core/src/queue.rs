@@ -1392,6 +1392,24 @@ mod tests {
         assert_eq!(queue.allocate(1, &memory.scan), Some(2));
     }
 
+    /// A xorshift generator: the same numbers for the same seed, so a failure reproduces.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
+    /// A free's state step for number 0, by hand: from `held` to queued under `ticket`; whether
+    /// it moved the state.
+    fn queue_from_held(memory: &Memory, held: u64, ticket: u64) -> bool {
+        memory.states[0]
+            .compare_exchange(held, queued(0, ticket), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Three frees of 0 race on a queue of one number: two lose the state word after taking
     /// tickets 1 and 2 (tickets for nothing: settled, marked passed); the winner's ticket is 3.
     /// Returns the queue with 0 queued under 3, in its slot.
@@ -1402,13 +1420,10 @@ mod tests {
         let (t1, t2) = (queue.take_ticket(), queue.take_ticket());
         queue.free(0).unwrap();
         for t in [t1, t2] {
-            let lost = memory.states[0].compare_exchange(
-                held,
-                queued(0, t),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
+            assert!(
+                !queue_from_held(memory, held, t),
+                "the winner moved the state"
             );
-            assert!(lost.is_err());
             queue.settle();
             queue.put(t, PASSED);
         }
@@ -1449,13 +1464,7 @@ mod tests {
             None,
             "0 is held by 2 still"
         );
-        let queued_now = memory.states[0].compare_exchange(
-            held,
-            queued(0, ticket),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        assert!(queued_now.is_ok());
+        assert!(queue_from_held(&memory, held, ticket));
         memory.scan.store(0, Ordering::Relaxed); // not the call that looks at one state
         assert_eq!(
             queue.allocate(5, &memory.scan),
@@ -1497,20 +1506,14 @@ mod tests {
     /// `None` only when every number is held, and the count never above the states.
     #[test]
     fn one_thread_is_exactly_first_in_first_out() {
-        let mut seed = 0xDEAD_BEEF_1234_5678u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0xDEAD_BEEF_1234_5678u64);
         for capacity in 1..=70usize {
             let memory = Memory::new(capacity);
             let queue = memory.queue();
             let mut model: std::collections::VecDeque<u64> = (0..capacity as u64).collect();
             let mut held: Vec<u64> = Vec::new();
             for step in 0..5_000 {
-                if held.is_empty() || (next() % 2 == 0 && !model.is_empty()) {
+                if held.is_empty() || (next().is_multiple_of(2) && !model.is_empty()) {
                     let got = queue.allocate(1, &memory.scan);
                     assert_eq!(got, model.pop_front(), "capacity {capacity} step {step}");
                     held.extend(got);
@@ -1534,13 +1537,7 @@ mod tests {
     fn random_words_never_hang_panic_or_hand_a_number_out_twice() {
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-            let mut next = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            };
+            let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
             for round in 0..500 {
                 let memory = Memory::new(1 + (round % 9) as usize);
                 // Small values often (near the real ones), any 64 bits sometimes.
