@@ -357,7 +357,7 @@ impl<'a> Queue<'a> {
             let disagree = misses > self.mask || moved > 2 * (self.mask + 1);
             let head = self.parts.head.load(Ordering::Acquire);
             let tail = self.tail();
-            // At most a lap and a window ahead: the passed positions are bits of one word.
+            // At most a window ahead (a lap at most): the passed positions are bits of one word.
             let end = tail.min(head.saturating_add(self.window()));
             let mut position = head;
             // Bit i: position `head + i` was passed, no claim from the ring settled it.
