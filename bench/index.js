@@ -174,20 +174,28 @@ async function queueVsBitmap() {
   ]
 }
 
-/** Combined allocate+free throughput of 1 and 2 processes, and of 1 and 2 worker threads, churning on one region, by policy. */
+/**
+ * Combined allocate+free throughput of 1 and 2 processes, and of 1 and 2 worker threads, churning
+ * on one region, by policy; with the floor under any 2-vs-1 figure whose calls all write one or
+ * two shared words (FLOORS). Every round measures every row in turn, so that each row sees the
+ * machine in the same moods (two cores hand a cache line back and forth fast in some seconds and
+ * slowly in others); the last column shows each round's ratio.
+ */
 async function scaling(policies = ['any', 'lowest', 'cyclic', 'queue']) {
   const { Worker } = require('node:worker_threads')
   const ms = quick ? 300 : 1000
-  const start = (kind, args) => {
+  const start = (kind, args, shared) => {
     if (kind === 'process') return runWorker(args, false)
-    const worker = new Worker(path.join(__dirname, 'worker.js'), { argv: args.map(String) })
+    const worker = new Worker(path.join(__dirname, 'worker.js'), { argv: args.map(String), workerData: { shared } })
     const messages = []
     worker.on('message', (m) => messages.push(m))
     const result = new Promise((resolve, reject) => worker.on('exit', (code) => (code === 0 ? resolve(messages) : reject(new Error(`worker exited ${code}`)))))
     return { child: worker, result }
   }
   const throughput = async (kind, count, region, policy) => {
-    const workers = Array.from({ length: count }, () => start(kind, ['churn', region, 16384, ms, policy]))
+    // The shared words of the floors: two, 128 bytes apart (each alone on its cache lines).
+    const shared = new SharedArrayBuffer(256)
+    const workers = Array.from({ length: count }, () => start(kind, ['churn', region, 16384, ms, policy], shared))
     await Promise.all(workers.map(({ child }) => new Promise((resolve) => child.on('message', (m) => m === 'ready' && resolve()))))
     for (const { child } of workers) kind === 'process' ? child.send('go') : child.postMessage('go')
     const pairs = (await Promise.all(workers.map((w) => w.result))).map((list) => list.find((m) => m.pairs).pairs)
@@ -195,24 +203,35 @@ async function scaling(policies = ['any', 'lowest', 'cyclic', 'queue']) {
   }
   const rows = []
   for (const policy of policies) {
-    for (const kind of ['process', 'thread']) {
-      const region = name(`churn-${policy}-${kind}`)
-      const one = []
-      const two = []
-      for (let r = 0; r < ROUNDS; r++) {
-        one.push(await throughput(kind, 1, region, policy))
-        two.push(await throughput(kind, 2, region, policy))
-      }
+    for (const kind of ['process', 'thread']) rows.push({ policy, kind, one: [], two: [] })
+  }
+  // Threads only: a SharedArrayBuffer does not cross processes (processes and threads share
+  // cache lines alike: see the rows of `any`).
+  for (const policy of Object.keys(FLOORS)) rows.push({ policy, kind: 'thread', one: [], two: [] })
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const row of rows) {
+      const region = name(`churn-${row.policy}-${row.kind}`)
+      row.one.push(await throughput(row.kind, 1, region, row.policy))
+      row.two.push(await throughput(row.kind, 2, region, row.policy))
       destroyShared(region)
-      rows.push([policy, `${kind}es`.replace('threades', 'threads'), median(one), median(two)])
     }
   }
   console.log('\n### Two processes or two threads churning on one region (ratio to one)\n')
-  console.log('| policy (queue: ConcurrentQueue) | what | 1: pairs per second | 2: combined pairs per second | ratio |')
-  console.log('|---|---|---|---|---|')
-  for (const [policy, kind, one, two] of rows) {
-    console.log(`| ${policy} | ${kind} | ${(one / 1e6).toFixed(2)} M/s | ${(two / 1e6).toFixed(2)} M/s | ${(two / one).toFixed(2)}× |`)
+  console.log('| policy (queue: ConcurrentQueue) | what | 1: pairs per second | 2: combined pairs per second | ratio | each round |')
+  console.log('|---|---|---|---|---|---|')
+  for (const { policy, kind, one, two } of rows) {
+    const what = `${kind}${kind === 'process' ? 'es' : 's'}`
+    const rounds = one.map((x, i) => (two[i] / x).toFixed(2)).join(' ')
+    console.log(
+      `| ${FLOORS[policy] ?? policy} | ${what} | ${(median(one) / 1e6).toFixed(2)} M/s | ${(median(two) / 1e6).toFixed(2)} M/s | ${(median(two) / median(one)).toFixed(2)}× | ${rounds} |`,
+    )
   }
+}
+
+/** The floors `scaling` measures beside the policies, by the name bench/worker.js knows them by. */
+const FLOORS = {
+  'floor-one': 'floor: a pair on a region of its own, and an `Atomics.add` on one shared word',
+  'floor-two': 'floor: the same, and an `Atomics.add` on each of two shared words',
 }
 
 /**
@@ -319,6 +338,10 @@ async function main() {
     const pair = pairVsAtomics()
     print('A JS allocate + free pair (ratio to the pure-JS floor)', pair)
     return print('The JS pair with and without holder records, each in a fresh process (ratio to the pure-JS floor)', await holdersCost(pair[0][1]))
+  }
+  if (process.argv.includes('--only-scaling')) {
+    // npm run bench -- --only-scaling: 1 vs 2 processes and threads for every policy, with the floors.
+    return scaling()
   }
   if (process.argv.includes('--only-queue')) {
     // npm run bench -- --only-queue: ConcurrentQueue against the bitmap, and 1 vs 2 of it.

@@ -24,7 +24,9 @@
 //! - `queue/pair/<log2>`: `ConcurrentQueue`'s allocate + free on a region of 2^11..2^24 numbers,
 //!   half of them held; `queue/contention/<k>-threads`: k threads churning pairs on one queue of
 //!   2^14, each with its own handle, as `contention/`; `queue/full/<log2>`: a failed allocate
-//!   on a full queue (with reclaim-when-full on, nobody gone).
+//!   on a full queue (with reclaim-when-full on, nobody gone); `queue/floor/<k>-threads`: k
+//!   threads doing nothing but a fetch-and-add on a shared head and one on a shared tail, the
+//!   floor under any strict first-in first-out queue's 2-vs-1 figure.
 //! - `floor/cas-and`: the bare floor of a pair: a compare-and-swap setting a bit of one word and
 //!   an atomic AND clearing it, with nothing else.
 //! - `scale/lowest-dense-half/<log2>`: the `lowest` pair with numbers `0..capacity/2` allocated.
@@ -37,7 +39,7 @@
 mod go_baseline;
 
 use std::hint::black_box;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -502,8 +504,32 @@ fn queue(c: &mut Criterion) {
     }
     drop(first);
     let _ = destroy(&name, None);
+    // The floor under any strict first-in first-out queue's 2-vs-1 figure: a pair that does
+    // nothing but one fetch-and-add on a shared head and one on a shared tail (two cache lines),
+    // which every allocate and every free must write in some form to be put in one order.
+    let ends = [Line::default(), Line::default()];
+    for threads in [1u64, 2] {
+        group.bench_function(
+            BenchmarkId::new("floor", format!("{threads}-threads")),
+            |b| {
+                b.iter_custom(|iterations| {
+                    concurrently(threads, iterations, |k| {
+                        for _ in 0..k {
+                            black_box(ends[0].0.fetch_add(1, Ordering::AcqRel));
+                            black_box(ends[1].0.fetch_add(1, Ordering::AcqRel));
+                        }
+                    })
+                })
+            },
+        );
+    }
     group.finish();
 }
+
+/// A word alone on its cache line (and the next: the prefetcher fetches lines in pairs).
+#[derive(Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
 
 criterion_group!(
     benches,
