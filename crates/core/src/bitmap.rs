@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::allocator::{initial_hint, Allocator};
+use crate::backoff::Contention;
 use crate::bits::{ones, Bits};
 use crate::error::{Error, Result};
 use crate::holder::Holder;
@@ -82,6 +83,9 @@ pub struct ConcurrentBitmap {
     /// The word of the last allocation: the next search starts there. Per handle, never shared,
     /// so it costs no cross-process cache traffic; `Relaxed` because it is only a hint.
     hint: AtomicUsize,
+    /// This handle's recent contention, for `lowest` and `cyclic`, whose every call goes through
+    /// the same words ([`crate::backoff`]).
+    contention: Contention,
 }
 
 impl ConcurrentBitmap {
@@ -112,6 +116,7 @@ impl ConcurrentBitmap {
             policy,
             reclaim_when_full: true,
             hint: AtomicUsize::new(hint),
+            contention: Contention::default(),
         }
     }
 
@@ -198,12 +203,18 @@ impl ConcurrentBitmap {
                 self.hint.store(word, Ordering::Relaxed);
                 Some(n)
             }
-            Policy::Lowest => self.bits().allocate_lowest_in(0, self.max.checked_sub(1)?),
+            Policy::Lowest => self.bits().allocate_lowest_in(
+                0,
+                self.max.checked_sub(1)?,
+                &mut self.contention.call(),
+            ),
             Policy::Cyclic => {
                 // Relaxed: the cursor only orders the search; the CAS on the bitmap decides.
                 let cursor = self.region.cursor();
                 let start = cursor.load(Ordering::Relaxed);
-                let n = self.bits().allocate_cyclic(start % self.max)?;
+                let n = self
+                    .bits()
+                    .allocate_cyclic(start % self.max, &mut self.contention.call())?;
                 advance_cursor(cursor, start, n, self.max);
                 Some(n)
             }
@@ -219,7 +230,10 @@ impl ConcurrentBitmap {
                 self.max
             )));
         }
-        Ok(self.or_reclaim(|| self.bits().allocate_lowest_in(first, last)))
+        Ok(self.or_reclaim(|| {
+            self.bits()
+                .allocate_lowest_in(first, last, &mut self.contention.call())
+        }))
     }
 
     /// `count` consecutive numbers starting at a multiple of `align`, all or nothing; returns the

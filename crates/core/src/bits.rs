@@ -91,6 +91,7 @@
 //! for the whole call, the word holding it never looked full, and the call claimed a number in it
 //! (or earlier). `NoFreeNumber` therefore means every number was taken at some moment of the call.
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::holder::{record, record_generation, record_slot, SWEEPING};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
@@ -329,6 +330,18 @@ impl<'a> Bits<'a> {
     /// As [`Bits::claim`], but only among the bits of `allowed`.
     #[inline]
     fn claim_masked(&self, w: usize, allowed: u64) -> Option<u64> {
+        self.claim_backing_off(w, allowed, None)
+    }
+
+    /// As [`Bits::claim_masked`]; with a `backoff`, a race lost for a number waits (see
+    /// [`crate::backoff`]), for the policies whose every call goes through the same words.
+    #[inline]
+    fn claim_backing_off(
+        &self,
+        w: usize,
+        allowed: u64,
+        mut backoff: Option<&mut Backoff>,
+    ) -> Option<u64> {
         let word = &self.words[w];
         let mut current = word.load(Ordering::Relaxed);
         // Bits whose holder record another caller owns: it is in the middle of claiming or
@@ -345,8 +358,17 @@ impl<'a> Bits<'a> {
             let bit = free.trailing_zeros();
             let n = w as u64 * 64 + bit as u64;
             if let Some(holders) = self.holders {
+                // A record taken before the claim (its holder is claiming or freeing the number,
+                // or died there) is passed over without a wait: no race was lost to it.
+                if backoff.is_some() && holders[n as usize].load(Ordering::Relaxed) != 0 {
+                    skip |= 1 << bit;
+                    continue;
+                }
                 if !self.take_holder(holders, n) {
                     skip |= 1 << bit;
+                    if let Some(backoff) = backoff.as_deref_mut() {
+                        backoff.lost_race();
+                    }
                     continue;
                 }
                 // Only the owner of a holder record sets its bit, so this cannot race.
@@ -363,7 +385,12 @@ impl<'a> Bits<'a> {
                     self.count_if_filled(w, current, 1u64 << bit);
                     return Some(n);
                 }
-                Err(actual) => current = actual,
+                Err(actual) => {
+                    current = actual;
+                    if let Some(backoff) = backoff.as_deref_mut() {
+                        backoff.lost_race();
+                    }
+                }
             }
         }
     }
@@ -609,7 +636,9 @@ impl<'a> Bits<'a> {
     /// count did not say full and its word was seen with it free, and the lowest such bit was
     /// claimed instead: so no number below the result was free for the whole call, and `None`
     /// means every number of the range was taken at some moment of it.
-    pub fn allocate_lowest_in(&self, first: u64, last: u64) -> Option<u64> {
+    /// `backoff` is the caller's side of [`crate::backoff`]: every lowest allocate goes through
+    /// the same first words.
+    pub fn allocate_lowest_in(&self, first: u64, last: u64, backoff: &mut Backoff) -> Option<u64> {
         debug_assert!(first <= last && last < self.max);
         let (first_word, last_word) = ((first / 64) as usize, (last / 64) as usize);
         self.open_words(first_word, last_word + 1).find_map(|w| {
@@ -618,20 +647,21 @@ impl<'a> Bits<'a> {
             if !self.words[w].load(Ordering::Relaxed) & allowed == 0 {
                 return None;
             }
-            self.claim_masked(w, allowed)
+            self.claim_backing_off(w, allowed, Some(&mut *backoff))
         })
     }
 
     /// A free number at or after `from`, wrapping to 0: the numbers just after `from` first, so a
     /// number freed just before `from` comes back last. Uses the summaries, then a full scan.
-    pub fn allocate_cyclic(&self, from: u64) -> Option<u64> {
+    /// `backoff` as for [`Bits::allocate_lowest_in`]: every cyclic allocate starts at one cursor.
+    pub fn allocate_cyclic(&self, from: u64, backoff: &mut Backoff) -> Option<u64> {
         if self.max == 0 {
             return None;
         }
         let from = from % self.max;
         let w = (from / 64) as usize;
         let after = self.range_mask(w, from, self.max - 1);
-        self.claim_masked(w, after)
+        self.claim_backing_off(w, after, Some(backoff))
             .or_else(|| self.guided_search(w).map(|(n, _)| n))
             .or_else(|| self.claim_masked(w, self.usable(w) & !after))
             .or_else(|| self.full_scan(w).map(|(n, _)| n))
@@ -1001,7 +1031,20 @@ pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
+    use crate::backoff::Contention;
     pub(crate) use crate::testing::Memory;
+
+    impl Bits<'_> {
+        /// [`Bits::allocate_lowest_in`] by a caller of its own.
+        pub(crate) fn lowest_in(&self, first: u64, last: u64) -> Option<u64> {
+            self.allocate_lowest_in(first, last, &mut Contention::default().call())
+        }
+
+        /// [`Bits::allocate_cyclic`] by a caller of its own.
+        pub(crate) fn cyclic_from(&self, from: u64) -> Option<u64> {
+            self.allocate_cyclic(from, &mut Contention::default().call())
+        }
+    }
 
     /// The record of the live holder the tests' views write.
     pub(crate) const ME: u32 = record(1, 1);
@@ -1247,38 +1290,38 @@ pub(crate) mod tests {
         let memory = Memory::new(32); // 256 numbers
         let bits = memory.bits(256);
         for expected in 0..70 {
-            assert_eq!(bits.allocate_lowest_in(0, 255), Some(expected));
+            assert_eq!(bits.lowest_in(0, 255), Some(expected));
         }
         bits.free(5).unwrap();
         bits.free(66).unwrap();
-        assert_eq!(bits.allocate_lowest_in(0, 255), Some(5));
-        assert_eq!(bits.allocate_lowest_in(60, 200), Some(66));
-        assert_eq!(bits.allocate_lowest_in(60, 200), Some(70));
+        assert_eq!(bits.lowest_in(0, 255), Some(5));
+        assert_eq!(bits.lowest_in(60, 200), Some(66));
+        assert_eq!(bits.lowest_in(60, 200), Some(70));
         for expected in 200..=210 {
-            assert_eq!(bits.allocate_lowest_in(200, 210), Some(expected));
+            assert_eq!(bits.lowest_in(200, 210), Some(expected));
         }
-        assert_eq!(bits.allocate_lowest_in(200, 210), None);
-        assert_eq!(bits.allocate_lowest_in(255, 255), Some(255));
-        assert_eq!(bits.allocate_lowest_in(255, 255), None);
+        assert_eq!(bits.lowest_in(200, 210), None);
+        assert_eq!(bits.lowest_in(255, 255), Some(255));
+        assert_eq!(bits.lowest_in(255, 255), None);
     }
 
     #[test]
     fn cyclic_continues_after_the_cursor_and_wraps() {
         let memory = Memory::new(16); // 128 numbers
         let bits = memory.bits(100);
-        assert_eq!(bits.allocate_cyclic(98), Some(98));
-        assert_eq!(bits.allocate_cyclic(99), Some(99));
-        assert_eq!(bits.allocate_cyclic(100), Some(0), "wraps at max");
-        assert_eq!(bits.allocate_cyclic(0), Some(1));
+        assert_eq!(bits.cyclic_from(98), Some(98));
+        assert_eq!(bits.cyclic_from(99), Some(99));
+        assert_eq!(bits.cyclic_from(100), Some(0), "wraps at max");
+        assert_eq!(bits.cyclic_from(0), Some(1));
         bits.free(0).unwrap();
         // Freed 0 comes back only after every number after the cursor.
         let mut from = 2;
         for expected in 2..98 {
-            assert_eq!(bits.allocate_cyclic(from), Some(expected));
+            assert_eq!(bits.cyclic_from(from), Some(expected));
             from = expected + 1;
         }
-        assert_eq!(bits.allocate_cyclic(from), Some(0));
-        assert_eq!(bits.allocate_cyclic(from), None);
+        assert_eq!(bits.cyclic_from(from), Some(0));
+        assert_eq!(bits.cyclic_from(from), None);
     }
 
     #[test]
@@ -1382,6 +1425,27 @@ pub(crate) mod tests {
         }
         assert_eq!(memory.bits(1024).count(), 0);
         memory.assert_summaries_sound();
+    }
+
+    #[test]
+    fn a_dead_holders_half_done_claims_never_make_lowest_or_cyclic_wait() {
+        let memory = Memory::new(16); // 128 numbers
+        let bits = memory.bits(128);
+        // Stopped between the record and the bit: records of a dead holder over free bits,
+        // passed by every call until a sweep. Only a race lost to a live caller may wait.
+        for n in 0..8 {
+            memory.holders.as_ref().unwrap()[n].store(DEAD, Ordering::SeqCst);
+        }
+        let contention = Contention::default();
+        for expected in 8..40 {
+            let lowest = bits.allocate_lowest_in(0, 127, &mut contention.call());
+            assert_eq!(lowest, Some(expected));
+        }
+        for expected in 40..72 {
+            let cyclic = bits.allocate_cyclic(0, &mut contention.call());
+            assert_eq!(cyclic, Some(expected));
+        }
+        assert_eq!(contention.doublings(), 0, "never a wait");
     }
 
     #[test]
@@ -1513,7 +1577,7 @@ pub(crate) mod tests {
                             continue;
                         }
                         let expected = (first..=last).find(|n| !model.contains(n));
-                        prop_assert_eq!(bits.allocate_lowest_in(first, last), expected);
+                        prop_assert_eq!(bits.lowest_in(first, last), expected);
                         if let Some(n) = expected {
                             model.insert(n);
                         }

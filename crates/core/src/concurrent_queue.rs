@@ -1,14 +1,13 @@
 //! The first-in first-out allocator over a shared region (issue #13): the [`crate::queue`]
 //! algorithm with holders and reclaiming, as [`crate::ConcurrentBitmap`] is the bitmap's.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::allocator::{initial_hint, Allocator};
 use crate::error::Result;
 use crate::header::Kind;
 use crate::holder::Holder;
-use crate::queue::Queue;
+use crate::queue::{Caller, Queue};
 use crate::region::{OpenOptions, Region};
 
 /// A lock-free allocator that hands numbers back in the order they were freed: the number freed
@@ -22,9 +21,9 @@ pub struct ConcurrentQueue {
     /// `region`", which this struct owns: the mapping does not move or go away before it.
     view: Queue<'static>,
     region: Arc<Region>,
-    /// Where this handle looks next for stranded numbers: per handle, so no cross-process
-    /// traffic.
-    scan: AtomicU64,
+    /// Where this handle looks next for stranded numbers, and its recent contention: per handle,
+    /// so no cross-process traffic.
+    caller: Caller,
     reclaim_when_full: bool,
 }
 
@@ -37,11 +36,11 @@ impl ConcurrentQueue {
         // outlives every use: `queue()` hands it out only for as long as `&self` lives.
         let view = unsafe { std::mem::transmute::<Queue<'_>, Queue<'static>>(region.queue()) };
         let start = initial_hint(region.capacity() as usize) as u64;
-        let scan = AtomicU64::new(start * crate::queue::SCAN_EVERY);
+        let caller = Caller::starting_at(start);
         Ok(ConcurrentQueue {
             view,
             region,
-            scan,
+            caller,
             reclaim_when_full: true,
         })
     }
@@ -68,7 +67,7 @@ impl ConcurrentQueue {
     #[inline]
     pub fn try_allocate(&self) -> Option<u64> {
         let me = self.region.holder_record();
-        match self.queue().allocate(me, &self.scan) {
+        match self.queue().allocate(me, &self.caller) {
             Some(n) => Some(n),
             None => self.after_reclaim(me),
         }
@@ -82,7 +81,7 @@ impl ConcurrentQueue {
             && self.region.tracks_holders()
             && self.region.reclaim_holders().unwrap_or(0) > 0;
         if freed {
-            self.queue().allocate(me, &self.scan)
+            self.queue().allocate(me, &self.caller)
         } else {
             None
         }

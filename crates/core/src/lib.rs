@@ -25,6 +25,7 @@
 // Under `--cfg loom` only the algorithm is built: loom's atomics cannot live in a mapping.
 #[cfg(not(loom))]
 mod allocator;
+pub mod backoff;
 #[cfg(not(loom))]
 mod bitmap;
 mod bits;

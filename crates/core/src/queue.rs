@@ -105,6 +105,12 @@
 //!   smaller than the truth, which only makes a writer refuse more (an overrun it fears, an
 //!   ancient position it misses for a while): never a write over a waiting number.
 //! - The per-handle scan cursor is `Relaxed`: it only spreads the scans.
+//!
+//! # Contention
+//! An allocate that lost the claim of a number to another caller waits a moment before it goes
+//! on ([`crate::backoff`]): every allocate goes through the number at the head, so two callers
+//! at full speed would otherwise hand its cache lines back and forth on every call. The wait is
+//! bounded by the clock and waits for no one, so it changes no promise above.
 //! - `settled` is incremented with `Release` and read with `Acquire`, before the tail: a reader
 //!   that sees a settlement counted then sees the ticket of every free it depended on (taken
 //!   before that free's release of the state), so the count never takes a number its last free
@@ -118,6 +124,7 @@
 //!   writing it), then the state (`Acquire`), and claims with an `AcqRel` compare-and-swap; a
 //!   reader that finds the position claimed only moves on.
 
+use crate::backoff::{Backoff, Contention};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -228,6 +235,25 @@ pub struct Queue<'a> {
     order: u32,
     /// How far an allocate lets the head lag behind its claim before it moves it on.
     lag: u64,
+}
+
+/// What a queue keeps per caller (one per handle): where its scans of the states go on, and how
+/// long it waits after losing a race ([`crate::backoff`]).
+#[derive(Debug, Default)]
+pub struct Caller {
+    /// State `scan / SCAN_EVERY` is looked at next; the low bits count the calls.
+    scan: AtomicU64,
+    contention: Contention,
+}
+
+impl Caller {
+    /// A caller whose scans start at number `start`.
+    pub fn starting_at(start: u64) -> Caller {
+        Caller {
+            scan: AtomicU64::new(start.saturating_mul(SCAN_EVERY)),
+            contention: Contention::default(),
+        }
+    }
 }
 
 impl<'a> Queue<'a> {
@@ -351,9 +377,10 @@ impl<'a> Queue<'a> {
     }
 
     /// The number at the head of the queue (see "Promises" above), now held by `me`; None if
-    /// every number was held at some moment of the call. `scan` is the caller's cursor over the
-    /// states (one per handle; any value): state `scan / SCAN_EVERY` is looked at next.
-    pub fn allocate(&self, me: u32, scan: &AtomicU64) -> Option<u64> {
+    /// every number was held at some moment of the call. `caller` is what the queue keeps per
+    /// handle (any value will do).
+    pub fn allocate(&self, me: u32, caller: &Caller) -> Option<u64> {
+        let scan = &caller.scan;
         // One call in `SCAN_EVERY` looks at one state (the low bits of `scan` count the calls).
         let tick = scan.load(Ordering::Relaxed);
         if tick % SCAN_EVERY != SCAN_EVERY - 1 {
@@ -371,6 +398,7 @@ impl<'a> Queue<'a> {
         // over counts: a call that was stalled while the ring went round reads a lap of later
         // laps, and another call moves the head over them first.
         let (mut misses, mut moved) = (0, 0);
+        let mut backoff = caller.contention.call();
         let lap = self.mask + 1;
         loop {
             let disagree = misses > lap.max(DOUBT) || moved > (2 * lap).max(DOUBT);
@@ -382,7 +410,7 @@ impl<'a> Queue<'a> {
             // Bit i: position `head + i` was passed, no claim from the ring settled it.
             let mut passed = 0u64;
             while position < end && !disagree {
-                match self.look(position, me, tail) {
+                match self.look(position, me, tail, &mut backoff) {
                     At::Took(n) => {
                         if position + 1 - head >= self.lag || passed != 0 {
                             self.advance(head, position + 1, passed);
@@ -471,20 +499,27 @@ impl<'a> Queue<'a> {
     /// now by `me`; a claim from the ring that settled it already; or a pass (its number never
     /// came, or a later lap is there). `tail` is one read before.
     #[inline(always)]
-    fn look(&self, position: u64, me: u32, tail: u64) -> At {
+    fn look(&self, position: u64, me: u32, tail: u64, backoff: &mut Backoff) -> At {
         let (found, entry) = self.decode(self.cell(position).load(Ordering::Acquire), position);
         match entry {
             Entry::Number(n) if found == self.lap(position) => {
-                self.take_queued_here(n, position, me, tail)
+                self.take_queued_here(n, position, me, tail, backoff)
             }
-            _ => self.look_further(position, me, tail),
+            _ => self.look_further(position, me, tail, backoff),
         }
     }
 
     /// [`Queue::look`] at a slot that shows `n` for `position`'s lap: `n` if it is still queued
     /// under `position` and this call claims it.
     #[inline(always)]
-    fn take_queued_here(&self, n: u64, position: u64, me: u32, tail: u64) -> At {
+    fn take_queued_here(
+        &self,
+        n: u64,
+        position: u64,
+        me: u32,
+        tail: u64,
+        backoff: &mut Backoff,
+    ) -> At {
         // The exact 64-bit state `QUEUED(position)` (wrapping: a number above its position
         // cannot be queued under it, and the claim then fails). Read first: a claimed position
         // costs a load, not a locked instruction.
@@ -493,7 +528,11 @@ impl<'a> Queue<'a> {
         if now == queued_here {
             match self.claim_from_ring(n, queued_here, me) {
                 Ok(_) => return At::Took(n),
-                Err(actual) => now = actual,
+                Err(actual) => {
+                    now = actual;
+                    // Another caller claimed it first (or moved it): let it go on alone a while.
+                    backoff.lost_race();
+                }
             }
         }
         self.after_queued_here(n, now, position, tail)
@@ -504,7 +543,7 @@ impl<'a> Queue<'a> {
     /// ticket and its write), then marked passed, so that its enqueuer takes another ticket.
     #[cold]
     #[inline(never)]
-    fn look_further(&self, position: u64, me: u32, tail: u64) -> At {
+    fn look_further(&self, position: u64, me: u32, tail: u64, backoff: &mut Backoff) -> At {
         let cell = self.cell(position);
         let lap = self.lap(position);
         let mut current = cell.load(Ordering::Acquire);
@@ -516,7 +555,9 @@ impl<'a> Queue<'a> {
             }
             if found == lap {
                 match entry {
-                    Entry::Number(n) => return self.take_queued_here(n, position, me, tail),
+                    Entry::Number(n) => {
+                        return self.take_queued_here(n, position, me, tail, backoff)
+                    }
                     Entry::Passed => return At::Passed,
                     Entry::Empty => {}
                 }
@@ -698,7 +739,7 @@ impl<'a> Queue<'a> {
     /// (a slow dequeuer), for the models: the number it takes there. Not for use.
     #[doc(hidden)]
     pub fn finish_taking(&self, position: u64, me: u32) -> Option<u64> {
-        match self.look(position, me, self.tail()) {
+        match self.look(position, me, self.tail(), &mut Contention::default().call()) {
             At::Took(n) => Some(n),
             At::Claimed | At::Passed => None,
         }
@@ -940,22 +981,22 @@ mod tests {
         let memory = Memory::new(4);
         let queue = memory.queue();
         let got: Vec<u64> = (0..4)
-            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .map(|_| queue.allocate(1, &memory.caller).unwrap())
             .collect();
         assert_eq!(got, [0, 1, 2, 3]);
-        assert_eq!(queue.allocate(1, &memory.scan), None);
+        assert_eq!(queue.allocate(1, &memory.caller), None);
         for n in [2, 0, 3, 1] {
             queue.free(n).unwrap();
         }
         let again: Vec<u64> = (0..4)
-            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .map(|_| queue.allocate(1, &memory.caller).unwrap())
             .collect();
         assert_eq!(again, [2, 0, 3, 1]);
         assert!(matches!(queue.free(9), Err(Error::OutOfRange(_))));
         queue.free(3).unwrap();
         assert!(matches!(queue.free(3), Err(Error::NotAllocated(3))));
-        assert_eq!(queue.allocate(1, &memory.scan), Some(3));
-        assert_eq!(queue.allocate(1, &memory.scan), None);
+        assert_eq!(queue.allocate(1, &memory.caller), Some(3));
+        assert_eq!(queue.allocate(1, &memory.caller), None);
     }
 
     #[test]
@@ -964,7 +1005,7 @@ mod tests {
         let queue = memory.queue();
         let held: Vec<u64> = [5, 6, 5, 6]
             .iter()
-            .map(|&me| queue.allocate(me, &memory.scan).unwrap())
+            .map(|&me| queue.allocate(me, &memory.caller).unwrap())
             .collect();
         assert_eq!(held, [0, 1, 2, 3]);
         assert_eq!(queue.sweep(|holder| holder == 5), 2);
@@ -973,12 +1014,28 @@ mod tests {
         assert_eq!(queue.sweep(|holder| holder == 5), 0, "nothing twice");
         assert_eq!(
             [
-                queue.allocate(7, &memory.scan),
-                queue.allocate(7, &memory.scan)
+                queue.allocate(7, &memory.caller),
+                queue.allocate(7, &memory.caller)
             ],
             [Some(0), Some(2)]
         );
-        assert_eq!(queue.allocate(7, &memory.scan), None);
+        assert_eq!(queue.allocate(7, &memory.caller), None);
+    }
+
+    #[test]
+    fn a_number_a_dead_dequeuer_claimed_at_the_head_never_makes_an_allocate_wait() {
+        let memory = Memory::new(4);
+        let queue = memory.queue();
+        // Claimed from the ring by a holder that died before the head moved: every call reads
+        // it at the head until the head moves over it. Only a race lost to a live caller waits.
+        memory.states[0].store(HELD | 5, Ordering::SeqCst);
+        let caller = Caller::default();
+        assert_eq!(queue.allocate(7, &caller), Some(1));
+        assert_eq!(queue.allocate(7, &caller), Some(2));
+        queue.free(1).unwrap();
+        assert_eq!(queue.allocate(7, &caller), Some(3));
+        assert_eq!(queue.allocate(7, &caller), Some(1));
+        assert_eq!(caller.contention.doublings(), 0, "never a wait");
     }
 
     #[test]
@@ -986,7 +1043,7 @@ mod tests {
         let memory = Memory::new(3);
         let queue = memory.queue();
         for round in 0..1000u64 {
-            let n = queue.allocate(7, &memory.scan).unwrap();
+            let n = queue.allocate(7, &memory.caller).unwrap();
             assert_eq!(n, round % 3);
             queue.free(n).unwrap();
         }
@@ -1000,25 +1057,25 @@ mod tests {
         // stays queued behind the head (as if its enqueuer had stopped before its slot).
         memory.passed.store(1, Ordering::Relaxed);
         memory.head.store(1, Ordering::Relaxed);
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
         assert_eq!(
-            queue.allocate(1, &memory.scan),
+            queue.allocate(1, &memory.caller),
             Some(0),
             "recovered before reporting empty"
         );
-        assert_eq!(queue.allocate(1, &memory.scan), None);
+        assert_eq!(queue.allocate(1, &memory.caller), None);
     }
 
     #[test]
     fn an_enqueuer_that_stopped_before_writing_its_slot_strands_nothing() {
         let memory = Memory::new(2);
         let queue = memory.queue();
-        let a = queue.allocate(1, &memory.scan).unwrap();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        let a = queue.allocate(1, &memory.caller).unwrap();
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
         // A free of `a` took ticket 2 and set the state, then stopped before writing the slot.
         assert_eq!(queue.free_stopping_before_the_slot(a), Some(2));
-        assert_eq!(queue.allocate(1, &memory.scan), Some(a));
-        assert_eq!(queue.allocate(1, &memory.scan), None);
+        assert_eq!(queue.allocate(1, &memory.caller), Some(a));
+        assert_eq!(queue.allocate(1, &memory.caller), None);
     }
 
     #[test]
@@ -1035,7 +1092,7 @@ mod tests {
                     for _ in 0..20_000 {
                         let mut held = Vec::new();
                         for _ in 0..8 {
-                            if let Some(n) = queue.allocate(me, &memory.scan) {
+                            if let Some(n) = queue.allocate(me, &memory.caller) {
                                 assert!(
                                     !owned[n as usize].swap(true, Ordering::AcqRel),
                                     "{n} twice"
@@ -1073,7 +1130,7 @@ mod tests {
                         // whether or not the threads overlap (a loaded machine runs them one by
                         // one).
                         let held: Vec<u64> = (0..20)
-                            .filter_map(|_| queue.allocate(me, &memory.scan))
+                            .filter_map(|_| queue.allocate(me, &memory.caller))
                             .collect();
                         failed.fetch_add(20 - held.len(), Ordering::Relaxed);
                         for n in held {
@@ -1091,19 +1148,19 @@ mod tests {
         // lags behind the last claims.
         assert!(counted() == 0 || counted() > u64::MAX / 2, "{}", counted());
         let queue = memory.queue();
-        let all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).collect();
+        let all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.caller)).collect();
         assert_eq!(all.len(), 16);
         assert_eq!(counted(), 16);
         queue.free(all[3]).unwrap();
-        assert_eq!(queue.allocate(9, &memory.scan), Some(all[3]));
+        assert_eq!(queue.allocate(9, &memory.caller), Some(all[3]));
         // A claimer that stopped before counting leaves the count short: "full" is then found
         // by the pass over the states, and a number freed is still found.
         memory.settled.fetch_sub(1, Ordering::Relaxed);
-        assert_eq!(queue.allocate(9, &memory.scan), None);
+        assert_eq!(queue.allocate(9, &memory.caller), None);
         queue.free(all[5]).unwrap();
-        assert_eq!(queue.allocate(9, &memory.scan), Some(all[5]));
+        assert_eq!(queue.allocate(9, &memory.caller), Some(all[5]));
         // The head lags behind that claim until an allocate moves it on (this one, to the tail).
-        assert_eq!(queue.allocate(9, &memory.scan), None);
+        assert_eq!(queue.allocate(9, &memory.caller), None);
         assert_eq!(counted(), 15);
         memory.settled.fetch_add(1, Ordering::Relaxed); // the stopped claimer's one, back
                                                         // Two threads free every number at once: each is freed once, and the frees that lose
@@ -1134,9 +1191,9 @@ mod tests {
         let queue = memory.queue();
         assert_eq!(queue.snapshot(0).waiting, 4);
         // The count says "full"; a recount (reclaim() does one) finds them.
-        assert_eq!(queue.allocate(9, &memory.scan), None);
+        assert_eq!(queue.allocate(9, &memory.caller), None);
         assert_eq!(queue.recount(), 4);
-        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).collect();
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &memory.caller)).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3], "every waiting number comes out");
         assert_eq!(queue.recount(), 0, "and the count is right again");
@@ -1148,13 +1205,13 @@ mod tests {
     fn a_count_above_the_capacity_is_lowered_by_a_recount() {
         let memory = Memory::new(4);
         let queue = memory.queue();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(0));
         memory.head.store(100, Ordering::Relaxed);
         memory.tail.store(50, Ordering::Relaxed); // the tail (54) behind the head
         assert!(queue.counted() > 4);
         assert!(queue.recount() > 0);
         assert_eq!(queue.counted(), queue.held());
-        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(2, &memory.scan)).collect();
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(2, &memory.caller)).collect();
         got.sort_unstable();
         assert_eq!(got, [1, 2, 3], "every waiting number comes out");
         assert_eq!(queue.counted(), 4, "and the count says full");
@@ -1170,7 +1227,7 @@ mod tests {
                 scope.spawn(move || {
                     let queue = memory.queue();
                     while !stop.load(Ordering::Relaxed) {
-                        let n = queue.allocate(me, &memory.scan).unwrap();
+                        let n = queue.allocate(me, &memory.caller).unwrap();
                         queue.free(n).unwrap();
                     }
                 });
@@ -1183,7 +1240,7 @@ mod tests {
         // The head may lag behind the last claims: the count is exact once an allocate has
         // moved it to the tail.
         let queue = memory.queue();
-        let all = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).count();
+        let all = std::iter::from_fn(|| queue.allocate(9, &memory.caller)).count();
         assert_eq!((all, queue.counted()), (64, 64));
     }
 
@@ -1192,18 +1249,18 @@ mod tests {
         let memory = Memory::new(3);
         let queue = memory.queue();
         let slow = memory.head.fetch_add(1, Ordering::AcqRel); // takes position 0, pauses
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
-        assert_eq!(queue.allocate(1, &memory.scan), Some(2));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(2));
         for _ in 3..8 {
             queue.free(1).unwrap();
-            assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+            assert_eq!(queue.allocate(1, &memory.caller), Some(1));
         }
         queue.free(1).unwrap(); // a lap later: position 8, the slow dequeuer's slot
         assert_eq!(queue.finish_taking(slow, 2), None);
         queue.free(2).unwrap();
         // 0 (stranded by the slow dequeuer: the oldest) may come first, by a scan; 1 before 2.
         let got: Vec<u64> = (0..3)
-            .map(|_| queue.allocate(1, &memory.scan).unwrap())
+            .map(|_| queue.allocate(1, &memory.caller).unwrap())
             .collect();
         let at = |n| got.iter().position(|&m| m == n).unwrap();
         assert!(at(1) < at(2), "1 was freed before 2: {got:?}");
@@ -1216,7 +1273,7 @@ mod tests {
         memory.head.fetch_add(1, Ordering::AcqRel); // took position 0 and was killed
         let seen: Vec<u64> = (0..64)
             .map(|_| {
-                let n = queue.allocate(1, &memory.scan).unwrap();
+                let n = queue.allocate(1, &memory.caller).unwrap();
                 queue.free(n).unwrap();
                 n
             })
@@ -1228,8 +1285,8 @@ mod tests {
     fn a_free_whose_positions_are_always_passed_gives_up_and_its_number_comes_back() {
         let memory = Memory::new(2);
         let queue = memory.queue();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(0));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
         // Every position the free of 0 will take, passed before it writes (as dequeuers that
         // keep arriving first would): tickets 2 ..= 2 + RETICKETS.
         for position in 2..=2 + RETICKETS as u64 {
@@ -1246,7 +1303,7 @@ mod tests {
         );
         assert_eq!(queue.waiting(usize::MAX), [0]);
         assert_eq!(
-            queue.allocate(2, &memory.scan),
+            queue.allocate(2, &memory.caller),
             Some(0),
             "stranded, then taken"
         );
@@ -1258,7 +1315,7 @@ mod tests {
         let memory = Memory::new(3);
         let queue = memory.queue();
         for n in 0..3 {
-            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+            assert_eq!(queue.allocate(1, &memory.caller), Some(n));
         }
         // A free of 2 took ticket 3 and set the state, then paused; a dequeuer passed position 3.
         assert_eq!(queue.free_stopping_before_the_slot(2), Some(3));
@@ -1269,9 +1326,9 @@ mod tests {
         queue.free(1).unwrap(); // ticket 6
         assert_eq!(queue.waiting(usize::MAX), [0, 2, 1]);
         for n in [0, 2] {
-            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+            assert_eq!(queue.allocate(1, &memory.caller), Some(n));
         }
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
     }
 
     /// Found by a review: tickets that carry no number (frees that lost the race for their state word,
@@ -1283,7 +1340,7 @@ mod tests {
         let memory = Memory::new(16); // ring of 32
         let queue = memory.queue();
         for n in 0..16 {
-            assert_eq!(queue.allocate(1, &memory.scan), Some(n));
+            assert_eq!(queue.allocate(1, &memory.caller), Some(n));
         }
         // free(0) returns: ticket 16, slot 16 at lap 0. Then 1..=14 are freed: tickets 17..=30.
         for n in 0..15 {
@@ -1308,7 +1365,7 @@ mod tests {
         queue.publish(15, 48); // writes over 0, still waiting at position 16 (head is 16)
         assert_eq!(memory.head.load(Ordering::Relaxed), 16);
         let got: Vec<u64> = (0..16)
-            .map(|_| queue.allocate(2, &memory.scan).unwrap())
+            .map(|_| queue.allocate(2, &memory.caller).unwrap())
             .collect();
         assert_eq!(
             got,
@@ -1340,12 +1397,12 @@ mod tests {
         }
         memory.head.store(now, Ordering::Relaxed);
         memory.tail.store(now - 16, Ordering::Relaxed);
-        memory.scan.store(5, Ordering::Relaxed); // keep the scans off 3 for this call
+        memory.caller.scan.store(5, Ordering::Relaxed); // keep the scans off 3 for this call
         queue.free(3).unwrap(); // ticket `now`, slot 0
         queue.free(4).unwrap(); // ticket `now + 1`, slot 1
         assert_eq!(queue.finish_taking(slow, 9), None); // resumes: overwrites 3 with PASSED at lap 0
         assert_eq!(
-            queue.allocate(2, &memory.scan),
+            queue.allocate(2, &memory.caller),
             Some(3),
             "free(3) returned before free(4) was called; the stalled dequeuer was not moving 3"
         );
@@ -1384,7 +1441,7 @@ mod tests {
         let memory = Memory::new(4);
         let queue = memory.queue();
         memory.states[0].store(100, Ordering::Relaxed); // queued under ticket 100; the tail is 4
-        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.scan)).collect();
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.caller)).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3]);
     }
@@ -1397,12 +1454,12 @@ mod tests {
         let memory = Memory::new(4);
         let queue = memory.queue();
         memory.tail.store(1 << 40, Ordering::Relaxed);
-        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.scan)).collect();
+        let mut got: Vec<u64> = std::iter::from_fn(|| queue.allocate(1, &memory.caller)).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3]);
         assert!(memory.head.load(Ordering::Relaxed) < 100, "bounded walk");
         queue.free(2).unwrap();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(2));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(2));
     }
 
     /// A xorshift generator: the same numbers for the same seed, so a failure reproduces.
@@ -1428,7 +1485,7 @@ mod tests {
     /// Returns the queue with 0 queued under 3, in its slot.
     fn three_racing_frees_of_the_one_number(memory: &Memory) -> Queue<'_> {
         let queue = memory.queue();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(0));
+        assert_eq!(queue.allocate(1, &memory.caller), Some(0));
         let held = memory.states[0].load(Ordering::Acquire);
         let (t1, t2) = (queue.take_ticket(), queue.take_ticket());
         queue.free(0).unwrap();
@@ -1452,9 +1509,9 @@ mod tests {
         let memory = Memory::new(1);
         let queue = three_racing_frees_of_the_one_number(&memory);
         assert_eq!(queue.counted(), 0);
-        assert_eq!(queue.allocate(2, &memory.scan), Some(0));
+        assert_eq!(queue.allocate(2, &memory.caller), Some(0));
         assert_eq!(
-            queue.allocate(3, &memory.scan),
+            queue.allocate(3, &memory.caller),
             None,
             "the head moves over 3"
         );
@@ -1468,19 +1525,19 @@ mod tests {
     fn a_number_queued_for_the_whole_call_is_handed_out_after_racing_frees() {
         let memory = Memory::new(1);
         let queue = three_racing_frees_of_the_one_number(&memory);
-        assert_eq!(queue.allocate(2, &memory.scan), Some(0));
-        assert_eq!(queue.allocate(3, &memory.scan), None);
+        assert_eq!(queue.allocate(2, &memory.caller), Some(0));
+        assert_eq!(queue.allocate(3, &memory.caller), None);
         let held = memory.states[0].load(Ordering::Acquire);
         let ticket = queue.take_ticket();
         assert_eq!(
-            queue.allocate(4, &memory.scan),
+            queue.allocate(4, &memory.caller),
             None,
             "0 is held by 2 still"
         );
         assert!(queue_from_held(&memory, held, ticket));
-        memory.scan.store(0, Ordering::Relaxed); // not the call that looks at one state
+        memory.caller.scan.store(0, Ordering::Relaxed); // not the call that looks at one state
         assert_eq!(
-            queue.allocate(5, &memory.scan),
+            queue.allocate(5, &memory.caller),
             Some(0),
             "0 waited for the whole call"
         );
@@ -1498,12 +1555,12 @@ mod tests {
                     let memory = &memory;
                     scope.spawn(move || {
                         let queue = memory.queue();
-                        let scan = AtomicU64::new(me as u64);
+                        let caller = Caller::starting_at(me as u64);
                         let mut next = xorshift(me as u64 * 0x9E37_79B9);
                         for _ in 0..300_000 {
                             if nothing_every > 0 && next().is_multiple_of(nothing_every) {
                                 queue.ticket_for_nothing();
-                            } else if let Some(n) = queue.allocate(me, &scan) {
+                            } else if let Some(n) = queue.allocate(me, &caller) {
                                 queue.free(n).unwrap();
                             }
                         }
@@ -1511,7 +1568,7 @@ mod tests {
                 }
             });
             let queue = memory.queue();
-            let all = std::iter::from_fn(|| queue.allocate(9, &memory.scan)).count();
+            let all = std::iter::from_fn(|| queue.allocate(9, &memory.caller)).count();
             assert_eq!(all, capacity);
             let (counted, held) = (queue.counted(), queue.held());
             assert_eq!(counted, held, "capacity {capacity}");
@@ -1545,7 +1602,7 @@ mod tests {
             let mut held: Vec<u64> = Vec::new();
             for step in 0..5_000 {
                 if held.is_empty() || (next().is_multiple_of(2) && !model.is_empty()) {
-                    let got = queue.allocate(1, &memory.scan);
+                    let got = queue.allocate(1, &memory.caller);
                     assert_eq!(got, model.pop_front(), "capacity {capacity} step {step}");
                     held.extend(got);
                 } else {
@@ -1593,7 +1650,7 @@ mod tests {
                     .for_each(|s| s.store(word(), Ordering::Relaxed));
                 let queue = memory.queue();
                 let mut got = Vec::new();
-                while let Some(n) = queue.allocate(99, &memory.scan) {
+                while let Some(n) = queue.allocate(99, &memory.caller) {
                     assert!(!got.contains(&n), "round {round}: {n} twice");
                     got.push(n);
                     assert!(got.len() <= memory.states.len());
@@ -1617,10 +1674,10 @@ mod tests {
         let memory = Memory::new(6);
         let queue = memory.queue();
         for _ in 0..6 {
-            queue.allocate(1, &memory.scan).unwrap();
+            queue.allocate(1, &memory.caller).unwrap();
         }
         assert_eq!(
-            queue.allocate(1, &memory.scan),
+            queue.allocate(1, &memory.caller),
             None,
             "the head moves to the tail"
         );
@@ -1647,8 +1704,8 @@ mod tests {
     fn a_reticket_that_finds_its_number_taken_marks_its_new_ticket_passed() {
         let memory = Memory::new(2);
         let queue = memory.queue();
-        let n = queue.allocate(1, &memory.scan).unwrap();
-        assert_eq!(queue.allocate(1, &memory.scan), Some(1));
+        let n = queue.allocate(1, &memory.caller).unwrap();
+        assert_eq!(queue.allocate(1, &memory.caller), Some(1));
         // A free of n takes ticket 2 and pauses before its slot; a dequeuer passes position 2.
         let ticket = queue.free_stopping_before_the_slot(n).unwrap();
         memory.head.fetch_add(1, Ordering::AcqRel);

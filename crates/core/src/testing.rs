@@ -4,7 +4,7 @@
 
 use crate::bits::{Bits, Parts};
 use crate::header::Header;
-use crate::queue::{Queue, QueueParts};
+use crate::queue::{Caller, Queue, QueueParts};
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// A bitmap with its summaries, full counts and (optionally) holder records, laid out as in a
@@ -67,8 +67,8 @@ pub struct QueueMemory {
     pub settled: AtomicU64,
     pub states: Vec<AtomicU64>,
     pub ring: Vec<AtomicU64>,
-    /// A scan cursor (per handle in a region), shared here by every caller.
-    pub scan: AtomicU64,
+    /// What a queue keeps per handle in a region, shared here by every caller.
+    pub caller: Caller,
 }
 
 impl QueueMemory {
@@ -81,13 +81,13 @@ impl QueueMemory {
             settled: AtomicU64::new(0),
             states: zeroed(capacity),
             ring: zeroed(Queue::ring_len(capacity as u64)),
-            scan: AtomicU64::new(0),
+            caller: Caller::default(),
         }
     }
 
     /// Takes a number for `me` (a shortcut for the models).
     pub fn allocate(&self, me: u32) -> Option<u64> {
-        self.queue().allocate(me, &self.scan)
+        self.queue().allocate(me, &self.caller)
     }
 
     pub fn queue(&self) -> Queue<'_> {
@@ -104,7 +104,7 @@ impl QueueMemory {
     /// Takes every number left (as holder 9) and checks that each of `expected` comes back once.
     pub fn assert_all_come_back(&self, expected: &[u64]) {
         let queue = self.queue();
-        let mut all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &self.scan)).collect();
+        let mut all: Vec<u64> = std::iter::from_fn(|| queue.allocate(9, &self.caller)).collect();
         all.sort_unstable();
         assert_eq!(all, expected, "every number, once");
     }

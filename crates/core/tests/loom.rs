@@ -9,6 +9,7 @@
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use numballoc_core::backoff::Contention;
 use numballoc_core::holder::record;
 use numballoc_core::testing::{Memory, QueueMemory};
 use numballoc_core::Bits;
@@ -380,7 +381,14 @@ fn a_full_count_never_hides_a_number_free_for_the_whole_search() {
                 thread::spawn(move || match six {
                     Six::FreesAndRetakes => {
                         memory.bits().free(6).unwrap();
-                        assert_eq!(memory.bits().allocate_lowest_in(6, 7), Some(6));
+                        assert_eq!(
+                            memory.bits().allocate_lowest_in(
+                                6,
+                                7,
+                                &mut Contention::default().call()
+                            ),
+                            Some(6)
+                        );
                     }
                     Six::StopsAfterUncounting => {
                         memory.counts[0].fetch_sub(1, Ordering::Relaxed);
@@ -394,7 +402,9 @@ fn a_full_count_never_hides_a_number_free_for_the_whole_search() {
             // 5 was freed before this search began and nobody else takes it: the lowest free
             // number is 5 or below, and the count must not say the word is full.
             if freed.load(Ordering::Acquire) == 1 {
-                let got = memory.bits().allocate_lowest_in(0, 7);
+                let got = memory
+                    .bits()
+                    .allocate_lowest_in(0, 7, &mut Contention::default().call());
                 assert!(got.is_some_and(|n| n <= 5), "{six:?}: got {got:?}");
             }
             five.join().unwrap();
