@@ -329,7 +329,8 @@ export interface Allocator {
  * With `'lowest'` and `'cyclic'` every call goes through the same few numbers, so a call that
  * lost a race for one to another process waits a moment (0.5 µs, doubling while it keeps
  * losing, at most 64 µs) and lets the winner go on: two processes at full speed then come
- * close to the speed of one, instead of a fraction of it. `'any'` never waits.
+ * close to the speed of one, instead of a fraction of it. So does `allocateInRange` (the
+ * lowest in a range) under any policy; `allocate()` with `'any'` never waits.
  */
 export type Policy = 'any' | 'lowest' | 'cyclic'
 

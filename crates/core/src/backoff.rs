@@ -15,7 +15,15 @@
 //! - A wait only follows a lost race: a caller that never meets another never waits.
 //! - The first wait is [`FIRST_WAIT_NS`]; each race lost after it doubles the next wait, up to
 //!   `FIRST_WAIT_NS << MAX_DOUBLINGS`. Every [`CALM_AFTER`] calls that lose no race halve it
-//!   again, so a caller that met another once waits long only while the contention lasts.
+//!   again: the next wait shrinks with the calls made since the last lost race, not with time,
+//!   so a caller that seldom calls keeps a long next wait for a while, paid only if it loses
+//!   another race.
+//! - A race is lost when another caller took the very number this one was claiming (its bit,
+//!   its holder record, its queue state) between this caller's read and its compare-and-swap.
+//!   A change to another number of the same word, a weak compare-and-swap's spurious failure,
+//!   or a record already taken before the claim (a dead holder's half-done claim looks the
+//!   same) is no lost race. After a wait the search starts over from where its policy starts,
+//!   with what changed meanwhile.
 //! - A wait is timed by the clock, not counted in spin-loop hints (whose length differs by a
 //!   factor of ten between processors), and yields the processor once it is longer than
 //!   [`SPIN_NS`], so that a winner preempted on the same core can run.

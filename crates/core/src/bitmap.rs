@@ -83,8 +83,9 @@ pub struct ConcurrentBitmap {
     /// The word of the last allocation: the next search starts there. Per handle, never shared,
     /// so it costs no cross-process cache traffic; `Relaxed` because it is only a hint.
     hint: AtomicUsize,
-    /// This handle's recent contention, for `lowest` and `cyclic`, whose every call goes through
-    /// the same words ([`crate::backoff`]).
+    /// This handle's recent contention, for `lowest`, `cyclic` and `try_allocate_in` (the lowest
+    /// in a range, whatever the policy), whose every call goes through the same words
+    /// ([`crate::backoff`]).
     contention: Contention,
 }
 
@@ -211,11 +212,17 @@ impl ConcurrentBitmap {
             Policy::Cyclic => {
                 // Relaxed: the cursor only orders the search; the CAS on the bitmap decides.
                 let cursor = self.region.cursor();
-                let start = cursor.load(Ordering::Relaxed);
+                // The cursor as last read: read again after a lost race, where the search starts
+                // over.
+                let start = std::cell::Cell::new(0);
+                let from = || {
+                    start.set(cursor.load(Ordering::Relaxed));
+                    start.get()
+                };
                 let n = self
                     .bits()
-                    .allocate_cyclic(start % self.max, &mut self.contention.call())?;
-                advance_cursor(cursor, start, n, self.max);
+                    .allocate_cyclic(from, &mut self.contention.call())?;
+                advance_cursor(cursor, start.get(), n, self.max);
                 Some(n)
             }
         }

@@ -101,6 +101,15 @@ use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 /// so 31 words miss one about once in a hundred times.
 const ROOMIER_REACH: usize = 31;
 
+/// What [`Bits::claim_backing_off`] came to.
+enum Claim {
+    Took(u64),
+    /// No usable free bit in the word.
+    Nothing,
+    /// A race for a number lost to another caller, and waited on.
+    Lost,
+}
+
 /// The positions of the set bits of `word`, lowest first.
 #[inline]
 pub fn ones(word: u64) -> impl Iterator<Item = u32> {
@@ -330,18 +339,23 @@ impl<'a> Bits<'a> {
     /// As [`Bits::claim`], but only among the bits of `allowed`.
     #[inline]
     fn claim_masked(&self, w: usize, allowed: u64) -> Option<u64> {
-        self.claim_backing_off(w, allowed, None)
+        match self.claim_backing_off(w, allowed, None) {
+            Claim::Took(n) => Some(n),
+            Claim::Nothing | Claim::Lost => None,
+        }
     }
 
-    /// As [`Bits::claim_masked`]; with a `backoff`, a race lost for a number waits (see
-    /// [`crate::backoff`]), for the policies whose every call goes through the same words.
-    #[inline]
+    /// As [`Bits::claim_masked`]; with a `backoff`, for the policies whose every call goes
+    /// through the same words: a race lost for a number (another caller took that very bit, or
+    /// its record) waits (see [`crate::backoff`]) and ends the claim with [`Claim::Lost`], so
+    /// that the caller searches again from where its policy starts, with what changed meanwhile.
+    #[inline(always)]
     fn claim_backing_off(
         &self,
         w: usize,
         allowed: u64,
         mut backoff: Option<&mut Backoff>,
-    ) -> Option<u64> {
+    ) -> Claim {
         let word = &self.words[w];
         let mut current = word.load(Ordering::Relaxed);
         // Bits whose holder record another caller owns: it is in the middle of claiming or
@@ -353,7 +367,7 @@ impl<'a> Bits<'a> {
                 if current & self.existing(w) == self.existing(w) {
                     self.mark_full(w);
                 }
-                return None;
+                return Claim::Nothing;
             }
             let bit = free.trailing_zeros();
             let n = w as u64 * 64 + bit as u64;
@@ -365,15 +379,16 @@ impl<'a> Bits<'a> {
                     continue;
                 }
                 if !self.take_holder(holders, n) {
-                    skip |= 1 << bit;
                     if let Some(backoff) = backoff.as_deref_mut() {
                         backoff.lost_race();
+                        return Claim::Lost;
                     }
+                    skip |= 1 << bit;
                     continue;
                 }
                 // Only the owner of a holder record sets its bit, so this cannot race.
                 self.set_bits(w, 1u64 << bit);
-                return Some(n);
+                return Claim::Took(n);
             }
             match word.compare_exchange_weak(
                 current,
@@ -383,12 +398,18 @@ impl<'a> Bits<'a> {
             ) {
                 Ok(_) => {
                     self.count_if_filled(w, current, 1u64 << bit);
-                    return Some(n);
+                    return Claim::Took(n);
                 }
                 Err(actual) => {
                     current = actual;
-                    if let Some(backoff) = backoff.as_deref_mut() {
-                        backoff.lost_race();
+                    // Lost only if another caller took this very bit: not for a change of
+                    // another bit of the word (a free, say), nor a weak compare-and-swap's
+                    // spurious failure.
+                    if actual & (1u64 << bit) != 0 {
+                        if let Some(backoff) = backoff.as_deref_mut() {
+                            backoff.lost_race();
+                            return Claim::Lost;
+                        }
                     }
                 }
             }
@@ -641,28 +662,46 @@ impl<'a> Bits<'a> {
     pub fn allocate_lowest_in(&self, first: u64, last: u64, backoff: &mut Backoff) -> Option<u64> {
         debug_assert!(first <= last && last < self.max);
         let (first_word, last_word) = ((first / 64) as usize, (last / 64) as usize);
-        self.open_words(first_word, last_word + 1).find_map(|w| {
-            let allowed = self.range_mask(w, first, last);
-            // A plain load first keeps the scan over full words tight (no summary marking).
-            if !self.words[w].load(Ordering::Relaxed) & allowed == 0 {
-                return None;
+        // After a race lost (and waited on), from `first` again: numbers freed meanwhile below
+        // where it was lost come first, and the pass that returns keeps the promise on its own.
+        'search: loop {
+            for w in self.open_words(first_word, last_word + 1) {
+                let allowed = self.range_mask(w, first, last);
+                // A plain load first keeps the scan over full words tight (no summary marking).
+                if !self.words[w].load(Ordering::Relaxed) & allowed == 0 {
+                    continue;
+                }
+                match self.claim_backing_off(w, allowed, Some(&mut *backoff)) {
+                    Claim::Took(n) => return Some(n),
+                    Claim::Nothing => {}
+                    Claim::Lost => continue 'search,
+                }
             }
-            self.claim_backing_off(w, allowed, Some(&mut *backoff))
-        })
+            return None;
+        }
     }
 
     /// A free number at or after `from`, wrapping to 0: the numbers just after `from` first, so a
     /// number freed just before `from` comes back last. Uses the summaries, then a full scan.
-    /// `backoff` as for [`Bits::allocate_lowest_in`]: every cyclic allocate starts at one cursor.
-    pub fn allocate_cyclic(&self, from: u64, backoff: &mut Backoff) -> Option<u64> {
+    /// `backoff` as for [`Bits::allocate_lowest_in`]: every cyclic allocate starts at one cursor;
+    /// after a race lost (and waited on) it starts again at `from()`, read anew, so that the
+    /// numbers the winner freed meanwhile behind the cursor do not come back first.
+    pub fn allocate_cyclic(&self, from: impl Fn() -> u64, backoff: &mut Backoff) -> Option<u64> {
         if self.max == 0 {
             return None;
         }
-        let from = from % self.max;
-        let w = (from / 64) as usize;
-        let after = self.range_mask(w, from, self.max - 1);
-        self.claim_backing_off(w, after, Some(backoff))
-            .or_else(|| self.guided_search(w).map(|(n, _)| n))
+        let (w, after) = loop {
+            let from = from() % self.max;
+            let w = (from / 64) as usize;
+            let after = self.range_mask(w, from, self.max - 1);
+            match self.claim_backing_off(w, after, Some(&mut *backoff)) {
+                Claim::Took(n) => return Some(n),
+                Claim::Nothing => break (w, after),
+                Claim::Lost => {}
+            }
+        };
+        self.guided_search(w)
+            .map(|(n, _)| n)
             .or_else(|| self.claim_masked(w, self.usable(w) & !after))
             .or_else(|| self.full_scan(w).map(|(n, _)| n))
     }
@@ -1042,7 +1081,7 @@ pub(crate) mod tests {
 
         /// [`Bits::allocate_cyclic`] by a caller of its own.
         pub(crate) fn cyclic_from(&self, from: u64) -> Option<u64> {
-            self.allocate_cyclic(from, &mut Contention::default().call())
+            self.allocate_cyclic(|| from, &mut Contention::default().call())
         }
     }
 
@@ -1442,10 +1481,40 @@ pub(crate) mod tests {
             assert_eq!(lowest, Some(expected));
         }
         for expected in 40..72 {
-            let cyclic = bits.allocate_cyclic(0, &mut contention.call());
+            let cyclic = bits.allocate_cyclic(|| 0, &mut contention.call());
             assert_eq!(cyclic, Some(expected));
         }
         assert_eq!(contention.doublings(), 0, "never a wait");
+    }
+
+    #[test]
+    fn frees_of_other_numbers_of_the_word_never_make_lowest_or_cyclic_wait() {
+        // Without holder records a claim is the word's compare-and-swap, which also fails when
+        // another number of the word is freed meanwhile: no race lost, so no wait. One thread
+        // allocates, the other frees what it is handed: nobody else ever claims.
+        let memory = Memory::with(512, false); // 4,096 numbers
+        for lowest in [true, false] {
+            let bits = memory.bits(4096);
+            let (hand, take) = std::sync::mpsc::sync_channel::<u64>(32);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    for n in take {
+                        bits.free(n).unwrap();
+                    }
+                });
+                let contention = Contention::default();
+                for _ in 0..200_000 {
+                    let n = if lowest {
+                        bits.allocate_lowest_in(0, 4095, &mut contention.call())
+                    } else {
+                        bits.allocate_cyclic(|| 0, &mut contention.call())
+                    };
+                    assert_eq!(contention.doublings(), 0, "a wait with no race lost");
+                    hand.send(n.unwrap()).unwrap();
+                }
+                drop(hand);
+            });
+        }
     }
 
     #[test]

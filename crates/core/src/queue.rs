@@ -105,12 +105,6 @@
 //!   smaller than the truth, which only makes a writer refuse more (an overrun it fears, an
 //!   ancient position it misses for a while): never a write over a waiting number.
 //! - The per-handle scan cursor is `Relaxed`: it only spreads the scans.
-//!
-//! # Contention
-//! An allocate that lost the claim of a number to another caller waits a moment before it goes
-//! on ([`crate::backoff`]): every allocate goes through the number at the head, so two callers
-//! at full speed would otherwise hand its cache lines back and forth on every call. The wait is
-//! bounded by the clock and waits for no one, so it changes no promise above.
 //! - `settled` is incremented with `Release` and read with `Acquire`, before the tail: a reader
 //!   that sees a settlement counted then sees the ticket of every free it depended on (taken
 //!   before that free's release of the state), so the count never takes a number its last free
@@ -123,6 +117,12 @@
 //! - A claim from the ring reads the slot (`Acquire`, so it sees the state the free set before
 //!   writing it), then the state (`Acquire`), and claims with an `AcqRel` compare-and-swap; a
 //!   reader that finds the position claimed only moves on.
+//!
+//! # Contention
+//! An allocate that lost the claim of a number to another caller waits a moment before it goes
+//! on ([`crate::backoff`]): every allocate goes through the number at the head, so two callers
+//! at full speed would otherwise hand its cache lines back and forth on every call. The wait is
+//! bounded by the clock and waits for no one, so it changes no promise above.
 
 use crate::backoff::{Backoff, Contention};
 use crate::error::{Error, Result};
